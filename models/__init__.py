@@ -1,0 +1,1 @@
+"""moeflow torch modules, losses and weight loading (importable without Prefect)."""

@@ -1,0 +1,1 @@
+"""moeflow stage logic: plain typed functions, no Prefect imports required."""

@@ -1,0 +1,1 @@
+"""The detect stage: anime-face detection and cropping."""

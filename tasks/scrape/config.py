@@ -1,0 +1,99 @@
+"""The `scrape` section of params.yaml."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from tasks.config import positive
+from tasks.errors import ConfigError
+
+RATINGS = ("general", "sensitive", "questionable", "explicit")
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The polite HTTP layer shared by every web source."""
+
+    contact: str = "moeflow-user@example.com"  # named in the User-Agent; set your own
+    rate_limit: float = 1.0  # requests per second, all threads together; 0 = unlimited
+    concurrency: int = 4  # parallel downloads
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 5  # per request, on connection errors, 5xx and 429
+    backoff: float = 1.0  # first retry waits ~backoff s, doubling, with jitter
+    backoff_max: float = 60.0
+    retry_after_max: float = 600.0  # longest Retry-After honoured before giving up
+    max_consecutive_failures: int = 20  # then the stage stops, keeping what it has
+    max_bytes: int = 50_000_000  # largest download accepted
+    respect_robots: bool = True
+
+    def validate(self, key: str) -> None:
+        positive(self.rate_limit, f"{key}.rate_limit", allow_zero=True)
+        for name in ("concurrency", "max_consecutive_failures", "max_bytes"):
+            positive(getattr(self, name), f"{key}.{name}")
+        for name in ("connect_timeout", "read_timeout", "backoff_max", "retry_after_max"):
+            positive(getattr(self, name), f"{key}.{name}")
+        positive(self.retries, f"{key}.retries", allow_zero=True)
+        positive(self.backoff, f"{key}.backoff", allow_zero=True)
+        if not re.fullmatch(r"[^\s@]+@[^\s@]+", self.contact):
+            raise ConfigError(f"{key}.contact: expected an e-mail address, got {self.contact!r}")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    ratings: tuple[str, ...] = ("general",)  # kept ratings; posts without a rating pass
+    min_width: int = 256
+    min_height: int = 256
+    max_pixels: int = 40_000_000  # decompression-bomb guard
+    formats: tuple[str, ...] = FORMATS
+    max_images: int = 10_000  # total kept in data/raw
+    blocklist_artists: tuple[str, ...] = ()
+    blocklist_tags: tuple[str, ...] = ()
+
+    def validate(self, key: str) -> None:
+        for r in self.ratings:
+            if r not in RATINGS:
+                raise ConfigError(f"{key}.ratings: unknown rating {r!r} (one of {', '.join(RATINGS)})")
+        for f in self.formats:
+            if f not in FORMATS:
+                raise ConfigError(f"{key}.formats: unknown format {f!r} (one of {', '.join(FORMATS)})")
+        for name in ("min_width", "min_height"):
+            positive(getattr(self, name), f"{key}.{name}", allow_zero=True)
+        positive(self.max_pixels, f"{key}.max_pixels")
+        positive(self.max_images, f"{key}.max_images")
+
+
+@dataclass(frozen=True)
+class ScrapeOut:
+    images: str = "data/raw/images"
+    manifest: str = "data/raw/manifest.parquet"
+    rejected: str = "data/raw/rejected.parquet"
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    source: Literal["danbooru", "gelbooru", "getchu", "folder"] = "folder"
+    base_url: str = "https://danbooru.donmai.us"
+    file_hosts: tuple[str, ...] = ()  # extra hosts images may come from (e.g. cdn.donmai.us)
+    tags: str = "1girl solo"  # booru search tags
+    posts_per_page: int = 100
+    page_limit: int = 1000  # page-number paging up to here, then cursor paging (page=b<id>)
+    login_env: str = "MOEFLOW_BOORU_LOGIN"  # names of environment variables, never secrets
+    api_key_env: str = "MOEFLOW_BOORU_API_KEY"
+    folder: str = "../shared/data/real"  # `folder` source
+    getchu_games: str = "data/getchu_games.csv"  # `getchu` source: the game list
+    min_sellday: Optional[str] = None  # `getchu` source: YYYY-MM-DD, older games skipped
+    http: HttpConfig = field(default_factory=HttpConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    out: ScrapeOut = field(default_factory=ScrapeOut)
+
+    def validate(self, key: str) -> None:
+        if not re.match(r"^https?://[^/\s]+", self.base_url):
+            raise ConfigError(f"{key}.base_url: expected an http(s) URL, got {self.base_url!r}")
+        positive(self.posts_per_page, f"{key}.posts_per_page")
+        positive(self.page_limit, f"{key}.page_limit")
+        if self.min_sellday is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.min_sellday):
+            raise ConfigError(f"{key}.min_sellday: expected YYYY-MM-DD, got {self.min_sellday!r}")
