@@ -39,7 +39,7 @@ def setup_logging(verbose: bool = False) -> None:
     flows/__init__); give them a level, since Prefect leaves them at WARNING."""
     import prefect  # noqa: F401 - configures Prefect's logging
 
-    for name in ("flows", "tasks", "models"):
+    for name in ("flows", "tasks", "models", "__main__"):  # __main__: a flow run as python -m flows.X
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 

@@ -5,7 +5,7 @@
 - connect/read timeouts; retries with exponential backoff and jitter on connection errors
   and 5xx; 429 honours Retry-After (and pauses every thread);
 - only http/https and allowed hosts, redirects followed by hand and checked;
-- robots.txt honoured (RFC 9309: unreachable robots.txt = disallow all), Crawl-delay too;
+- robots.txt honoured (RFC 9309: unreachable robots.txt = disallow all, so the stage stops), Crawl-delay too;
 - downloads streamed to a temp file with a size cap, hashed on the fly;
 - after N consecutive failures a SourceError stops the stage."""
 
@@ -58,10 +58,14 @@ class Download:
 
 
 class RateLimiter:
-    """Start times at least 1/rate apart across all threads; `pause` delays everyone."""
+    """Start times at least 1/rate apart across all threads; `pause` delays everyone.
+
+    A 0.5% margin absorbs network jitter, so the server never sees more than `rate`."""
+
+    MARGIN = 1.005
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic):
-        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.interval = self.MARGIN / rate if rate > 0 else 0.0
         self._next = 0.0
         self._lock = threading.Lock()
         self._clock = clock
@@ -104,6 +108,23 @@ def opted_out(headers) -> bool:
     return bool(tokens & {"noai", "noimageai"})
 
 
+def _root_cause(e: BaseException) -> str:
+    while e.__context__ is not None and e.__context__ is not e:
+        e = e.__context__
+    return f"{type(e).__name__}: {e}"[:160]
+
+
+def _error_message(resp: requests.Response) -> str:
+    """The server's own words for an error response (boorus send {"message": ...})."""
+    try:
+        body = resp.json()
+        if isinstance(body, dict):
+            return str(body.get("message") or body.get("reason") or body)
+    except ValueError:
+        pass
+    return resp.text[:200].strip() or resp.reason or ""
+
+
 class PoliteSession:
     def __init__(self, cfg: HttpConfig, allowed_hosts: set[str], *, extra_headers: dict | None = None,
                  auth: tuple[str, str] | None = None):
@@ -140,8 +161,11 @@ class PoliteSession:
             rp = urllib.robotparser.RobotFileParser(origin + "/robots.txt")
             try:
                 resp = self._send("GET", origin + "/robots.txt", stream=False, check_robots=False)
-            except (FetchFailed, FetchRejected) as e:
-                log.warning("robots.txt at %s unreachable (%s): treating every path as disallowed", origin, e)
+            except FetchFailed as e:  # RFC 9309: unreachable robots.txt = complete disallow, so stop
+                raise SourceError(f"cannot reach {origin}/: {e}. Check scrape.base_url and the network; "
+                                  "without internet, use scrape.source: folder") from None
+            except FetchRejected as e:
+                log.warning("robots.txt at %s refused (%s): treating every path as disallowed", origin, e)
                 rp.disallow_all = True
             else:
                 if resp.status_code >= 400:  # 4xx: no robots.txt, everything allowed
@@ -185,7 +209,7 @@ class PoliteSession:
                 resp = self.session.request(method, url, params=params, stream=stream, allow_redirects=False,
                                             timeout=(self.cfg.connect_timeout, self.cfg.read_timeout))
             except (requests.ConnectionError, requests.Timeout) as e:
-                last = f"{type(e).__name__} on {url}"
+                last = f"{type(e).__name__} on {url} ({_root_cause(e)})"
                 wait = None
             else:
                 if resp.is_redirect:
@@ -226,7 +250,7 @@ class PoliteSession:
         for attempt in range(self.cfg.retries + 1):
             resp = self._send("GET", url, stream=False, params=params)
             if resp.status_code >= 400:
-                raise FetchRejected(f"http_{resp.status_code}", resp.url)
+                raise FetchRejected(f"http_{resp.status_code}", f"{resp.url}: {_error_message(resp)}")
             try:
                 return resp.json()
             except ValueError:

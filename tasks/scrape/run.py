@@ -159,11 +159,11 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
     try:
         for post in extractor.posts():
             summary.listed += 1
+            while inflight and len(store.kept) + len(inflight) >= limit:
+                drain(len(inflight) - 1)  # enough in flight to reach max_images: wait for one
             if len(store.kept) >= limit:
-                drain(0)
-                if len(store.kept) >= limit:
-                    summary.skipped["max_images"] += 1
-                    break
+                summary.skipped["max_images"] += 1
+                break
             if store.key(post.source, post.post_id) in store.done:
                 summary.already_done += 1
                 continue
@@ -177,8 +177,7 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
                 summary.skipped[reason] += 1
                 continue
             inflight[pool.submit(fetch, post, http, store, cfg)] = post
-            # keep at most 2x concurrency in flight, and never more than max_images needs
-            drain(min(2 * cfg.http.concurrency, max(0, limit - len(store.kept))) - 1)
+            drain(2 * cfg.http.concurrency - 1)  # bounded: at most 2x concurrency in flight
         drain(0)
         if summary.listed == 0:
             raise SourceError(f"{cfg.source}: no posts found"

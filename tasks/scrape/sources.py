@@ -111,9 +111,6 @@ class Danbooru(Extractor):
     name = "danbooru"
     endpoint = "/posts.json"
 
-    def auth(self):  # Danbooru takes login + api_key as HTTP basic auth
-        return super().auth()
-
     def posts(self) -> Iterator[Post]:
         page, cursor, seen = 1, None, set()
         limit = self.cfg.posts_per_page
