@@ -1,0 +1,213 @@
+"""The detect stage as one plain function: read the scrape manifest, process the images
+not yet done under the current params (in parallel), then rebuild the outputs: the faces
+table with the monochrome and near-duplicate decisions, the per-image table, a contact
+sheet and summary counts."""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from tasks.detect.config import DetectConfig
+from tasks.detect.dataset import FACES_SCHEMA, CropReader, kept_mask, write_faces
+from tasks.detect.filters import find_duplicates
+from tasks.detect.runner import default_workers, iter_results
+from tasks.detect.state import IMAGES_SCHEMA, State
+from tasks.detect.work import ImageTask, WorkSettings
+from tasks.errors import DataError
+from tasks.fileio import SCHEMA_VERSION_KEY, TABLE_KEY, atomic_write_bytes, atomic_write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectSummary:
+    detector: str
+    images: int = 0  # in the manifest
+    processed: int = 0  # this run
+    reused: int = 0  # done by an earlier run with the same params
+    bad: collections.Counter = field(default_factory=collections.Counter)
+    with_face: int = 0  # images with at least one kept face
+    faces: int = 0  # detected, kept or not
+    kept: int = 0
+    dropped: collections.Counter = field(default_factory=collections.Counter)
+    monochrome: int = 0  # flagged (kept or dropped)
+    faces_new: int = 0  # detected in this run
+    seconds: float = 0.0
+    work_seconds: float = 0.0  # the parallel part
+    contact_sheet: Optional[str] = None
+
+    def lines(self) -> list[str]:
+        def fmt(c):
+            return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none"
+        rate = self.faces_new / self.work_seconds if self.work_seconds else 0.0
+        return [
+            f"detector: {self.detector}; images: {self.images} ({self.processed} processed now, "
+            f"{self.reused} reused); with a kept face: {self.with_face}",
+            f"unusable images: {sum(self.bad.values())} ({fmt(self.bad)})",
+            f"faces: {self.faces} detected, {self.kept} kept, {sum(self.dropped.values())} dropped ({fmt(self.dropped)}); "
+            f"monochrome flagged: {self.monochrome}",
+            f"time: {self.seconds:.1f}s ({self.faces_new} new faces, {rate:.1f} faces/s)",
+        ]
+
+    def as_dict(self) -> dict:
+        return {"detector": self.detector, "images": self.images, "processed": self.processed,
+                "reused": self.reused, "bad": dict(self.bad), "with_face": self.with_face, "faces": self.faces,
+                "kept": self.kept, "dropped": dict(self.dropped), "monochrome": self.monochrome}
+
+    def markdown(self, sheet_png: Optional[bytes] = None) -> str:
+        rows = [("images in manifest", self.images), ("processed this run", self.processed),
+                ("reused from earlier runs", self.reused), ("images with a kept face", self.with_face),
+                ("faces detected", self.faces), ("faces kept", self.kept), ("monochrome flagged", self.monochrome)]
+        rows += [(f"image unusable: {k}", v) for k, v in sorted(self.bad.items())]
+        rows += [(f"face dropped: {k}", v) for k, v in sorted(self.dropped.items())]
+        body = "\n".join(f"| {k} | {v} |" for k, v in rows)
+        md = f"# detect: {self.detector}\n\n{self.seconds:.1f}s\n\n| count | n |\n|---|---|\n{body}\n"
+        if sheet_png:
+            import base64
+
+            md += (f"\n## Sample crops\n\n`{self.contact_sheet}`\n\n"
+                   f"![contact sheet](data:image/png;base64,{base64.b64encode(sheet_png).decode()})\n")
+        return md
+
+
+def read_manifest(path: str | os.PathLike) -> pa.Table:
+    """image_id and path of every scraped image (only those columns are read)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist (run the scrape stage first)")
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as e:
+        raise DataError(f"{path} is not a readable Parquet file: {e}") from None
+    if meta.get(TABLE_KEY, b"").decode() != "raw_manifest" or int(meta.get(SCHEMA_VERSION_KEY, b"0")) != 1:
+        raise DataError(f"{path} is not a raw_manifest v1 table (rerun the scrape stage)")
+    return pq.read_table(path, columns=["image_id", "path", "width", "height"])
+
+
+def decide(state_faces: pa.Table, cfg: DetectConfig) -> pa.Table:
+    """The faces table: drop_reason and duplicate_of decided over all faces at once, so the
+    result does not depend on the order images were processed in. Near-duplicates are
+    searched among faces kept so far, largest detected box first, then by face_id: the
+    best copy stays, the others point at it."""
+    reasons = state_faces["drop_reason"].to_pylist()
+    mono = state_faces["monochrome"].to_pylist()
+    if cfg.drop_monochrome:
+        reasons = ["monochrome" if r is None and m else r for r, m in zip(reasons, mono)]
+    dup_of: list[Optional[str]] = [None] * len(reasons)
+    if cfg.dedup_hamming is not None:
+        fids = state_faces["face_id"].to_pylist()
+        area = (pc.multiply(state_faces["box_w"].cast(pa.int64()), state_faces["box_h"].cast(pa.int64()))).to_numpy()
+        hashes = state_faces["phash"].to_pylist()
+        cand = [i for i, r in enumerate(reasons) if r is None and hashes[i] is not None]
+        cand.sort(key=lambda i: (-int(area[i]), fids[i]))
+        dup = find_duplicates(((fids[i], hashes[i]) for i in cand), cfg.dedup_hamming)
+        pos = {f: i for i, f in enumerate(fids)}
+        for fid, original in dup.items():
+            i = pos[fid]
+            reasons[i], dup_of[i] = "duplicate", original
+    table = state_faces.select([f.name for f in FACES_SCHEMA])
+    table = table.set_column(table.schema.get_field_index("drop_reason"), FACES_SCHEMA.field("drop_reason"),
+                             pa.array(reasons, pa.string()))
+    table = table.set_column(table.schema.get_field_index("duplicate_of"), FACES_SCHEMA.field("duplicate_of"),
+                             pa.array(dup_of, pa.string()))
+    return table.sort_by([("image_id", "ascending"), ("face_id", "ascending")])
+
+
+def contact_sheet(faces: pa.Table, crops_dir: str | os.PathLike, n: int, thumb: int = 64, cols: int = 8) -> bytes:
+    """A PNG grid of up to `n` kept crops (a stable sample: the lowest face_ids)."""
+    from PIL import Image
+
+    kept = faces.filter(pa.array(kept_mask(faces))) if faces.num_rows else faces
+    sample = sorted(zip(kept["face_id"].to_pylist(), kept["shard"].to_pylist()), key=lambda r: r[0])[:n] if n else []
+    sample = [r for r in sample if r[1]]
+    rows = max(1, -(-len(sample) // cols))
+    sheet = Image.new("RGB", (cols * thumb, rows * thumb), (255, 255, 255))
+    if sample:
+        reader = CropReader(kept, crops_dir, cache_shards=2)
+        order = sorted(range(len(sample)), key=lambda i: (sample[i][1], sample[i][0]))
+        for i in order:
+            im = reader.image(sample[i][0]).resize((thumb, thumb), Image.LANCZOS)
+            sheet.paste(im, ((i % cols) * thumb, (i // cols) * thumb))
+    buf = io.BytesIO()
+    sheet.save(buf, "PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.PathLike,
+           progress: bool = True) -> DetectSummary:
+    """Run the stage: process new images, then rewrite faces, images, contact sheet, summary."""
+    t0 = time.perf_counter()
+    settings = WorkSettings.from_config(cfg)  # a missing or bad cascade fails here, before any work
+    table = read_manifest(manifest)
+    images_dir = Path(images_dir)
+    ids, paths = table["image_id"].to_pylist(), table["path"].to_pylist()
+    pixels = dict(zip(ids, (w * h for w, h in zip(table["width"].to_pylist(), table["height"].to_pylist()))))
+    summary = DetectSummary(cfg.detector, images=len(set(ids)))
+
+    state = State(cfg.out.crops, settings.key, set(ids))
+    if (removed := state.remove_orphans()):
+        log.info("removed %d crop shards no current face uses", removed)
+    done = state.done
+    # largest images first, so no worker is left with a big one at the end
+    todo_pairs = sorted({i: p for i, p in zip(ids, paths) if i not in done}.items(), key=lambda t: (-pixels[t[0]], t[0]))
+    tasks = [ImageTask(i, str((images_dir / p).resolve())) for i, p in todo_pairs]
+    summary.reused, summary.processed = len(done), len(tasks)
+    workers = cfg.workers or default_workers()
+    log.info("%d images: %d to process with %s (%s, %d workers), %d done earlier with the same params",
+             summary.images, len(tasks), cfg.detector, cfg.runner, workers, len(done))
+
+    state.start(datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3), cfg.shard_rows)
+    t_work = time.perf_counter()
+    bar = tqdm(total=len(tasks), desc="detect", unit="img", disable=not progress or not tasks, mininterval=1.0)
+    try:
+        for res in iter_results(tasks, settings, cfg.runner, workers, cfg.dask_address):
+            state.add(res, cfg.detector, cfg.size)
+            summary.faces_new += len(res.faces)
+            if res.status != "ok":
+                log.debug("image %s unusable: %s (%s)", res.image_id, res.reason, res.detail)
+            bar.update(1)
+            bar.set_postfix(faces=summary.faces_new, refresh=False)
+    finally:
+        bar.close()
+        state.checkpoint()  # keep what is done, even when interrupted
+    summary.work_seconds = time.perf_counter() - t_work
+    state.remove_orphans()
+
+    faces = decide(state.faces, cfg)
+    write_faces(cfg.out.faces, faces)
+    write_parquet(cfg.out.images, state.images.sort_by("image_id"), IMAGES_SCHEMA)
+    _count(summary, faces, state.images)
+    sheet = contact_sheet(faces, cfg.out.crops, cfg.contact_sheet_faces)
+    atomic_write_bytes(cfg.out.contact_sheet, sheet)
+    summary.contact_sheet = cfg.out.contact_sheet
+    summary.seconds = time.perf_counter() - t0
+    atomic_write_json(cfg.out.summary, summary.as_dict())
+    if cfg.detector == "animeface" and summary.images - sum(summary.bad.values()) >= 20 and summary.faces == 0:
+        log.warning("animeface found no face in %d images: check the Pillow version (10.4 works, 13 does not)",
+                    summary.images)
+    return summary
+
+
+def _count(summary: DetectSummary, faces: pa.Table, images: pa.Table) -> None:
+    summary.bad = collections.Counter(r for r in images["reason"].to_pylist() if r)
+    reasons = faces["drop_reason"].to_pylist()
+    summary.faces = len(reasons)
+    summary.kept = sum(r is None for r in reasons)
+    summary.dropped = collections.Counter(r for r in reasons if r)
+    summary.monochrome = int(np.sum(faces["monochrome"].to_numpy(zero_copy_only=False))) if faces.num_rows else 0
+    summary.with_face = len({i for i, r in zip(faces["image_id"].to_pylist(), reasons) if r is None})

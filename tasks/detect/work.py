@@ -1,0 +1,218 @@
+"""The per-image work, the same function in-process, in a process pool and on Dask:
+load (EXIF orientation, transparency on white, bad input caught), detect, crop, filter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tasks.detect import geometry
+from tasks.detect.config import DetectConfig
+from tasks.detect.dataset import face_id
+from tasks.detect.detectors import AnimeFace, Detection, LbpCascade, read_cascade
+from tasks.detect.filters import chroma, phash
+
+ALGO_VERSION = 1  # bump when the per-image work changes its output: every image is redone
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 6]
+
+
+@dataclass(frozen=True)
+class WorkSettings:
+    """Everything a worker needs, picklable; `key` names the output it produces."""
+
+    detector: str
+    cascade_xml: bytes
+    cascade_sha256: str
+    scale_factor: float
+    min_neighbors: int
+    min_size: int
+    min_likelihood: float
+    box_scale: float
+    border: str
+    pad_fill: str
+    min_face: int
+    size: int
+    max_pixels: int
+    monochrome_chroma: float
+    key: str = ""
+
+    @classmethod
+    def from_config(cls, cfg: DetectConfig) -> "WorkSettings":
+        xml, sha = read_cascade(cfg.cascade) if cfg.detector == "lbpcascade" else (b"", "")
+        s = cls(cfg.detector, xml, sha, cfg.scale_factor, cfg.min_neighbors, cfg.min_size, cfg.min_likelihood,
+                cfg.box_scale, cfg.border, cfg.pad_fill, cfg.min_face, cfg.size, cfg.max_pixels, cfg.monochrome_chroma)
+        return cls(**{**asdict(s), "key": s.params_key()})
+
+    def params_key(self) -> str:
+        """Hash of what decides an image's faces: detector and its params (the cascade by
+        content), crop and filter params, and ALGO_VERSION."""
+        d = asdict(self)
+        d.pop("cascade_xml"), d.pop("key")
+        if self.detector == "lbpcascade":
+            d.pop("min_likelihood")
+        else:
+            for k in ("cascade_sha256", "scale_factor", "min_neighbors", "min_size"):
+                d.pop(k)
+        d["algo"] = ALGO_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    image_id: str
+    path: str  # absolute, or relative to the worker's working directory
+
+
+@dataclass
+class FaceResult:
+    face_id: str
+    box: tuple[int, int, int, int]  # detected x, y, w, h
+    crop_box: tuple[int, int, int, int]  # x0, y0, x1, y1
+    score: Optional[float]
+    drop_reason: Optional[str]  # too_small, off_image, low_likelihood (decided per image)
+    monochrome: bool = False
+    chroma: Optional[float] = None
+    phash: Optional[int] = None
+    png: Optional[bytes] = None
+    hair: Optional[tuple[int, int, int]] = None
+    eye: Optional[tuple[int, int, int]] = None
+    skin: Optional[tuple[int, int, int]] = None
+
+
+@dataclass
+class ImageResult:
+    image_id: str
+    status: str  # "ok" or "bad"
+    reason: Optional[str] = None  # bad: missing, unreadable, truncated, too_large, corrupt, unsupported, error
+    detail: Optional[str] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    seconds: float = 0.0
+    faces: list[FaceResult] = field(default_factory=list)
+
+
+class BadImage(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def load_image(path: str, max_pixels: int) -> Image.Image:
+    """Decode to RGB: EXIF orientation applied, transparency composited on white.
+    Raises BadImage with a reason for anything unusable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # our own max_pixels check replaces Pillow's bomb warning
+            im = Image.open(path)
+            w, h = im.size
+            if w * h > max_pixels:
+                raise BadImage("too_large", f"{w}x{h} > {max_pixels} pixels")
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+                rgba = im.convert("RGBA")
+                im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+            elif im.mode != "RGB":
+                im = im.convert("RGB")
+    except BadImage:
+        raise
+    except FileNotFoundError as e:
+        raise BadImage("missing", str(e)) from None
+    except UnidentifiedImageError:
+        raise BadImage("unreadable", "not an image Pillow can identify") from None
+    except Image.DecompressionBombError as e:
+        raise BadImage("too_large", str(e)) from None
+    except (OSError, SyntaxError, EOFError, ValueError) as e:
+        msg = str(e)
+        if "truncated" in msg.lower():
+            raise BadImage("truncated", msg) from None
+        if "mode" in msg.lower() or "conversion" in msg.lower():
+            raise BadImage("unsupported", msg) from None
+        raise BadImage("corrupt", msg or type(e).__name__) from None
+    return im
+
+
+_DETECTORS: dict[str, object] = {}
+
+
+def detector_for(settings: WorkSettings):
+    """One detector per process and settings (the cascade is parsed once)."""
+    det = _DETECTORS.get(settings.key)
+    if det is None:
+        _DETECTORS.clear()
+        if settings.detector == "lbpcascade":
+            det = LbpCascade(settings.cascade_xml, settings.scale_factor, settings.min_neighbors, settings.min_size)
+        else:
+            det = AnimeFace()
+        _DETECTORS[settings.key] = det
+    return det
+
+
+def init_worker(settings: WorkSettings) -> None:
+    """Process-pool initializer: one OpenCV thread per process (the processes are the parallelism)."""
+    cv2.setNumThreads(1)
+    detector_for(settings)
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), PNG_PARAMS)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def crop_face(rgb: np.ndarray, image_id: str, det: Detection, s: WorkSettings) -> FaceResult:
+    h, w = rgb.shape[:2]
+    big = geometry.enlarge(det.x, det.y, det.w, det.h, s.box_scale)
+    placed = geometry.place(big, w, h, s.border)  # type: ignore[arg-type]
+    box = placed or big
+    face = FaceResult(face_id(image_id, s.detector, box), (det.x, det.y, det.w, det.h), box, det.score, None,
+                      hair=det.hair, eye=det.eye, skin=det.skin)
+    if min(det.w, det.h) < s.min_face:
+        face.drop_reason = "too_small"
+    elif s.detector == "animeface" and det.score is not None and det.score < s.min_likelihood:
+        face.drop_reason = "low_likelihood"
+    elif placed is None:
+        face.drop_reason = "off_image"
+    if face.drop_reason is not None:
+        return face
+    crop = geometry.resize(geometry.cut(rgb, box, s.pad_fill), s.size)  # type: ignore[arg-type]
+    face.chroma = chroma(crop)
+    face.monochrome = face.chroma < s.monochrome_chroma
+    face.phash = phash(crop)
+    face.png = encode_png(crop)
+    return face
+
+
+def process_image(task: ImageTask, settings: WorkSettings) -> ImageResult:
+    """Detect and crop the faces of one image. Never raises for bad input: the result
+    says why the image was unusable. (A bad cascade or detector setup does raise.)"""
+    det = detector_for(settings)
+    t0 = time.perf_counter()
+    res = ImageResult(task.image_id, "ok")
+    try:
+        pil = load_image(task.path, settings.max_pixels)
+        rgb = np.asarray(pil)
+        res.width, res.height = pil.size
+        seen: set[str] = set()
+        for d in det.detect(rgb, pil):
+            face = crop_face(rgb, task.image_id, d, settings)
+            if face.face_id not in seen:  # two boxes shifted onto the same crop: keep the first
+                seen.add(face.face_id)
+                res.faces.append(face)
+    except BadImage as e:
+        res.status, res.reason, res.detail, res.faces = "bad", e.reason, e.detail[:500], []
+    except MemoryError as e:
+        res.status, res.reason, res.detail, res.faces = "bad", "too_large", f"out of memory: {e}", []
+    except Exception as e:  # noqa: BLE001 - one odd image must never stop the stage
+        res.status, res.reason, res.detail, res.faces = "bad", "error", f"{type(e).__name__}: {e}"[:500], []
+    res.seconds = time.perf_counter() - t0
+    return res
