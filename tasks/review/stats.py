@@ -1,0 +1,110 @@
+"""Review statistics: reviewed / pending / false-positive rate per detector."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from tasks.review.csvio import Decision
+
+
+@dataclass
+class DetectorStats:
+    kept: int = 0
+    reviewed: int = 0
+    false_positive: int = 0
+
+    @property
+    def pending(self) -> int:
+        return self.kept - self.reviewed
+
+    @property
+    def fp_rate(self) -> float | None:
+        return round(self.false_positive / self.reviewed, 4) if self.reviewed else None
+
+    def as_dict(self) -> dict:
+        return {"kept": self.kept, "reviewed": self.reviewed, "pending": self.pending,
+                "false_positive": self.false_positive, "fp_rate": self.fp_rate}
+
+
+@dataclass
+class ReviewStats:
+    unreviewed: str
+    detectors: dict[str, DetectorStats] = field(default_factory=dict)
+    downstream: int = 0  # faces passed to later stages
+    on_dropped: int = 0  # decisions on faces detect dropped (duplicates, ...): kept, not applied
+    orphaned: list[dict] = field(default_factory=list)  # decisions whose face no longer exists
+    queued: int = 0
+    pages: int = 0
+
+    @property
+    def total(self) -> DetectorStats:
+        t = DetectorStats()
+        for d in self.detectors.values():
+            t.kept += d.kept
+            t.reviewed += d.reviewed
+            t.false_positive += d.false_positive
+        return t
+
+    def as_dict(self) -> dict:
+        return {"unreviewed": self.unreviewed, "total": self.total.as_dict(),
+                "detectors": {k: v.as_dict() for k, v in sorted(self.detectors.items())},
+                "downstream": self.downstream, "queued": self.queued, "pages": self.pages,
+                "decisions_on_dropped_faces": self.on_dropped,
+                "orphaned_decisions": len(self.orphaned), "orphaned": self.orphaned}
+
+    def lines(self) -> list[str]:
+        def fmt(name: str, d: DetectorStats) -> str:
+            rate = "n/a" if d.fp_rate is None else f"{d.fp_rate:.1%}"
+            return (f"{name}: {d.kept} kept faces, {d.reviewed} reviewed, {d.pending} pending, "
+                    f"{d.false_positive} false positives ({rate} of reviewed)")
+        out = [fmt(k, v) for k, v in sorted(self.detectors.items())] + [fmt("all detectors", self.total)]
+        out.append(f"passed downstream: {self.downstream} faces (unreviewed faces: {self.unreviewed})")
+        if self.on_dropped:
+            out.append(f"{self.on_dropped} decisions concern faces detect dropped (kept, not applied)")
+        if self.orphaned:
+            first = ", ".join(f"{o['face_id'][:12]}… (line {o['line']})" for o in self.orphaned[:3])
+            out.append(f"{len(self.orphaned)} decisions name faces that no longer exist: kept in the CSV, "
+                       f"listed in the stats file ({first})")
+        return out
+
+    def markdown(self) -> str:
+        rows = []
+        for name, d in [*sorted(self.detectors.items()), ("**all**", self.total)]:
+            rate = "n/a" if d.fp_rate is None else f"{d.fp_rate:.1%}"
+            rows.append(f"| {name} | {d.kept} | {d.reviewed} | {d.pending} | {d.false_positive} | {rate} |")
+        notes = [f"Passed downstream: **{self.downstream}** faces (unreviewed faces: `{self.unreviewed}`).",
+                 f"Queue: {self.queued} faces on {self.pages} pages."]
+        if self.on_dropped:
+            notes.append(f"{self.on_dropped} decisions concern faces detect dropped (kept, not applied).")
+        if self.orphaned:
+            notes.append(f"**{len(self.orphaned)} decisions name faces that no longer exist** (kept in the CSV).")
+        return ("# review\n\n| detector | kept | reviewed | pending | false positives | FP rate |\n"
+                "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n" + "\n\n".join(notes) + "\n")
+
+
+def compute_stats(faces: pa.Table, decisions: dict[str, Decision], unreviewed: str) -> ReviewStats:
+    stats = ReviewStats(unreviewed=unreviewed)
+    kinds: Counter = Counter()
+    present = set()
+    for fid, det, drop in zip(faces.column("face_id").to_pylist(), faces.column("detector").to_pylist(),
+                              faces.column("drop_reason").to_pylist()):
+        present.add(fid)
+        if drop is not None:
+            kinds["on_dropped"] += fid in decisions
+            continue
+        s = stats.detectors.setdefault(det, DetectorStats())
+        s.kept += 1
+        d = decisions.get(fid)
+        if d is not None:
+            s.reviewed += 1
+            s.false_positive += d.false_positive
+            stats.downstream += not d.false_positive
+        elif unreviewed == "keep":
+            stats.downstream += 1
+    stats.on_dropped = kinds["on_dropped"]
+    stats.orphaned = [{"face_id": d.face_id, "false_positive": int(d.false_positive), "line": d.line}
+                      for d in sorted(decisions.values(), key=lambda d: d.line) if d.face_id not in present]
+    return stats
