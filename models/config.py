@@ -1,0 +1,164 @@
+"""Configuration of the model, the loss, the optimiser and the training loop (nanoGPT style:
+plain frozen dataclasses, no Prefect, no tasks/). `tasks/train/config.py` builds them from
+params.yaml; a standalone run reads them from a run.json with `from_dict` (strict too)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# The Make.Girls.Moe tag layout (= tasks/tag/schema.py MGM_TAGS): 13 hair colours (one-hot),
+# 11 independent tags, 10 eye colours (one-hot). Kept here so models/ needs nothing else.
+N_TAGS = 34
+ONE_HOT_GROUPS = ((0, 13), (24, 34))
+
+
+class ConfigValueError(ValueError):
+    """A bad configuration value; the message names the dotted key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 128  # output side; the generator starts at image_size / 8
+    z_dim: int = 128  # noise dimensions
+    n_tags: int = N_TAGS  # conditioning tags
+    g_channels: int = 64  # generator width (residual blocks)
+    g_blocks: int = 16  # generator residual blocks
+    d_channels: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)  # one stride-2 stage each
+    d_blocks: int = 2  # residual blocks after each stage but the last
+
+    def check(self, key: str) -> None:
+        if self.image_size % 8 or self.image_size < 8:
+            raise ConfigValueError(f"{key}.image_size: expected a multiple of 8, got {self.image_size}")
+        if not self.d_channels:
+            raise ConfigValueError(f"{key}.d_channels: expected at least one stage")
+        if self.image_size >> len(self.d_channels) < 1:
+            raise ConfigValueError(f"{key}.d_channels: {len(self.d_channels)} stride-2 stages shrink "
+                                   f"{self.image_size} px below 1")
+        for name in ("z_dim", "n_tags", "g_channels"):
+            if getattr(self, name) < 1:
+                raise ConfigValueError(f"{key}.{name}: must be > 0")
+        if self.g_blocks < 0 or self.d_blocks < 0 or min(self.d_channels) < 1:
+            raise ConfigValueError(f"{key}: block counts must be >= 0 and widths > 0")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    lambda_adv: float = 34.0  # weight of the adversarial term (the number of tags, as in the paper)
+    lambda_gp: float = 0.5  # weight of the DRAGAN gradient penalty
+    gp_perturb: float = 0.5  # x + gp_perturb * U(0,1) * std(x)
+    lambda_cls: float = 1.0  # weight of the tag classification terms
+
+    def check(self, key: str) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 0:
+                raise ConfigValueError(f"{key}.{f.name}: must be >= 0")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.99
+    batch: int = 64  # images per step (all GPUs together)
+    ema_decay: float = 0.999  # of the generator weights; 0 = EMA is a copy
+    nan_lr_factor: float = 0.5  # after a non-finite loss: restore the checkpoint, lr *= this
+    max_nan_recoveries: int = 5  # then the run fails
+
+    def check(self, key: str) -> None:
+        if self.lr <= 0 or not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
+            raise ConfigValueError(f"{key}: lr must be > 0 and betas in [0, 1)")
+        if self.batch < 2:
+            raise ConfigValueError(f"{key}.batch: must be >= 2 (the gradient penalty needs a batch std)")
+        if not 0 <= self.ema_decay < 1 or not 0 < self.nan_lr_factor < 1:
+            raise ConfigValueError(f"{key}: ema_decay must be in [0, 1) and nan_lr_factor in (0, 1)")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    steps: int = 100_000  # total optimiser steps (changing it on resume extends/shortens the run)
+    seed: int = 0
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+    amp: Literal["auto", "bf16", "none"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
+    compile: bool = False  # torch.compile the forward passes (CUDA; the gradient penalty stays eager)
+    checkpoint_every: int = 1000  # steps; also at the end
+    keep_checkpoints: int = 3  # newest checkpoints kept
+    log_every: int = 100  # steps per metrics row (the only host synchronisation)
+    cache_gb: float = 8.0  # decoded uint8 images kept in memory (on the GPU when there) up to this
+    loader_threads: int = 4  # PNG decoding threads (cache build and streaming)
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    progress: bool = True  # tqdm bar
+
+    def check(self, key: str) -> None:
+        for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "loader_threads"):
+            if getattr(self, name) < 1:
+                raise ConfigValueError(f"{key}.{name}: must be > 0")
+        if self.cache_gb < 0 or self.threads < 0:
+            raise ConfigValueError(f"{key}: cache_gb and threads must be >= 0")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigValueError(f"{key}.device: expected auto | cpu | cuda | cuda:N, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs: the standalone script reads only this."""
+
+    data: str = "data/train/faces.parquet"  # the training export (face_id, png, attributes)
+    out: str = "data/train"  # checkpoints/, metrics and the final generator go here
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigValueError(f"{key}: expected one of {typing.get_args(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigValueError(f"{key}: expected a list, got {value!r}")
+        return tuple(_convert(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, bool, str) and type(value) is tp:
+        return value
+    raise ConfigValueError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: Any, key: str = "run"):
+    """Build config `cls` from a plain mapping: unknown keys and wrong types are errors."""
+    if not isinstance(data, dict):
+        raise ConfigValueError(f"{key}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigValueError(f"unknown key {', '.join(f'{key}.{k}' for k in unknown)}")
+    obj = cls(**{k: _convert(v, hints[k], f"{key}.{k}") for k, v in data.items()})
+    validate_all(obj, key)
+    return obj
+
+
+def validate_all(obj, key: str = "run") -> None:
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            validate_all(v, f"{key}.{f.name}")
+    if hasattr(obj, "check"):
+        obj.check(key)
+
+
+def to_dict(obj) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj

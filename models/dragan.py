@@ -1,0 +1,86 @@
+"""The Make.Girls.Moe networks (arXiv 1708.05509, fig. 2): an SRResNet-like generator and
+an ACGAN-style discriminator without BatchNorm. Every size comes from `ModelConfig`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.config import ModelConfig
+
+
+class GBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN, plus the input."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                                  nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Generator(nn.Module):
+    """z (z_dim) ++ tags (n_tags) -> linear to c x s/8 x s/8 -> residual blocks -> 3 x (conv,
+    PixelShuffle x2, BN, ReLU) -> 9x9 conv -> tanh: an s x s RGB image in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, self.s0 = cfg.g_channels, cfg.image_size // 8
+        self.fc = nn.Linear(cfg.z_dim + cfg.n_tags, c * self.s0 * self.s0)
+        self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*[GBlock(c) for _ in range(cfg.g_blocks)])
+        self.tail = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        up = []
+        for _ in range(3):
+            up += [nn.Conv2d(c, 4 * c, 3, 1, 1), nn.PixelShuffle(2), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        self.up = nn.Sequential(*up)
+        self.out = nn.Conv2d(c, 3, 9, 1, 4)
+
+    def forward(self, z: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, tags.to(z.dtype)], dim=1)).view(z.shape[0], -1, self.s0, self.s0)
+        h = self.head(h)
+        h = h + self.tail(self.blocks(h))
+        return torch.tanh(self.out(self.up(h)))
+
+
+class DBlock(nn.Module):
+    """conv-LReLU-conv, plus the input, LReLU."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(c, c, 3, 1, 1))
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
+class Discriminator(nn.Module):
+    """Stride-2 stages (4x4 convs, the last 3x3) with residual blocks after each but the last;
+    two linear heads: a real/fake logit (B,) and n_tags tag logits (B, n_tags)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        layers, cin = [], 3
+        for i, c in enumerate(cfg.d_channels):
+            last = i == len(cfg.d_channels) - 1
+            layers += [nn.Conv2d(cin, c, 3 if last else 4, 2, 1), nn.LeakyReLU(0.2)]
+            if not last:
+                layers += [DBlock(c) for _ in range(cfg.d_blocks)]
+            cin = c
+        self.features = nn.Sequential(*layers)
+        side = cfg.image_size >> len(cfg.d_channels)
+        self.adv = nn.Linear(cin * side * side, 1)
+        self.cls = nn.Linear(cin * side * side, cfg.n_tags)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(x).flatten(1)
+        return self.adv(h).squeeze(1), self.cls(h)
+
+
+def build_models(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
+    return Generator(cfg), Discriminator(cfg)
