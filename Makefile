@@ -10,7 +10,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test bench lock clean-state
+.PHONY: venv demo test bench lock serve web web-deps web-build
 
 venv: $(VENV)/.installed
 
@@ -30,10 +30,29 @@ lock:
 	$(VENV)/bin/dvc config --local core.analytics false
 
 demo: venv .dvc/config.local
+	bash scripts/fetch_cascade.sh
 	$(VENV)/bin/dvc repro
+	$(PY) -m tasks.card
 
-test: venv
+test: venv web-deps
 	$(PY) -m pytest -q
 
-bench: venv
-	$(PY) bench/scrape.py
+bench: venv web-deps
+	for b in scrape detect tag train web; do $(PY) bench/$$b.py || exit 1; done
+
+# The browser generator: npm packages from the lock, Debian's chromium for the tests.
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+
+web-deps: web/node_modules/.package-lock.json
+	bash scripts/install_browser.sh
+
+web-build: web/node_modules/.package-lock.json
+	cd web && node build.mjs
+
+web: venv web-build
+	$(PY) -m tasks.export.webserve --root web/dist --port $(or $(PORT),8000)
+
+# A local Prefect server + UI on 127.0.0.1:4200, the deployments of prefect.yaml, a process worker.
+serve: venv .dvc/config.local
+	bash scripts/serve.sh

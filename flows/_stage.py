@@ -15,6 +15,9 @@ from tasks.errors import MoeflowError
 log = logging.getLogger("flows")
 
 
+_LAST_ERROR: dict[str, MoeflowError] = {}
+
+
 def stage_flow(name: str, **flow_kwargs):
     """@flow that reports a MoeflowError as a Failed state with a one-line message."""
     from prefect import flow
@@ -27,6 +30,7 @@ def stage_flow(name: str, **flow_kwargs):
                 return fn(*args, **kwargs)
             except MoeflowError as e:
                 logging.getLogger(fn.__module__).error("%s", e)
+                _LAST_ERROR[name] = e  # the API may replace our state (e.g. an expired pause): keep the reason
                 return Failed(message=f"{type(e).__name__}: {e}", data=e)
 
         return flow(name=name, **flow_kwargs)(wrapper)
@@ -63,18 +67,24 @@ def run_stage(flow_obj, argv: list[str] | None = None, description: str = "") ->
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
-    if state.is_failed() or state.is_crashed():
-        err = None
+    return exit_code(flow_obj.name, state)
+
+
+def exit_code(name: str, state) -> int:
+    """0 for a completed run; otherwise print the one-line reason and return the code."""
+    if state.is_completed():
+        return 0
+    err = _LAST_ERROR.get(name)
+    if err is None:
         try:
             err = state.result(raise_on_failure=False)
         except Exception:  # noqa: BLE001 - the result may not be retrievable
             pass
-        if isinstance(err, MoeflowError):
-            print(f"error: {err}", file=sys.stderr)
-            return err.exit_code
-        print(f"error: {flow_obj.name} finished in state {state.type.value}: {state.message}", file=sys.stderr)
-        return 1
-    return 0
+    if isinstance(err, MoeflowError):
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(f"error: {name} finished in state {state.type.value}: {state.message}", file=sys.stderr)
+    return 1
 
 
 def publish_markdown(key: str, markdown: str, description: str) -> None:

@@ -71,6 +71,7 @@ class ScrapeOut:
     images: str = "data/raw/images"
     manifest: str = "data/raw/manifest.parquet"
     rejected: str = "data/raw/rejected.parquet"
+    summary: str = "data/raw/summary.json"  # the last run's counts (DVC metric)
 
 
 @dataclass(frozen=True)

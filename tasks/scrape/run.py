@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from tqdm import tqdm
 
 from tasks.errors import SourceError
-from tasks.fileio import sha256_file
+from tasks.fileio import atomic_write_json, sha256_file
 from tasks.http import Download, FetchFailed, FetchRejected, PoliteSession
 from tasks.scrape.config import ScrapeConfig
 from tasks.scrape.sources import Extractor, Post
@@ -51,6 +51,12 @@ class ScrapeSummary:
             f"skipped: {sum(self.skipped.values())} ({fmt(self.skipped)})",
             f"failed (retried next run): {self.failed}; HTTP requests: {self.requests}; time: {self.seconds:.1f}s",
         ] + ([f"stopped early: {self.stopped}"] if self.stopped else [])
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "listed": self.listed, "kept_new": self.kept_new, "kept_total": self.kept_total,
+                "duplicate": self.duplicate, "already_done": self.already_done, "failed": self.failed,
+                "rejected": dict(sorted(self.rejected.items())), "skipped": dict(sorted(self.skipped.items())),
+                "requests": self.requests, "seconds": round(self.seconds, 2), "stopped": self.stopped}
 
     def markdown(self) -> str:
         rows = [("kept (new)", self.kept_new), ("kept (total)", self.kept_total), ("duplicates", self.duplicate),
@@ -207,4 +213,5 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
         if http:
             http.close()
         summary.seconds = time.monotonic() - t0
+        atomic_write_json(cfg.out.summary, summary.as_dict())
     return summary

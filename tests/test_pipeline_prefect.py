@@ -1,0 +1,124 @@
+"""The pipeline through a real Prefect server and worker: `prefect deploy --all` from prefect.yaml,
+`prefect deployment run 'pipeline/default'`, the review pause resumed programmatically, then done."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.project import env, make_copy, run
+
+TINY_TRAIN = {
+    "train": {"loop": {"steps": 6, "checkpoint_every": 3, "log_every": 3, "threads": 2, "progress": False},
+              "optim": {"batch": 8}},
+    "render": {"eval_samples": 16, "batch": 16, "grid": 2, "variations": 2},
+}
+
+STATE = """
+import sys
+from uuid import UUID
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as c:
+    fr = c.read_flow_run(UUID(sys.argv[1]))
+    print(fr.state.type.value, fr.state.name, (fr.state.message or '').replace(chr(10), ' '))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd, cwd, e, log):
+    return subprocess.Popen(cmd, cwd=cwd, env=e, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc, timeout=30):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def state_of(run_id, cwd, e) -> tuple[str, str]:
+    out = run([sys.executable, "-c", STATE, run_id], cwd, env=e, timeout=60).stdout.split(" ", 2)
+    return out[0], (out[2].strip() if len(out) > 2 else "")
+
+
+def wait_for(run_id, cwd, e, want: set[str], timeout: float) -> tuple[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = state_of(run_id, cwd, e)
+        if st[0] in want or st[0] in {"FAILED", "CRASHED", "CANCELLED"}:
+            return st
+        time.sleep(2)
+    raise AssertionError(f"flow run {run_id} not in {want} after {timeout}s (last: {st})")
+
+
+def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
+    project = make_copy(tmp_path / "proj", TINY_TRAIN)
+    port = free_port()
+    e = env({"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MOEFLOW_ROOT": str(project),
+             "PREFECT_LOGGING_EXTRA_LOGGERS": "flows,tasks,models,__main__"})
+    server = start(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], project, e,
+                   tmp_path / "server.log")
+    worker = None
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-2000:]
+                time.sleep(1)
+        run(["prefect", "--no-prompt", "work-pool", "create", "moeflow", "--type", "process", "--overwrite"], project, env=e)
+        run(["prefect", "--no-prompt", "deploy", "--all"], project, env=e, timeout=300)
+        names = run(["prefect", "deployment", "ls"], project, env=e).stdout
+        for flow in ("pipeline", "scrape", "detect", "review", "tag", "train", "render", "export"):
+            assert f"{flow}/default" in names, names
+        worker = start(["prefect", "worker", "start", "--pool", "moeflow", "--type", "process"], project, e,
+                       tmp_path / "worker.log")
+        out = run(["prefect", "deployment", "run", "pipeline/default"], project, env=e).stdout
+        run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
+
+        st = wait_for(run_id, project, e, {"PAUSED"}, timeout=420)
+        assert st[0] == "PAUSED", (st, (tmp_path / "worker.log").read_text()[-4000:])
+        assert (project / "review" / "queue.csv").exists() and not (project / "data" / "tags").exists()
+
+        run([sys.executable, "-m", "flows.pipeline", "resume", run_id, "--note", "looked fine"], project, env=e)
+        st = wait_for(run_id, project, e, {"COMPLETED"}, timeout=600)
+        assert st[0] == "COMPLETED", (st, (tmp_path / "worker.log").read_text()[-4000:])
+        for rel in ("data/tags/tags.parquet", "data/train/generator.safetensors", "data/render/samples/grid.png",
+                    "data/export/generator.onnx", "dvc.lock"):
+            assert (project / rel).exists(), rel
+        status = run(["dvc", "status"], project, env=e).stdout
+        assert "changed" not in status, status  # DVC recorded every stage the flow ran
+    finally:
+        if worker is not None:
+            stop(worker)  # workers before the server
+        stop(server)
+
+
+@pytest.mark.parametrize("answer", ["timeout"])
+def test_review_pause_timeout_fails_with_a_clear_message(tmp_path, answer):
+    """Ephemeral mode (no server): the pause times out and the run fails with one clear line."""
+    project = make_copy(tmp_path / "proj")
+    r = run([sys.executable, "-m", "flows.pipeline", "--stages", "scrape,detect,review,tag", "--review-timeout", "3"],
+            project, check=False, timeout=600,
+            env=env({"PREFECT_HOME": str(tmp_path / "ph"), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}))
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "error: no reviewer resumed the run within 3s" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (project / "data" / "tags").exists()
