@@ -103,6 +103,11 @@ def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
         for rel in ("data/tags/tags.parquet", "data/train/generator.safetensors", "data/render/samples/grid.png",
                     "data/export/generator.onnx", "dvc.lock"):
             assert (project / rel).exists(), rel
+        card = (project / "reports" / "dataset_card.md").read_text()
+        for section in ("## Sources and counts", "## Opt-outs honoured", "## Review", "## Tag frequencies",
+                        "## Model", "## Training metrics", "## DVC data version"):
+            assert section in card, section
+        assert "| images | 45 |" in card and "dvc_lock_sha256" in card
         status = run(["dvc", "status"], project, env=e).stdout
         assert "changed" not in status, status  # DVC recorded every stage the flow ran
     finally:

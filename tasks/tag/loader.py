@@ -87,8 +87,11 @@ def collate(items):
 
 def crop_loader(faces: pa.Table, crops_dir: str, transform, batch_size: int, workers: int, pin: bool = False) -> DataLoader:
     units = work_units(faces, max(batch_size, 64) * 2)
+    # spawn, not fork: the parent holds Prefect's threads (API client, event loop), and a forked child
+    # of a threaded process can die at start (seen: exit code 1 with no traceback under a flow run).
     return DataLoader(CropStream(units, crops_dir, transform), batch_size=batch_size, num_workers=workers,
-                      collate_fn=collate, prefetch_factor=2 if workers else None, pin_memory=pin)
+                      collate_fn=collate, prefetch_factor=2 if workers else None, pin_memory=pin,
+                      multiprocessing_context="spawn" if workers else None, persistent_workers=False)
 
 
 def default_workers(device: str, workers: int | None) -> int:
