@@ -91,6 +91,9 @@ class LoopConfig:
     loader_threads: int = 4  # PNG decoding threads (cache build and streaming)
     threads: int = 0  # torch CPU threads; 0 = torch's default
     progress: bool = True  # tqdm bar
+    # a checkpoint made with other model/loss/optim params or seed: restart (a new run, as dvc repro
+    # expects after a param change) or refuse (protect a long run from an accidental change)
+    on_param_change: Literal["restart", "refuse"] = "restart"
 
     def check(self, key: str) -> None:
         for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "loader_threads"):

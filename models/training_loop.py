@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -41,6 +42,10 @@ FIXED_ON_RESUME = ("model", "loss", "optim")  # sections a resumed run must shar
 
 class TrainingError(RuntimeError):
     """The run cannot go on (bad checkpoint, config mismatch, repeated non-finite losses)."""
+
+
+class CheckpointMismatch(TrainingError):
+    """The checkpoint was made with other model / loss / optim params or another seed."""
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -180,10 +185,10 @@ class Trainer:
         saved = state["config"]
         for section in FIXED_ON_RESUME:
             if saved[section] != to_dict(getattr(self.run, section)):
-                raise TrainingError(f"{path}: made with different {section} params ({saved[section]}); restore "
+                raise CheckpointMismatch(f"{path}: made with different {section} params ({saved[section]}); restore "
                                     f"them or delete {self.ckpt_dir} to start over")
         if saved["loop"]["seed"] != self.run.loop.seed:
-            raise TrainingError(f"{path}: made with loop.seed {saved['loop']['seed']}, now {self.run.loop.seed}")
+            raise CheckpointMismatch(f"{path}: made with loop.seed {saved['loop']['seed']}, now {self.run.loop.seed}")
         for name, module in (("g", self.G), ("d", self.D), ("g_ema", self.G_ema)):
             module.load_state_dict(ckpt.split_state(tensors, name))
         self.opt_g.load_state_dict(state["opt_g"])
@@ -267,8 +272,19 @@ class Trainer:
         cfg = self.run.loop
         self.out.mkdir(parents=True, exist_ok=True)
         found = ckpt.latest(self.ckpt_dir)
-        if found is not None:
+        if found is not None and cfg.on_param_change == "restart":
+            try:
+                self.load(found)
+            except CheckpointMismatch as e:
+                # a param change means a new run (what `dvc repro` / `dvc exp run -S` expect), not a resume
+                log.warning("%s: starting a new run (train.loop.on_param_change: restart)", e)
+                if self.rank == 0:
+                    shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+                self._barrier()
+                found = None
+        elif found is not None:
             self.load(found)
+        if found is not None:
             self.resumed_from = self.step
             self._truncate_plots(self.step)
             log.info("resuming from %s (step %d)", found, self.step)

@@ -13,11 +13,21 @@ export PREFECT_LOGGING_EXTRA_LOGGERS="flows,tasks,models,__main__"
 prefect server start --host 127.0.0.1 --port "$port" >"$PREFECT_HOME/server.log" 2>&1 &
 server=$!
 worker=""
+# Stop one process: SIGTERM, up to 5 s to finish, a second SIGTERM (Prefect's CLI then kills
+# what it runs), then SIGKILL.
+stop_one() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 10); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.5; done
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 10); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.5; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
 stop() {
   trap - EXIT INT TERM
-  if [ -n "$worker" ]; then kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true; fi
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
+  if [ -n "$worker" ]; then stop_one "$worker"; fi  # the worker first, then the server
+  stop_one "$server"
 }
 trap stop EXIT INT TERM
 

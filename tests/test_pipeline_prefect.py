@@ -1,16 +1,13 @@
 """The pipeline through a real Prefect server and worker: `prefect deploy --all` from prefect.yaml,
 `prefect deployment run 'pipeline/default'`, the review pause resumed programmatically, then done."""
 
-import os
+import json
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
-
-import pytest
 
 from tests.project import env, make_copy, run
 
@@ -36,20 +33,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd, cwd, e, log):
-    return subprocess.Popen(cmd, cwd=cwd, env=e, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc, timeout=30):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def state_of(run_id, cwd, e) -> tuple[str, str]:
     out = run([sys.executable, "-c", STATE, run_id], cwd, env=e, timeout=60).stdout.split(" ", 2)
     return out[0], (out[2].strip() if len(out) > 2 else "")
@@ -66,40 +49,33 @@ def wait_for(run_id, cwd, e, want: set[str], timeout: float) -> tuple[str, str]:
 
 
 def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
+    """`make serve` (scripts/serve.sh): server, work pool, deployments, worker; then a deployment run."""
     project = make_copy(tmp_path / "proj", TINY_TRAIN)
     port = free_port()
-    e = env({"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MOEFLOW_ROOT": str(project),
-             "PREFECT_LOGGING_EXTRA_LOGGERS": "flows,tasks,models,__main__"})
-    server = start(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], project, e,
-                   tmp_path / "server.log")
-    worker = None
+    e = env({"PREFECT_HOME": str(project / ".prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+             "PREFECT_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    (project / ".prefect").mkdir()
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=project, env=e, stdout=open(log, "w"),
+                             stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-2000:]
-                time.sleep(1)
-        run(["prefect", "--no-prompt", "work-pool", "create", "moeflow", "--type", "process", "--overwrite"], project, env=e)
-        run(["prefect", "--no-prompt", "deploy", "--all"], project, env=e, timeout=300)
+        deadline = time.monotonic() + 300
+        while "Prefect UI:" not in log.read_text():
+            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
         names = run(["prefect", "deployment", "ls"], project, env=e).stdout
         for flow in ("pipeline", "scrape", "detect", "review", "tag", "train", "render", "export"):
             assert f"{flow}/default" in names, names
-        worker = start(["prefect", "worker", "start", "--pool", "moeflow", "--type", "process"], project, e,
-                       tmp_path / "worker.log")
         out = run(["prefect", "deployment", "run", "pipeline/default"], project, env=e).stdout
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
 
         st = wait_for(run_id, project, e, {"PAUSED"}, timeout=420)
-        assert st[0] == "PAUSED", (st, (tmp_path / "worker.log").read_text()[-4000:])
+        assert st[0] == "PAUSED", (st, log.read_text()[-4000:])
         assert (project / "review" / "queue.csv").exists() and not (project / "data" / "tags").exists()
 
         run([sys.executable, "-m", "flows.pipeline", "resume", run_id, "--note", "looked fine"], project, env=e)
         st = wait_for(run_id, project, e, {"COMPLETED"}, timeout=600)
-        assert st[0] == "COMPLETED", (st, (tmp_path / "worker.log").read_text()[-4000:])
+        assert st[0] == "COMPLETED", (st, log.read_text()[-4000:])
         for rel in ("data/tags/tags.parquet", "data/train/generator.safetensors", "data/render/samples/grid.png",
                     "data/export/generator.onnx", "dvc.lock"):
             assert (project / rel).exists(), rel
@@ -108,16 +84,30 @@ def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
                         "## Model", "## Training metrics", "## DVC data version"):
             assert section in card, section
         assert "| images | 45 |" in card and "dvc_lock_sha256" in card
-        status = run(["dvc", "status"], project, env=e).stdout
+        stages = ["scrape", "detect", "review", "tag", "train", "render", "export"]
+        status = run(["dvc", "status"] + stages, project, env=e).stdout
         assert "changed" not in status, status  # DVC recorded every stage the flow ran
+
+        # an experiment: one param changed, DVC reruns what depends on it and compares the metrics
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+        run(git + ["add", "-A"], project, env=e)
+        run(git + ["commit", "-qm", "pipeline run"], project, env=e)
+        out = run(["dvc", "exp", "run", "-n", "lower-lr", "-S", "train.optim.lr=0.0001"], project, env=e, timeout=600).stdout
+        assert "Running stage 'train'" in out and "Running stage 'detect'" not in out, out
+        shown = json.loads(run(["dvc", "exp", "show", "--json"], project, env=e).stdout)
+        assert "lower-lr" in json.dumps(shown) and "loss_d" in json.dumps(shown)
     finally:
-        if worker is not None:
-            stop(worker)  # workers before the server
-        stop(server)
+        serve.send_signal(signal.SIGTERM)  # serve.sh stops its worker, then the server
+        try:
+            serve.wait(60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            raise
+    with socket.socket() as sock:  # serve.sh stopped the server too
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, f"the Prefect server still listens on {port}"
 
 
-@pytest.mark.parametrize("answer", ["timeout"])
-def test_review_pause_timeout_fails_with_a_clear_message(tmp_path, answer):
+def test_review_pause_timeout_fails_with_a_clear_message(tmp_path):
     """Ephemeral mode (no server): the pause times out and the run fails with one clear line."""
     project = make_copy(tmp_path / "proj")
     r = run([sys.executable, "-m", "flows.pipeline", "--stages", "scrape,detect,review,tag", "--review-timeout", "3"],

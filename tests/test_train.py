@@ -214,9 +214,20 @@ def test_resume_refuses_a_different_model(export, tmp_path):
 
     train(tiny_run(export, tmp_path / "r", steps=2))
     run = tiny_run(export, tmp_path / "r", steps=4)
+    refuse = replace(run, loop=replace(run.loop, on_param_change="refuse"))
     with pytest.raises(TrainingError, match="different model params"):
-        train(replace(run, model=replace(run.model, g_blocks=3)))
+        train(replace(refuse, model=replace(run.model, g_blocks=3)))
     assert train(run)["resumed_from"] == 2  # more steps: resumes
+
+
+def test_a_param_change_starts_a_new_run(export, tmp_path):
+    """What `dvc exp run -S train.optim.lr=...` needs: the old checkpoints give way to a fresh run."""
+    train(tiny_run(export, tmp_path / "r", steps=2))
+    run = tiny_run(export, tmp_path / "r", steps=2)
+    changed = replace(run, optim=replace(run.optim, lr=run.optim.lr / 2))
+    result = train(changed)
+    assert result["resumed_from"] is None and result["step"] == 2
+    assert train(changed)["resumed_from"] == 2  # and that new run resumes as usual
 
 
 def test_run_train_exports_reviewed_faces_and_trains(shared, tmp_path):

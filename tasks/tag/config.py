@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,6 +14,9 @@ from tasks.tag.schema import EYE_COLORS, HAIR_COLORS, MGM_TAGS
 I2V_TAG_NAMES = {t: t.replace("_", " ") for t in MGM_TAGS} | {"twintails": "twintails", "ponytail": "ponytail"}
 # wd-tagger (Danbooru) names: the MGM column names are already Danbooru tags.
 WD_TAG_NAMES = {t: t for t in MGM_TAGS}
+
+# A Dask scheduler address: tcp://host:port (tls://host:port for a TLS cluster; IPv6 hosts in brackets).
+DASK_ADDRESS = re.compile(r"^(tcp|tls)://([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$")
 
 # Named colours in sRGB; a name may have several prototypes (shades as anime art draws them).
 HAIR_PALETTE = {
@@ -110,6 +114,8 @@ class TagConfig:
     threads: int | None = None  # torch CPU threads; null = all cores
     raw_top_k: int = 0  # > 0: also store the tagger's top-k raw tags (column raw_top)
     feature: bool = False  # also store the 4,096-d Illustration2Vec feature (i2v backend; needs i2v.feature_weights)
+    runner: Literal["local", "dask"] = "local"  # dask: chunks of faces (by crop shard) on a Dask cluster, same numbers
+    dask_address: str | None = None  # runner dask: tcp://host:port of the scheduler; null = a LocalCluster of `workers` (or cores)
     i2v: I2VConfig = field(default_factory=I2VConfig)
     onnx: OnnxConfig = field(default_factory=OnnxConfig)
     color: ColorConfig = field(default_factory=ColorConfig)
@@ -130,6 +136,11 @@ class TagConfig:
                 raise ConfigError(f"{key}.{name}: expected {'>= 0' if name == 'workers' else '>= 1'} or null, got {v}")
         if not 0 <= self.raw_top_k <= 1000:
             raise ConfigError(f"{key}.raw_top_k: expected 0..1000, got {self.raw_top_k}")
+        if self.dask_address is not None:
+            m = DASK_ADDRESS.match(self.dask_address)
+            if m is None or not 1 <= int(m.group(3)) <= 65535:
+                raise ConfigError(f"{key}.dask_address: expected tcp://host:port (e.g. tcp://scheduler:8786) or null, "
+                                  f"got {self.dask_address!r}")
 
     def threshold_of(self, tag: str) -> float:
         return self.thresholds.get(tag, self.threshold)

@@ -124,8 +124,13 @@ class TagSummary:
 def tag_faces(cfg: TagConfig, faces: pa.Table, crops_dir: str) -> TagSummary:
     """Tag `faces` (rows of faces.parquet) and write cfg.out.tags and cfg.out.summary."""
     name, reason = choose_backend(cfg)
-    log.info("tag: backend %s (%s)", name, reason)
-    backend = BACKENDS[name](cfg)
+    log.info("tag: backend %s (%s)%s", name, reason, " on dask" if cfg.runner == "dask" else "")
+    if cfg.runner == "dask":  # same backend and batches, in chunks on the workers; rows in the local order
+        from tasks.tag.dask_runner import DaskTagger
+
+        backend = DaskTagger(cfg, name)
+    else:
+        backend = BACKENDS[name](cfg)
     summary = TagSummary(backend=name, reason=reason, weights_sha256=backend.weights_sha256, faces_in=faces.num_rows)
     if cfg.feature and name != "i2v":
         summary.notes.append(f"tag.feature is set but the {name} backend has no Illustration2Vec feature: column left null")

@@ -1,0 +1,220 @@
+"""`tag.runner: dask`: the tag stage's faces in chunks on a Dask cluster.
+
+The driver cuts the reviewed faces into chunks in the order the local runner writes them
+(by crop shard, so a worker reads whole shards; at most CHUNK_FACES faces each; cut only at
+the local runner's batch boundaries, so every forward sees the same batch), submits one
+task per chunk with a bounded number in flight, and yields the chunks' TagBatches in chunk
+order, so `tasks.tag.run.tag_faces` writes tags.parquet through the same writer and in the
+same row order as the local runner (with `tag.workers` <= 1).
+
+Each worker process builds the backend once (cached in `_CACHE`, keyed by a hash of the
+config) and runs the same `backend.batches` as the local runner on its chunk, decoding crops
+in-process (`workers: 0`; Dask's processes are the parallelism). The crops dir and the model
+files must be readable on the workers at the same absolute paths (relative paths are resolved
+against the driver's working directory), and the workers run the same moeflow checkout."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+import pyarrow as pa
+
+from tasks.config import build, to_dict
+from tasks.errors import DataError
+from tasks.fileio import sha256_file
+from tasks.tag.backends import BACKENDS, TagBatch
+from tasks.tag.config import TagConfig
+from tasks.tag.loader import work_units
+
+log = logging.getLogger(__name__)
+
+CHUNK_FACES = 1024  # upper bound on the faces of one task (rounded down to whole batches)
+IN_FLIGHT_PER_THREAD = 2  # chunks submitted or waiting to be written, per worker thread
+MAX_CACHED = 2  # backends kept per worker process (a long-lived cluster may see several configs)
+COLUMNS = ("face_id", "shard", "hair_rgb", "eye_rgb")  # what the backends read from faces.parquet
+
+_CACHE: dict[str, tuple[object, threading.Lock]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+@dataclass
+class ChunkResult:
+    batches: list[TagBatch]
+    weights_sha256: str | None
+    measured: int = 0
+    unmeasured: int = 0
+
+
+# --- the driver's side ----------------------------------------------------------------------------
+
+def chunk_size(cfg: TagConfig, limit: int | None = None) -> int:
+    """Faces per chunk: whole batches, at most `limit` (CHUNK_FACES) unless one batch is more."""
+    return max(1, (CHUNK_FACES if limit is None else limit) // cfg.batch_size) * cfg.batch_size
+
+
+def _shard_order(faces: pa.Table, rows: list[int]) -> list[int]:
+    """Row indices in the local loader's order: shard by shard, face ids sorted; faces
+    without a stored crop are left out (as the local runner leaves them)."""
+    if not rows:
+        return []
+    sub = faces.take(pa.array(rows, pa.int64()))
+    pos = {fid: rows[i] for i, fid in enumerate(sub.column("face_id").to_pylist())}
+    return [pos[f] for _, ids in work_units(sub, 1 << 30) for f in ids]
+
+
+def _cut(rows: list[int], batch: int, size: int, shards: list | None) -> list[list[int]]:
+    """`rows` (in the local order) cut into chunks of whole local batches, so every batch the
+    workers run is one the local runner runs (same composition, same numbers); with `shards`
+    a chunk also ends before a batch that starts in another shard (a batch that straddles two
+    shards reads both, as it does locally)."""
+    chunks: list[list[int]] = []
+    cur: list[int] = []
+    cur_shard = None
+    for b in range(0, len(rows), batch):
+        part = rows[b:b + batch]
+        shard = shards[part[0]] if shards is not None else None
+        if cur and (len(cur) + len(part) > size or shard != cur_shard):
+            chunks.append(cur)
+            cur = []
+        if not cur:
+            cur_shard = shard
+        cur += part
+    return chunks + ([cur] if cur else [])
+
+
+def plan_chunks(faces: pa.Table, backend: str, cfg: TagConfig, size: int) -> list[pa.Table]:
+    """The faces in chunks; concatenated, they are in the order the local runner yields them
+    (with tag.workers <= 1), and cut only at its batch boundaries."""
+    faces = faces.select([c for c in COLUMNS if c in faces.column_names])
+    shards = faces.column("shard").to_pylist()
+    bs = cfg.batch_size
+    if backend == "color":  # detector colours first (no crops read), then the faces it measures
+        hair = faces.column("hair_rgb").to_pylist()
+        known = [i for i, h in enumerate(hair) if h is not None]
+        rest = [i for i, h in enumerate(hair) if h is None]
+        chunks = _cut(known, bs, size, None)
+        chunks += _cut(_shard_order(faces, rest), bs, size, shards) if cfg.color.measure else _cut(rest, bs, size, None)
+    else:
+        chunks = _cut(_shard_order(faces, list(range(faces.num_rows))), bs, size, shards)
+    return [faces.take(pa.array(c, pa.int64())) for c in chunks]
+
+
+def worker_params(cfg: TagConfig) -> dict:
+    """The config as sent to the workers: model paths made absolute (the driver's cwd)."""
+    d = to_dict(cfg)
+    for section, keys in (("i2v", ("weights", "tag_list", "feature_weights")), ("onnx", ("model", "tags_csv"))):
+        for k in keys:
+            d[section][k] = os.path.abspath(d[section][k])
+    return d
+
+
+def params_key(params: dict, backend: str) -> str:
+    return hashlib.sha256(json.dumps([backend, params], sort_keys=True).encode()).hexdigest()
+
+
+class DaskTagger:
+    """Looks like a backend to `tag_faces`: weights_sha256, measured, batches(faces, crops_dir)."""
+
+    def __init__(self, cfg: TagConfig, backend: str, chunk_faces: int | None = None):
+        self.cfg, self.name = cfg, backend
+        self.size = chunk_size(cfg, chunk_faces)
+        self.weights_sha256 = {"i2v": lambda: sha256_file(cfg.i2v.weights),
+                               "onnx": lambda: sha256_file(cfg.onnx.model)}.get(backend, lambda: None)()
+        self.measured = self.unmeasured = 0
+
+    def _client(self):
+        from distributed import Client, LocalCluster
+
+        if self.cfg.dask_address is not None:
+            return Client(self.cfg.dask_address), None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n = self.cfg.workers or cores
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        return Client(cluster), cluster
+
+    def batches(self, faces: pa.Table, crops_dir: str) -> Iterator[TagBatch]:
+        chunks = plan_chunks(faces, self.name, self.cfg, self.size)
+        if not chunks:
+            return
+        from distributed import as_completed
+
+        params = worker_params(self.cfg)
+        key, crops = params_key(params, self.name), os.path.abspath(crops_dir)
+        client, cluster = self._client()
+        try:
+            threads = max(1, sum(client.nthreads().values()))
+            window = threads * IN_FLIGHT_PER_THREAD
+            log.info("tag: %d faces in %d chunks on dask %s (%d worker threads, %d chunks in flight)",
+                     sum(c.num_rows for c in chunks), len(chunks), self.cfg.dask_address or "local cluster",
+                     threads, window)
+            index: dict[str, int] = {}
+            ready: dict[int, ChunkResult] = {}
+            ac = as_completed()
+            submitted = written = 0
+            while written < len(chunks):
+                while submitted < len(chunks) and submitted - written < window:  # bounds in flight + buffered
+                    chunk, chunks[submitted] = chunks[submitted], None  # the driver keeps no copy
+                    fut = client.submit(tag_chunk, params, key, self.name, chunk, crops, pure=False)
+                    index[fut.key] = submitted
+                    ac.add(fut)
+                    submitted += 1
+                while written not in ready:
+                    fut = next(ac)
+                    ready[index.pop(fut.key)] = fut.result()
+                    fut.release()
+                res = ready.pop(written)
+                written += 1
+                if res.weights_sha256 != self.weights_sha256:
+                    raise DataError(f"tag: a dask worker loaded weights with sha256 {res.weights_sha256}, the driver "
+                                    f"has {self.weights_sha256}: the workers must read the same model files")
+                self.measured += res.measured
+                self.unmeasured += res.unmeasured
+                yield from res.batches
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+# --- the worker's side ----------------------------------------------------------------------------
+
+def _worker_threads() -> int:
+    try:
+        from distributed import get_worker
+
+        w = get_worker()
+        return int(getattr(getattr(w, "state", w), "nthreads", 1)) or 1
+    except (ImportError, ValueError, AttributeError):
+        return 1
+
+
+def worker_backend(params: dict, key: str, backend: str):
+    """This process's backend for `params` (built on first use): crops decoded in-process,
+    torch / onnxruntime threads = tag.threads, else the Dask worker's threads."""
+    with _CACHE_LOCK:
+        entry = _CACHE.get(key)
+        if entry is None:
+            cfg = build(TagConfig, params, "tag")
+            cfg = dataclasses.replace(cfg, workers=0, threads=cfg.threads or _worker_threads())
+            log.info("tag: building the %s backend in this worker (threads %d)", backend, cfg.threads)
+            entry = (BACKENDS[backend](cfg), threading.Lock())
+            while len(_CACHE) >= MAX_CACHED:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = entry
+    return entry
+
+
+def tag_chunk(params: dict, key: str, backend: str, chunk: pa.Table, crops_dir: str) -> ChunkResult:
+    """One task: the chunk's TagBatches, from the same `backend.batches` the local runner runs."""
+    b, lock = worker_backend(params, key, backend)
+    with lock:  # one chunk at a time per backend (its counters; the forward has the threads)
+        m0, u0 = getattr(b, "measured", 0), getattr(b, "unmeasured", 0)
+        batches = list(b.batches(chunk, crops_dir))
+        return ChunkResult(batches, b.weights_sha256, getattr(b, "measured", 0) - m0, getattr(b, "unmeasured", 0) - u0)
