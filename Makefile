@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # uv ignores pip's config: hand it the local wheel folder pip is configured with (the CPU torch build lives there).
+# --compile-bytecode: imports stay fast where PYTHONDONTWRITEBYTECODE is set (it halves a no-op dvc repro).
 FIND_LINKS := $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^global.find-links='\(.*\)'/--find-links \1/p" | head -1)
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
@@ -17,7 +18,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.8
-	$(VENV)/bin/uv pip sync --python $(PY) $(FIND_LINKS) requirements.lock
+	$(VENV)/bin/uv pip sync --python $(PY) --compile-bytecode $(FIND_LINKS) requirements.lock
 	$(VENV)/bin/uv pip install --python $(PY) --no-deps -e .
 	touch $@
 
@@ -38,7 +39,7 @@ test: venv web-deps
 	$(PY) -m pytest -q
 
 bench: venv web-deps
-	for b in scrape detect tag train web; do $(PY) bench/$$b.py || exit 1; done
+	for b in scrape detect tag train web dvc_noop; do $(PY) bench/$$b.py || exit 1; done
 
 # The browser generator: npm packages from the lock, Debian's chromium for the tests.
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
