@@ -24,7 +24,7 @@ from tasks.export.run import run_export
 from tasks.params import Params
 from tasks.tag.schema import MGM_TAGS
 from tests.conftest import ROOT
-from tests.export_helpers import export_config, make_generator_file
+from tests.export_helpers import export_config, make_generator_file, randomize_batchnorm
 
 SEEDS = [0, 1, 42, 2**31 - 1, 2**31, 2**32 - 1, 123456789]
 
@@ -55,15 +55,8 @@ def test_noise_matches_javascript_bit_for_bit():
 
 def _random_generator(**kw) -> Generator:
     torch.manual_seed(1)
-    g = Generator(ModelConfig(image_size=32, g_channels=8, g_blocks=2, **kw)).eval()
-    with torch.no_grad():
-        for m in g.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3)
-                m.running_var.uniform_(0.3, 3)
-                m.weight.normal_(1, 0.3)
-                m.bias.normal_(0, 0.3)
-    return g
+    return randomize_batchnorm(Generator(ModelConfig(image_size=32, g_channels=8, g_blocks=2, **kw)).eval(),
+                               spread=0.3, var=(0.3, 3.0))
 
 
 def test_fold_batchnorm_and_fast_tail_compute_the_same_function():
