@@ -218,7 +218,10 @@ class Trainer:
     # ---------------------------------------------------------------- metrics
     def _truncate_plots(self, upto: int) -> None:
         path = self.out / PLOTS
-        if self.rank or not path.exists():
+        if self.rank:
+            return
+        if not path.exists():  # lost history (deleted by hand): start the file, keep going
+            self._write_plots([], "w")
             return
         with open(path, newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) <= upto]

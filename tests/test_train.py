@@ -253,3 +253,13 @@ def test_streaming_loader_matches_the_cache(export, tmp_path):
     train(tiny_run(export, tmp_path / "cached", steps=3))
     train(tiny_run(export, tmp_path / "streamed", steps=3, cache_gb=0.0, loader_threads=2))
     assert_same(weights(tmp_path / "cached"), weights(tmp_path / "streamed"))
+
+
+def test_resume_without_the_plots_file_still_writes_it(export, tmp_path):
+    """DVC deletes non-persistent outs before a rerun; a resumed run must still leave plots.csv."""
+    run = tiny_run(export, tmp_path / "r", steps=2)
+    train(run)
+    plots = tmp_path / "r" / "plots.csv"
+    plots.unlink()
+    assert train(run)["resumed_from"] == 2
+    assert plots.read_text().startswith("step,")
