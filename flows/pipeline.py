@@ -72,6 +72,15 @@ repro_network_task = task(repro, name="dvc-repro-network", task_run_name="dvc re
                           retries=2, retry_delay_seconds=60)
 
 
+def in_dag_order(stages: list[str] | None) -> list[str]:
+    """The chosen stages (default: all) in DAG order; unknown names are an error."""
+    chosen = list(stages or STAGES)
+    unknown = [s for s in chosen if s not in STAGES]
+    if unknown:
+        raise StageFailed(f"unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGES)})")
+    return [s for s in STAGES if s in chosen]
+
+
 def review_markdown(stats_path: Path) -> str:
     if not stats_path.exists():
         return "# Review\n\nNo review statistics found."
@@ -87,17 +96,14 @@ def review_markdown(stats_path: Path) -> str:
 def pipeline(stages: list[str] | None = None, pause_for_review: bool = True, review_timeout_s: int = 86400,
              params_path: str = "params.yaml") -> list[str]:
     """Run the stages in DAG order through `dvc repro`; pause after review unless told not to."""
-    chosen = list(stages or STAGES)
-    unknown = [s for s in chosen if s not in STAGES]
-    if unknown:
-        raise StageFailed(f"unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGES)})")
+    chosen = in_dag_order(stages)
     root = Path.cwd()  # the project: the deployment's working directory, or where the CLI was started
     params = load_params(root / params_path)
     done = []
-    for stage in (s for s in STAGES if s in chosen):
+    for stage in chosen:
         (repro_network_task if stage in NETWORK_STAGES else repro_task)(stage)
         done.append(stage)
-        if stage == "review" and pause_for_review and chosen.index("review") < len(chosen) - 1:
+        if stage == "review" and pause_for_review and stage != chosen[-1]:  # pause only if more follows
             md = review_markdown(root / params.review.out.stats)
             publish_markdown("review-queue", md, "review statistics: the pipeline waits for a reviewer")
             log.info("pipeline paused for review (timeout %ss); resume from the UI or with "

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import tempfile
 import threading
 import time
@@ -103,9 +104,7 @@ def parse_retry_after(value: str | None) -> float | None:
 def opted_out(headers) -> bool:
     """True when X-Robots-Tag carries noai / noimageai."""
     values = ",".join(v for k, v in headers.items() if k.lower() == "x-robots-tag")
-    tokens = {t.strip().lower() for part in values.split(",") for t in part.split(":")[-1].split()}
-    tokens |= {t.strip().lower() for t in values.replace(";", ",").split(",")}
-    return bool(tokens & {"noai", "noimageai"})
+    return bool(set(re.split(r"[\s,;:]+", values.lower())) & {"noai", "noimageai"})
 
 
 def _root_cause(e: BaseException) -> str:

@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -39,7 +40,7 @@ def test_bad_params_name_the_key(data, message):
 
 def test_config_is_frozen():
     p = build(Params, {})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         p.scrape.source = "danbooru"  # type: ignore[misc]
 
 

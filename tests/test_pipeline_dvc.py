@@ -40,10 +40,8 @@ def test_repro_noop_and_kill_during_detect_then_push_pull(project, tmp_path):
     assert len(kept) > 0
 
     # nothing changed: nothing reruns
-    t0 = time.monotonic()
-    out = run(["dvc", "repro"] + FIRST, project).stdout
+    out = run(["dvc", "repro"] + FIRST, project).stdout  # its speed is bench/dvc_noop.py's business
     assert "didn't change, skipping" in out and "Running stage" not in out
-    assert time.monotonic() - t0 < 30
 
     # a review param reruns review only
     params = project / "params.yaml"

@@ -169,3 +169,11 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_set(tmp_path):
     assert len(stored) == len(NAMES) and not any(p.suffix == ".part" for p in stored)
     assert sha_of(stored) == sha_of(REAL / n for n in NAMES)  # no partial file survives
     assert s2.kept_new == 0 and s2.already_done == len(NAMES) + 3
+
+
+@pytest.mark.parametrize("value, out", [("noai", True), ("noimageai", True), ("googlebot: noai", True),
+                                        ("noindex, nofollow; NoImageAI", True), ("noindex", False), ("", False)])
+def test_x_robots_tag_opt_out_parsing(value, out):
+    from tasks.http import opted_out
+
+    assert opted_out({"X-Robots-Tag": value}) is out

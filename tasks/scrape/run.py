@@ -119,15 +119,14 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
     summary = ScrapeSummary(source=cfg.source)
     store = Store(cfg.out.images)
     extractor_cls = Extractor.registry[cfg.source]
+    extractor = extractor_cls(cfg, None)
     http = None
     if extractor_cls.uses_http:
-        ex0 = extractor_cls(cfg, None)
-        http = PoliteSession(cfg.http, extractor_cls.allowed_hosts(cfg), auth=ex0.auth())
-    extractor = extractor_cls(cfg, http)
+        http = extractor.http = PoliteSession(cfg.http, extractor_cls.allowed_hosts(cfg), auth=extractor.auth())
     limit = cfg.filters.max_images
     inflight: dict[Future, Post] = {}
-    bar = tqdm(total=limit, initial=min(len(store.kept), limit), desc="scrape: kept", unit="img", disable=progress is False
-               if progress is not None else None, leave=False)
+    bar = tqdm(total=limit, initial=min(len(store.kept), limit), desc="scrape: kept", unit="img", leave=False,
+               disable=None if progress is None else not progress)  # None: on when stderr is a terminal
 
     def settle(fut: Future, post: Post) -> None:
         k = dict(source=post.source, post_id=post.post_id, url=post.file_url)
