@@ -52,7 +52,7 @@ web-build: web/node_modules/.package-lock.json
 	cd web && node build.mjs
 
 web: venv web-build
-	$(PY) -m tasks.export.webserve --root web/dist --port $(or $(PORT),8000)
+	$(PY) -m tasks.web.webserve --root web/dist --port $(or $(PORT),8000)
 
 # A local Prefect server + UI on 127.0.0.1:4200, the deployments of prefect.yaml, a process worker.
 serve: venv .dvc/config.local

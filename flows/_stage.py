@@ -1,90 +1,99 @@
-"""What every stage flow shares: the CLI (`--params`), logging, one-line user errors,
-and turning a MoeflowError inside a flow into a Failed state without a traceback."""
+"""What every Prefect flow shares: Prefect runs DVC, DVC runs the stages.
+
+A stage flow is `dvc repro <stage>` as a task, under DVC's repository lock (so dvc.lock records
+it and two overlapping runs cannot interleave), then the stage's summary (reports/runs/<stage>.md,
+written by the plain entry point `python -m tasks.<stage>`) published as its Prefect artifact;
+it returns the stage's DVC metrics. `--params FILE` makes FILE the workspace's params.yaml
+first (as `dvc exp run -S` edits it), since params.yaml is what DVC tracks."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
+import os
+import shutil
+import subprocess
 import sys
-from typing import Callable
+import time
+from pathlib import Path
 
 from tasks.config import DEFAULT_PARAMS, load_params
+from tasks.dag import load_dag
 from tasks.errors import MoeflowError
+from tasks.stage import summary_path
 
 log = logging.getLogger("flows")
 
-
-_LAST_ERROR: dict[str, MoeflowError] = {}
-
-
-def stage_flow(name: str, **flow_kwargs):
-    """@flow that reports a MoeflowError as a Failed state with a one-line message."""
-    from prefect import flow
-    from prefect.states import Failed
-
-    def decorate(fn: Callable):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except MoeflowError as e:
-                logging.getLogger(fn.__module__).error("%s", e)
-                _LAST_ERROR[name] = e  # the API may replace our state (e.g. an expired pause): keep the reason
-                return Failed(message=f"{type(e).__name__}: {e}", data=e)
-
-        return flow(name=name, **flow_kwargs)(wrapper)
-
-    return decorate
+NETWORK_STAGES = ("scrape",)  # the only stage that talks to the network: the only one retried
+LOCK_WAIT_S = 600  # how long a stage waits for another DVC command's repository lock
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Prefect's console handler serves our loggers (PREFECT_LOGGING_EXTRA_LOGGERS, set in
-    flows/__init__); give them a level, since Prefect leaves them at WARNING."""
-    import prefect  # noqa: F401 - configures Prefect's logging
-
-    for name in ("flows", "tasks", "models", "__main__"):  # __main__: a flow run as python -m flows.X
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+class StageFailed(MoeflowError):
+    pass
 
 
-def run_stage(flow_obj, argv: list[str] | None = None, description: str = "") -> int:
-    """Parse `--params`, validate params before any work, run the flow, map errors to exit codes."""
-    parser = argparse.ArgumentParser(prog=f"python -m flows.{flow_obj.name}", description=description)
-    parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        load_params(args.params)  # fail fast, before Prefect starts
-    except MoeflowError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    try:
-        state = flow_obj(params_path=args.params, return_state=True)
-    except MoeflowError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
-    return exit_code(flow_obj.name, state)
+def _dvc() -> str:
+    exe = Path(sys.executable).with_name("dvc")
+    return str(exe) if exe.exists() else "dvc"
 
 
-def exit_code(name: str, state) -> int:
-    """0 for a completed run; otherwise print the one-line reason and return the code."""
-    if state.is_completed():
-        return 0
-    err = _LAST_ERROR.get(name)
-    if err is None:
-        try:
-            err = state.result(raise_on_failure=False)
-        except Exception:  # noqa: BLE001 - the result may not be retrievable
-            pass
-    if isinstance(err, MoeflowError):
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    print(f"error: {name} finished in state {state.type.value}: {state.message}", file=sys.stderr)
-    return 1
+def use_params(params_path: str | os.PathLike, root: Path) -> None:
+    """Make `params_path` the project's params.yaml (validated first); refuses to overwrite
+    uncommitted edits of params.yaml."""
+    src, dest = Path(params_path), root / DEFAULT_PARAMS
+    if not src.is_absolute():
+        src = root / src
+    load_params(src)  # a bad file is a one-line error before anything runs
+    if src.resolve() == dest.resolve() or (dest.exists() and src.read_bytes() == dest.read_bytes()):
+        return
+    dirty = subprocess.run(["git", "diff", "--quiet", "--", DEFAULT_PARAMS], cwd=root).returncode == 1
+    if dirty:
+        raise StageFailed(f"--params {params_path}: {dest} has uncommitted changes that this would overwrite; "
+                          "commit or stash them, or edit params.yaml itself")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    log.info("params: %s is now %s (DVC tracks params.yaml; `git checkout params.yaml` restores it)", params_path, dest)
+
+
+def repro(stage: str, root: str | os.PathLike | None = None) -> None:
+    """`dvc repro <stage>`, its output logged line by line; waits for another DVC command's lock;
+    raises StageFailed with the stage's own `error:` line on failure."""
+    root = Path(root or Path.cwd())
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the stage's `python` is ours
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        proc = subprocess.Popen([_dvc(), "repro", stage], cwd=root, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        tail: list[str] = []
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                log.info("[%s] %s", stage, line)
+                tail = (tail + [line])[-20:]
+        if proc.wait() == 0:
+            return
+        locked = any("Unable to acquire lock" in t for t in tail)
+        if locked and time.monotonic() < deadline:
+            log.info("[%s] another DVC command holds the repository lock: waiting", stage)
+            time.sleep(5)
+            continue
+        # the stage's own one-line `error:` first, else DVC's
+        errors = [t for t in tail if t.startswith("error:")] or [t for t in tail if t.startswith("ERROR")]
+        raise StageFailed(f"stage {stage} failed: {(errors or tail or ['no output'])[-1]}")
+
+
+def stage_metrics(stage: str, root: Path) -> dict:
+    """The stage's DVC metrics files (from dvc.yaml), read back."""
+    out = {}
+    for path in load_dag(root)[stage].metrics:
+        p = root / path
+        if p.is_file():
+            out[path] = json.loads(p.read_text())
+    return out
 
 
 def publish_markdown(key: str, markdown: str, description: str) -> None:
@@ -95,3 +104,90 @@ def publish_markdown(key: str, markdown: str, description: str) -> None:
         create_markdown_artifact(key=key, markdown=markdown, description=description)
     except Exception as e:  # noqa: BLE001 - artifacts are a convenience, the files are the record
         log.warning("could not publish Prefect artifact %s: %s", key, e)
+
+
+def publish_stage(stage: str, root: Path) -> None:
+    path = summary_path(stage, root)
+    if path.is_file():
+        publish_markdown(f"{stage}-summary", path.read_text(encoding="utf-8"), f"{stage}: the stage's summary")
+    else:  # the stage was up to date: DVC did not run it, its metrics are the record
+        metrics = json.dumps(stage_metrics(stage, root), indent=2, sort_keys=True)[:6000]
+        publish_markdown(f"{stage}-summary", f"# {stage}\n\nUp to date (DVC did not rerun it).\n\n```json\n"
+                                             f"{metrics}\n```\n", f"{stage}: its DVC metrics")
+
+
+def repro_task(stage: str):
+    """The Prefect task that runs one stage through DVC (network stages retry)."""
+    from prefect import task
+
+    kw = {"retries": 2, "retry_delay_seconds": 60} if stage in NETWORK_STAGES else {}
+    return task(repro, name=f"dvc-repro-{stage}", task_run_name=f"dvc repro {stage}", **kw)
+
+
+def quiet_failures(fn):
+    """A MoeflowError in a flow becomes a Failed state with its one-line message (no traceback)."""
+    from prefect.states import Failed
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MoeflowError as e:
+            logging.getLogger(fn.__module__).error("%s", e)
+            return Failed(message=f"{type(e).__name__}: {e}", data=e)
+
+    return wrapper
+
+
+def stage_flow(stage: str):
+    """The Prefect flow of one stage: `dvc repro <stage>` under DVC's lock, its summary as artifact."""
+    from prefect import flow
+
+    @flow(name=stage, description=f"dvc repro {stage}, then its summary as a Prefect artifact")
+    @quiet_failures
+    def run(params_path: str = DEFAULT_PARAMS) -> dict:
+        root = Path.cwd()
+        use_params(params_path, root)
+        summary_path(stage, root).unlink(missing_ok=True)  # what remains after the run is this run's
+        repro_task(stage)(stage, str(root))
+        publish_stage(stage, root)
+        return stage_metrics(stage, root)
+
+    return run
+
+
+def setup_logging() -> None:
+    """Prefect's console handler serves our loggers (PREFECT_LOGGING_EXTRA_LOGGERS, flows/__init__)."""
+    import prefect  # noqa: F401 - configures Prefect's logging
+
+    for name in ("flows", "tasks", "models", "__main__"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+def flow_main(flow_obj, argv: list[str] | None = None, description: str = "") -> int:
+    """`python -m flows.<stage> [--params FILE]`: the stage flow on an ephemeral Prefect API."""
+    parser = argparse.ArgumentParser(prog=f"python -m flows.{flow_obj.name}", description=description)
+    parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        load_params(args.params)  # fail fast, before Prefect starts
+    except MoeflowError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    setup_logging()
+    return exit_code(flow_obj(params_path=args.params, return_state=True))
+
+
+def exit_code(state) -> int:
+    """0 for a completed run; otherwise the one-line reason and 1 (2 for a params error)."""
+    if state.is_completed():
+        return 0
+    try:
+        err = state.result(raise_on_failure=False)
+    except Exception as e:  # noqa: BLE001 - the result may not be retrievable
+        err = e
+    if isinstance(err, MoeflowError):
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(f"error: finished in state {state.type.value}: {state.message}", file=sys.stderr)
+    return 1

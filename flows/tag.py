@@ -1,27 +1,11 @@
-"""`python -m flows.tag`: the 34 Make.Girls.Moe tags for every reviewed face (see tasks/tag)."""
+"""`python -m flows.tag [--params FILE]`: `dvc repro tag` as a Prefect flow (the deployment `tag/default`);
+the stage itself is `python -m tasks.tag`, which dvc.yaml runs."""
 
-from __future__ import annotations
-
-import logging
 import sys
 
-from flows._stage import publish_markdown, run_stage, stage_flow
-from tasks.config import load_params
-from tasks.tag.run import run_tag
+from flows._stage import flow_main, stage_flow
 
-log = logging.getLogger(__name__)
-
-
-@stage_flow("tag")
-def tag_flow(params_path: str = "params.yaml") -> dict:
-    params = load_params(params_path)
-    log.info("tag: reviewed faces of %s -> %s", params.detect.out.faces, params.tag.out.tags)
-    summary = run_tag(params)
-    for line in summary.lines():
-        log.info("tag: %s", line)
-    publish_markdown("tag-summary", summary.markdown(), "tag: backend, tag frequencies next to Make.Girls.Moe's")
-    return summary.to_json()
-
+tag_flow = stage_flow("tag")
 
 if __name__ == "__main__":
-    sys.exit(run_stage(tag_flow, description=__doc__))
+    sys.exit(flow_main(tag_flow, description=__doc__))

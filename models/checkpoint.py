@@ -13,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_save
 
 log = logging.getLogger(__name__)
 LATEST = "latest.json"
@@ -26,7 +27,7 @@ def package_version() -> str:
         return "unknown"
 
 
-def _write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
@@ -45,9 +46,23 @@ def split_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
     return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
 
 
+def safetensors_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
+    """safetensors with a canonical header: the library keeps the metadata in a hash map, so its
+    key order (and the file's bytes) would change from one process to the next. The header is
+    rewritten as sorted, compact JSON, padded with spaces to 8 bytes as the format allows."""
+    raw = safetensors_save(tensors, metadata=meta)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + raw[8 + n:]
+
+
 def save_weights(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
+    with open(tmp, "wb") as f:
+        f.write(safetensors_bytes(tensors, meta))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -58,7 +73,7 @@ def save(root: str | os.PathLike, step: int, tensors: dict[str, torch.Tensor], s
     tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(tensors, str(tmp / "weights.safetensors"), metadata={"step": str(step), "version": package_version()})
+    (tmp / "weights.safetensors").write_bytes(safetensors_bytes(tensors, {"step": str(step), "version": package_version()}))
     torch.save(state, tmp / "state.pt")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
@@ -66,7 +81,7 @@ def save(root: str | os.PathLike, step: int, tensors: dict[str, torch.Tensor], s
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _write_json(root / LATEST, {"step": step, "dir": final.name})
+    write_json(root / LATEST, {"step": step, "dir": final.name})
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)

@@ -28,6 +28,9 @@ class ModelConfig:
     g_blocks: int = 16  # generator residual blocks
     d_channels: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)  # one stride-2 stage each
     d_blocks: int = 2  # residual blocks after each stage but the last
+    # minibatch standard deviation (ProGAN): D sees how much the samples of a group of this many
+    # differ, so a generator that draws one face for every input is caught; 0 = off (the paper)
+    d_mbstd_group: int = 4
 
     def check(self, key: str) -> None:
         if self.image_size % 8 or self.image_size < 8:
@@ -40,14 +43,16 @@ class ModelConfig:
         for name in ("z_dim", "n_tags", "g_channels"):
             if getattr(self, name) < 1:
                 raise ConfigValueError(f"{key}.{name}: must be > 0")
+        if self.d_mbstd_group < 0 or self.d_mbstd_group == 1:
+            raise ConfigValueError(f"{key}.d_mbstd_group: expected 0 (off) or a group of 2 or more, got {self.d_mbstd_group}")
         if self.g_blocks < 0 or self.d_blocks < 0 or min(self.d_channels) < 1:
             raise ConfigValueError(f"{key}: block counts must be >= 0 and widths > 0")
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    lambda_adv: float = 34.0  # weight of the adversarial term (the number of tags, as in the paper)
-    lambda_gp: float = 0.5  # weight of the DRAGAN gradient penalty
+    lambda_adv: float = 1.0  # weight of the adversarial term (the paper: 34, the number of tags)
+    lambda_gp: float = 10.0  # weight of the DRAGAN gradient penalty (the paper: 0.5)
     gp_perturb: float = 0.5  # x + gp_perturb * U(0,1) * std(x)
     lambda_cls: float = 1.0  # weight of the tag classification terms
 
@@ -57,19 +62,26 @@ class LossConfig:
                 raise ConfigValueError(f"{key}.{f.name}: must be >= 0")
 
 
+
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 2e-4
+    lr: float = 1e-4  # the generator's Adam learning rate
+    lr_d: float = 4e-4  # the discriminator's (two time-scale update rule: D learns faster)
     beta1: float = 0.5
     beta2: float = 0.99
     batch: int = 64  # images per step (all GPUs together)
     ema_decay: float = 0.999  # of the generator weights; 0 = EMA is a copy
+    # EMA ramp-up (stylegan2-ada): the EMA's half-life is at most ema_rampup x the images seen so far,
+    # so early on the EMA follows G instead of keeping its random initialisation; 0 = no ramp-up
+    ema_rampup: float = 0.05
     nan_lr_factor: float = 0.5  # after a non-finite loss: restore the checkpoint, lr *= this
     max_nan_recoveries: int = 5  # then the run fails
 
     def check(self, key: str) -> None:
-        if self.lr <= 0 or not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
-            raise ConfigValueError(f"{key}: lr must be > 0 and betas in [0, 1)")
+        if self.lr <= 0 or self.lr_d <= 0 or not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
+            raise ConfigValueError(f"{key}: lr and lr_d must be > 0 and betas in [0, 1)")
+        if self.ema_rampup < 0:
+            raise ConfigValueError(f"{key}.ema_rampup: must be >= 0")
         if self.batch < 2:
             raise ConfigValueError(f"{key}.batch: must be >= 2 (the gradient penalty needs a batch std)")
         if not 0 <= self.ema_decay < 1 or not 0 < self.nan_lr_factor < 1:
@@ -81,22 +93,20 @@ class LoopConfig:
     steps: int = 100_000  # total optimiser steps (changing it on resume extends/shortens the run)
     seed: int = 0
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
-    amp: Literal["auto", "bf16", "none"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
+    amp: Literal["auto", "bf16", "none"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA and with bf16 on the CPU
     compile: bool = False  # torch.compile the forward passes (CUDA; the gradient penalty stays eager)
     checkpoint_every: int = 1000  # steps; also at the end
     keep_checkpoints: int = 3  # newest checkpoints kept
     log_every: int = 100  # steps per metrics row (the only host synchronisation)
     cache_gb: float = 8.0  # decoded uint8 images kept in memory (on the GPU when there) up to this
     loader_threads: int = 4  # PNG decoding threads (cache build and streaming)
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-    progress: bool = True  # tqdm bar
-    # a checkpoint made with other model/loss/optim params or seed: restart (a new run, as dvc repro
-    # expects after a param change) or refuse (protect a long run from an accidental change)
-    on_param_change: Literal["restart", "refuse"] = "restart"
+    threads: int = 0  # torch CPU threads; 0 = auto: the cores other work leaves idle at the start
+    progress: bool = True  # tqdm bar (on a terminal only; logs get a line per log window instead)
+    keep_runs: int = 3  # run directories kept (by last use; another param set or data is another run)
 
     def check(self, key: str) -> None:
-        for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "loader_threads"):
+        for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "loader_threads", "keep_runs"):
             if getattr(self, name) < 1:
                 raise ConfigValueError(f"{key}.{name}: must be > 0")
         if self.cache_gb < 0 or self.threads < 0:
@@ -115,6 +125,25 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+# Named recipes: the values a preset sets, by section. "paper" is Make.Girls.Moe's recipe
+# (arXiv 1708.05509, sec. 4: lambda_adv = the 34 tags, lambda_gp 0.5, Adam 2e-4 for both nets),
+# kept to reproduce it: at small scale it collapses to one blob (README, "Training dynamics").
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {"model": {"d_mbstd_group": 0},
+              "loss": {"lambda_adv": 34.0, "lambda_gp": 0.5, "gp_perturb": 0.5, "lambda_cls": 1.0},
+              "optim": {"lr": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "ema_rampup": 0.0}},
+}
+
+
+def apply_preset(run: "RunConfig", name: str) -> "RunConfig":
+    """`run` with the preset's values in place of its own ("none": unchanged)."""
+    if name == "none":
+        return run
+    changes = {section: dataclasses.replace(getattr(run, section), **values)
+               for section, values in PRESETS[name].items()}
+    return dataclasses.replace(run, **changes)
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:

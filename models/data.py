@@ -1,5 +1,5 @@
-"""Training data: the export written by `tasks.train.export` (Parquet: face_id, png,
-attributes), read with pyarrow + Pillow only. Batches are a pure function of (seed, step,
+"""Training data: the dataset written by `tasks.train.dataset` (Parquet: face_id, png,
+attributes, split), read with pyarrow + Pillow only; only the `train` split is trained on. Batches are a pure function of (seed, step,
 rank) plus the device generator (for flips), so a resumed run sees exactly the same data.
 
 Decoded uint8 images are cached in memory (on the GPU when training there) when they fit in
@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,17 +19,39 @@ import torch
 log = logging.getLogger(__name__)
 
 EXPORT_TABLE = "train_faces"
+EXPORT_VERSIONS = (2,)  # schema versions this reader understands
+FINGERPRINT_KEY = b"moeflow.fingerprint"
+TRAIN, HOLDOUT = "train", "holdout"
 PREFETCH = 4
 
 
-def read_export(path) -> tuple[list[str], list[bytes], np.ndarray]:
+@dataclass(frozen=True)
+class Export:
+    face_ids: list[str]
+    pngs: list[bytes]
+    attributes: np.ndarray  # (N, n_tags) int8, -1 = unknown
+    split: np.ndarray  # (N,) str: train | holdout
+    fingerprint: str  # sha256 over the rows (tasks.train.dataset)
+
+    def take(self, which: str) -> "Export":
+        keep = np.flatnonzero(self.split == which)
+        return Export([self.face_ids[i] for i in keep], [self.pngs[i] for i in keep], self.attributes[keep],
+                      self.split[keep], self.fingerprint)
+
+
+def read_export(path) -> Export:
     t = pq.read_table(path)
     meta = t.schema.metadata or {}
     if meta.get(b"moeflow.table", b"").decode() != EXPORT_TABLE:
-        raise ValueError(f"{path}: not a moeflow training export (table {EXPORT_TABLE!r})")
+        raise ValueError(f"{path}: not a moeflow training dataset (table {EXPORT_TABLE!r})")
+    version = int(meta.get(b"moeflow.schema_version", b"0"))
+    if version not in EXPORT_VERSIONS:
+        raise ValueError(f"{path}: training dataset schema version {version}, this moeflow reads {EXPORT_VERSIONS} "
+                         "(rerun the train stage's export: dvc repro train)")
     attrs = np.asarray(t.column("attributes").combine_chunks().flatten().to_numpy(zero_copy_only=False),
                        dtype=np.int8).reshape(t.num_rows, -1)
-    return t.column("face_id").to_pylist(), t.column("png").to_pylist(), attrs
+    return Export(t.column("face_id").to_pylist(), t.column("png").to_pylist(), attrs,
+                  np.asarray(t.column("split").to_pylist()), meta.get(FINGERPRINT_KEY, b"").decode())
 
 
 def decode(png: bytes, size: int) -> np.ndarray:
@@ -46,10 +69,13 @@ class FaceData:
 
     def __init__(self, path, image_size: int, device: torch.device, *, seed: int, batch: int, rank: int = 0,
                  world: int = 1, cache_gb: float = 8.0, threads: int = 4, channels_last: bool = False):
-        self.face_ids, self._pngs, self.attributes = read_export(path)
-        self.n = len(self.face_ids)
+        export = read_export(path)
+        self.fingerprint = export.fingerprint
+        train = export.take(TRAIN)
+        self.face_ids, self._pngs, self.attributes = train.face_ids, train.pngs, train.attributes
+        self.n, self.n_holdout = len(self.face_ids), len(export.face_ids) - len(train.face_ids)
         if self.n == 0:
-            raise ValueError(f"{path}: the training export holds no faces")
+            raise ValueError(f"{path}: the training dataset holds no faces in its train split")
         self.size, self.device, self.seed = image_size, device, seed
         self.batch, self.rank, self.world = batch, rank, world
         self.local = batch // world
@@ -71,8 +97,8 @@ class FaceData:
             list(self.pool.map(fill, range(self.n)))
             self.images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous().to(device)
             self._pngs = []
-        log.info("data: %d faces, %s (%.2f GB decoded)", self.n, "cached in memory" if self.cached else "streaming",
-                 nbytes / 2**30)
+        log.info("data: %d faces (%d more held out), %s (%.2f GB decoded)", self.n, self.n_holdout,
+                 "cached in memory" if self.cached else "streaming", nbytes / 2**30)
 
     # -- the index plan: epoch e is randperm(n) seeded by (seed, e); step s takes a contiguous slice
     def _perm(self, epoch: int, device) -> torch.Tensor:

@@ -58,9 +58,30 @@ class DBlock(nn.Module):
         return self.act(x + self.body(x))
 
 
+class MinibatchStd(nn.Module):
+    """One more feature map: the standard deviation of the features across a group of samples,
+    averaged (ProGAN, Karras et al. 2018). Identical samples give 0 there, so D can tell a
+    collapsed generator from the data."""
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = min(self.group, b)
+        if b % g:
+            raise ValueError(f"minibatch-stddev: a batch of {b} does not split into groups of {g}")
+        y = x.float().reshape(g, -1, c, h, w)
+        y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean([1, 2, 3])  # (b/g,)
+        y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w).to(x.dtype)
+        return torch.cat([x, y], 1)
+
+
 class Discriminator(nn.Module):
-    """Stride-2 stages (4x4 convs, the last 3x3) with residual blocks after each but the last;
-    two linear heads: a real/fake logit (B,) and n_tags tag logits (B, n_tags)."""
+    """Stride-2 stages (4x4 convs, the last 3x3) with residual blocks after each but the last,
+    optionally a minibatch-stddev feature map; two linear heads: a real/fake logit (B,) and
+    n_tags tag logits (B, n_tags)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -72,6 +93,9 @@ class Discriminator(nn.Module):
             if not last:
                 layers += [DBlock(c) for _ in range(cfg.d_blocks)]
             cin = c
+        if cfg.d_mbstd_group:
+            layers.append(MinibatchStd(cfg.d_mbstd_group))
+            cin += 1
         self.features = nn.Sequential(*layers)
         side = cfg.image_size >> len(cfg.d_channels)
         self.adv = nn.Linear(cin * side * side, 1)

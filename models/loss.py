@@ -64,11 +64,14 @@ def discriminator_loss(D, real, fake, tags, known, u, cfg: LossConfig, D_gp=None
     return total, {k: v.detach() for k, v in parts.items()}
 
 
-def generator_loss(D, fake, cond, cfg: LossConfig):
+def generator_loss(D, fake, cond, cfg: LossConfig, tag_mask: torch.Tensor | None = None):
+    """G's loss; `tag_mask` (n_tags,) 0/1 keeps the tag loss to the tags the data knows: D's tag
+    head never learns a tag that is unknown (-1) for every face, so its verdict there is noise."""
     logit, cls_logits = D(fake)
     logit = logit.float()
     adv = F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
-    cls = tag_bce(cls_logits, cond)
+    known = None if tag_mask is None else tag_mask.expand_as(cond)
+    cls = tag_bce(cls_logits, cond, known)
     total = cfg.lambda_adv * adv + cfg.lambda_cls * cls
-    parts = {"loss_g": total, "adv_g": adv, "cls_fake": cls, "acc_fake": tag_accuracy(cls_logits, cond)}
+    parts = {"loss_g": total, "adv_g": adv, "cls_fake": cls, "acc_fake": tag_accuracy(cls_logits, cond, known)}
     return total, {k: v.detach() for k, v in parts.items()}

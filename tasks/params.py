@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tasks.detect.config import DetectConfig
-from tasks.export.config import ExportConfig
+from tasks.web.config import ExportConfig
 from tasks.render.config import RenderConfig
 from tasks.review.config import ReviewConfig
 from tasks.scrape.config import ScrapeConfig

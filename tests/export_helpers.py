@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from models.config import ModelConfig, to_dict
 from models.dragan import Generator
-from tasks.export.config import ExportConfig, ExportOut
+from tasks.web.config import ExportConfig, ExportOut
 
 TINY = dict(image_size=32, g_channels=8, g_blocks=1, d_channels=(8, 16))
 

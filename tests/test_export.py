@@ -17,10 +17,10 @@ from models.config import ModelConfig
 from models.dragan import Generator
 from tasks.config import build
 from tasks.errors import ConfigError, DataError
-from tasks.export.noise import parse_seed, seed_to_z, variation_seeds
-from tasks.export.onnx_export import export_onnx, fast_tail, fold_batchnorm, load_generator
-from tasks.export.parity import ParityError, inputs_for, run_onnx, session, to_uint8
-from tasks.export.run import run_export
+from tasks.web.noise import parse_seed, seed_to_z, variation_seeds
+from tasks.web.onnx_export import export_onnx, fast_tail, fold_batchnorm, load_generator
+from tasks.web.parity import ParityError, inputs_for, run_onnx, session, to_uint8
+from tasks.web.run import run_export
 from tasks.params import Params
 from tasks.tag.schema import MGM_TAGS
 from tests.conftest import ROOT

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from models import loss as L
 from models.conditioning import TagSampler, tag_frequencies
-from models.config import LossConfig, ModelConfig, to_dict
+from models.config import LossConfig, ModelConfig, OptimConfig, to_dict
 from models.dragan import Discriminator, Generator
 from models.training_loop import GENERATOR, PLOTS, train
 from tasks.config import build
@@ -28,7 +28,7 @@ from tasks.detect.dataset import read_faces
 from tasks.errors import ConfigError
 from tasks.params import Params
 from tasks.tag.schema import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE
-from tasks.train.export import export_training_data
+from tasks.train.dataset import export_training_data
 from tests.conftest import ROOT
 from tests.train_helpers import TINY_MODEL, make_faces, random_attributes, tiny_run
 
@@ -45,9 +45,15 @@ def export(shared, tmp_path_factory) -> Path:
     return out
 
 
-def weights(out: Path) -> dict[str, torch.Tensor]:
-    d = json.loads((out / "checkpoints" / "latest.json").read_text())["dir"]
-    return load_file(str(out / "checkpoints" / d / "weights.safetensors"))
+def run_dirs(out: Path) -> list[Path]:
+    return sorted(p for p in (out / "runs").iterdir() if p.is_dir())
+
+
+def weights(out: Path, run: str | None = None) -> dict[str, torch.Tensor]:
+    run = run or json.loads((out / "metrics.json").read_text())["run"]
+    ck = out / "runs" / run / "checkpoints"
+    d = json.loads((ck / "latest.json").read_text())["dir"]
+    return load_file(str(ck / d / "weights.safetensors"))
 
 
 def assert_same(a: dict, b: dict) -> None:
@@ -167,7 +173,8 @@ def test_sigkill_and_resume_is_bit_exact(export, tmp_path):
 
     proc = subprocess.Popen(_cli(tmp_path / "killed.json"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    latest = tmp_path / "killed" / "checkpoints" / "latest.json"
+    run_id = json.loads((tmp_path / "full" / "metrics.json").read_text())["run"]  # same identity
+    latest = tmp_path / "killed" / "runs" / run_id / "checkpoints" / "latest.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if latest.exists() and json.loads(latest.read_text())["step"] >= 4:
@@ -180,11 +187,10 @@ def test_sigkill_and_resume_is_bit_exact(export, tmp_path):
 
     r = subprocess.run(_cli(tmp_path / "killed.json"), cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "resuming from" in r.stderr
+    assert f"resuming run {run_id} from" in r.stderr
     assert_same(weights(tmp_path / "full"), weights(tmp_path / "killed"))
     assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["resumed_from"] >= killed_at
-    strip = lambda p: [ln.rsplit(",", 1)[0] for ln in p.read_text().splitlines()]  # noqa: E731 - minus images/s
-    assert strip(tmp_path / "full" / PLOTS) == strip(tmp_path / "killed" / PLOTS)
+    assert (tmp_path / "full" / PLOTS).read_text() == (tmp_path / "killed" / PLOTS).read_text()
 
 
 def test_nan_loss_restores_the_checkpoint_and_lowers_lr(export, tmp_path, monkeypatch, caplog):
@@ -201,33 +207,103 @@ def test_nan_loss_restores_the_checkpoint_and_lowers_lr(export, tmp_path, monkey
     monkeypatch.setattr(L, "generator_loss", flaky)
     caplog.set_level(logging.WARNING, "models.training_loop")
     r = train(tiny_run(export, tmp_path / "n", steps=6, checkpoint_every=3, log_every=3))
-    assert r["step"] == 6 and r["nan_recoveries"] == 1 and r["lr"] == pytest.approx(1e-4)
-    assert "restored the checkpoint at step 3, lr lowered to 0.0001" in caplog.text
+    assert r["step"] == 6 and r["nan_recoveries"] == 1 and r["lr"] == pytest.approx(5e-5)
+    assert "restored the checkpoint at step 3, lr lowered to 5e-05" in caplog.text
     w = weights(tmp_path / "n")
     assert all(torch.isfinite(v.float()).all() for v in w.values())
     steps = [ln.split(",")[0] for ln in (tmp_path / "n" / PLOTS).read_text().splitlines()[1:]]
     assert steps == ["3", "6"]
 
 
-def test_resume_refuses_a_different_model(export, tmp_path):
-    from models.training_loop import TrainingError
-
-    train(tiny_run(export, tmp_path / "r", steps=2))
-    run = tiny_run(export, tmp_path / "r", steps=4)
-    refuse = replace(run, loop=replace(run.loop, on_param_change="refuse"))
-    with pytest.raises(TrainingError, match="different model params"):
-        train(replace(refuse, model=replace(run.model, g_blocks=3)))
-    assert train(run)["resumed_from"] == 2  # more steps: resumes
-
-
-def test_a_param_change_starts_a_new_run(export, tmp_path):
-    """What `dvc exp run -S train.optim.lr=...` needs: the old checkpoints give way to a fresh run."""
-    train(tiny_run(export, tmp_path / "r", steps=2))
+def test_a_param_change_is_a_new_run_and_keeps_the_old_one(export, tmp_path, caplog):
+    """`dvc exp run -S train.optim.lr=...`: a new run directory; the old run's checkpoints stay."""
     run = tiny_run(export, tmp_path / "r", steps=2)
+    first = train(run)
+    old = weights(tmp_path / "r")
     changed = replace(run, optim=replace(run.optim, lr=run.optim.lr / 2))
+    caplog.set_level(logging.INFO, "models.training_loop")
     result = train(changed)
-    assert result["resumed_from"] is None and result["step"] == 2
-    assert train(changed)["resumed_from"] == 2  # and that new run resumes as usual
+    assert result["resumed_from"] is None and result["step"] == 2 and result["run"] != first["run"]
+    assert "optim.lr 0.0001 -> 5e-05" in caplog.text and "earlier runs' checkpoints stay" in caplog.text
+    assert_same(weights(tmp_path / "r", first["run"]), old)  # untouched
+    assert train(changed)["resumed_from"] == 2  # that new run resumes as usual
+    assert train(run)["resumed_from"] == 2 and train(run)["run"] == first["run"]  # and so does the old one
+
+
+def test_keep_runs_prunes_only_the_oldest(export, tmp_path):
+    run = tiny_run(export, tmp_path / "r", steps=1, keep_runs=2)
+    ids = [train(replace(run, loop=replace(run.loop, seed=s)))["run"] for s in (1, 2, 3)]
+    assert [p.name for p in run_dirs(tmp_path / "r")] == sorted(ids[1:])
+
+
+def test_a_complete_run_reports_its_losses_without_training(export, tmp_path):
+    """dvc repro reruns train after a code change: a finished run re-exports the same generator
+    and still reports the losses of its last window (never nulls)."""
+    run = tiny_run(export, tmp_path / "r", steps=3)
+    first = train(run)
+    gen = (tmp_path / "r" / GENERATOR).read_bytes()
+    again = train(run)
+    assert again["steps_trained"] == 0 and again["resumed_from"] == 3
+    assert all(again[k] == first[k] for k in ("loss_d", "loss_g", "gp")) and first["loss_d"] is not None
+    assert (tmp_path / "r" / GENERATOR).read_bytes() == gen
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["loss_g"] == first["loss_g"] and "wall_s" not in m and "images_per_s" not in m
+
+
+def test_new_data_is_a_new_run(shared, export, tmp_path):
+    """Another training dataset (a reviewer's merge, re-tagging, new images) never resumes the old run."""
+    from tasks.train.dataset import export_training_data
+
+    f = make_faces(shared, tmp_path / "other", n=40)
+    other = tmp_path / "other.parquet"
+    export_training_data(read_faces(f["faces"]), f["crops"], f["tags"], other)
+    a = train(tiny_run(export, tmp_path / "r", steps=2))
+    b = train(tiny_run(other, tmp_path / "r", steps=2))
+    assert a["run"] != b["run"] and b["resumed_from"] is None and b["steps_trained"] == 2
+    assert a["data_fingerprint"] != b["data_fingerprint"]
+
+
+def test_ema_ramp_up():
+    from models.training_loop import Trainer
+
+    t = Trainer.__new__(Trainer)
+    t.run = replace(tiny_run(Path("x"), Path("y")), optim=OptimConfig(batch=64, ema_decay=0.999, ema_rampup=0.05))
+    betas = [t.ema_beta(s) for s in (0, 10, 100, 1000, 100_000)]
+    assert betas[0] < 1e-5  # the first steps: the EMA is G itself, not its random initialisation
+    assert betas == sorted(betas) and betas[-1] == 0.999  # rises to ema_decay, never above
+    # half-life = 5% of the images seen: at step 1,000 (64k images) 3,200 images = 50 steps
+    assert betas[3] == pytest.approx(0.5 ** (1 / 50.05), rel=1e-9)
+    t.run = replace(t.run, optim=OptimConfig(batch=64, ema_decay=0.999, ema_rampup=0.0))
+    assert t.ema_beta(0) == 0.999  # no ramp-up: 0.999^300 = 74% of the initialisation left at step 300
+
+
+def test_generator_tag_loss_ignores_tags_the_data_never_knows():
+    torch.manual_seed(0)
+    D = Discriminator(TINY_MODEL)
+    fake = torch.rand(4, 3, 32, 32) * 2 - 1
+    cond = TagSampler.from_attributes(random_attributes(20)).sample(4)
+    mask = torch.ones(34)
+    mask[HAIR_COLOR_SLICE.stop:EYE_COLOR_SLICE.start] = 0  # the 11 non-colour tags: unknown everywhere
+    _, parts = L.generator_loss(D, fake, cond, LossConfig(), mask)
+    with torch.no_grad():
+        _, logits = D(fake)
+    poisoned = logits.clone()
+    poisoned[:, INDEPENDENT_SLICE] += 100.0  # whatever D's untrained head says there ...
+    D2 = lambda x: (D(x)[0], poisoned)  # noqa: E731
+    _, parts2 = L.generator_loss(D2, fake, cond, LossConfig(), mask)
+    assert parts2["cls_fake"] == pytest.approx(parts["cls_fake"].item(), rel=1e-6)  # ... costs G nothing
+    _, unmasked = L.generator_loss(D2, fake, cond, LossConfig())
+    assert unmasked["cls_fake"] > parts["cls_fake"] + 100
+
+
+def test_paper_preset():
+    p = build(Params, {"train": {"preset": "paper"}})
+    run = p.train.run_config()
+    assert (run.loss.lambda_adv, run.loss.lambda_gp, run.optim.lr, run.optim.lr_d) == (34.0, 0.5, 2e-4, 2e-4)
+    d = build(Params, {}).train.run_config()
+    assert (d.loss.lambda_adv, d.loss.lambda_gp, d.optim.lr, d.optim.lr_d) == (1.0, 10.0, 1e-4, 4e-4)
+    with pytest.raises(ConfigError, match="train.preset"):
+        build(Params, {"train": {"preset": "fast"}})
 
 
 def test_run_train_exports_reviewed_faces_and_trains(shared, tmp_path):
@@ -260,6 +336,7 @@ def test_resume_without_the_plots_file_still_writes_it(export, tmp_path):
     run = tiny_run(export, tmp_path / "r", steps=2)
     train(run)
     plots = tmp_path / "r" / "plots.csv"
+    before = plots.read_text()
     plots.unlink()
     assert train(run)["resumed_from"] == 2
-    assert plots.read_text().startswith("step,")
+    assert plots.read_text() == before and before.startswith("step,")

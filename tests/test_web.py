@@ -9,10 +9,10 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from tasks.export.noise import variation_seeds
-from tasks.export.parity import inputs_for, run_onnx, session, to_uint8
-from tasks.export.run import run_export
-from tasks.export.webserve import serve_in_thread
+from tasks.web.noise import variation_seeds
+from tasks.web.parity import inputs_for, run_onnx, session, to_uint8
+from tasks.web.run import run_export
+from tasks.web.webserve import serve_in_thread
 from tasks.tag.schema import MGM_TAGS
 from tests.export_helpers import export_config, make_generator_file
 from tests.web_helpers import BrowserUnavailable, build_page, drive, ensure_browser, rgb

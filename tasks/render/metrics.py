@@ -1,19 +1,24 @@
-"""The generator's metrics: attribute accuracy (generated images tagged by the tag stage's
-backend, agreement with their conditioning per attribute) and a Frechet distance between
-generated and real faces on the tag network's features. Both are reported as unavailable,
-with the reason, when no usable tagger / feature backend is present."""
+"""The tagger's metrics: attribute agreement (the tag stage's backend reads the samples back,
+against their conditioning, next to the same backend against the labels of real crops brought
+to the model's resolution: its ceiling) and a Frechet distance on the tagger's features.
+
+Samples are binarised exactly as the tag stage binarises (`tasks.tag.run.binarize`: argmax in
+the colour groups, `tag.threshold` / `tag.thresholds` elsewhere)."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Protocol
 
 import numpy as np
 
+from tasks.render.quality import unavailable
 from tasks.tag.schema import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE, MGM_TAGS
 
 log = logging.getLogger(__name__)
+
+GROUPS = (("hair_color", HAIR_COLOR_SLICE), ("eye_color", EYE_COLOR_SLICE))
+MIN_READ = 10  # an attribute the tagger reads on fewer real crops than this is not scored
 
 
 class Tagger(Protocol):
@@ -32,50 +37,72 @@ def load_tagger(params, mode: str = "auto") -> tuple[Tagger | None, str]:
     """The tag stage's backend as a Tagger, or (None, why not)."""
     if mode == "none":
         return None, "render.tagger is none"
+    from tasks.tag.backends import load_tagger as load_backend
+
     try:
-        mod = importlib.import_module("tasks.tag.backends")
-    except ImportError as e:
-        return None, f"no tag backend module (tasks.tag.backends: {e})"
-    factory = getattr(mod, "load_tagger", None)
-    if factory is None:
-        return None, "tasks.tag.backends has no load_tagger(params)"
-    try:
-        tagger = factory(params)
+        return load_backend(params), ""
     except Exception as e:  # noqa: BLE001 - missing weights etc.: the metric is unavailable, not the stage
         return None, f"tag backend unusable: {type(e).__name__}: {e}"
-    if tagger is None or not hasattr(tagger, "probabilities"):
-        return None, "tag backend offers no probabilities()"
-    return tagger, ""
 
 
-def binarize(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Like the tag stage: argmax within hair / eye colour, threshold elsewhere; -1 where unknown."""
-    p = np.asarray(probs, dtype=np.float64)
-    out = np.where(np.isnan(p), -1, (p >= threshold).astype(np.int8)).astype(np.int8)
-    for sl in (HAIR_COLOR_SLICE, EYE_COLOR_SLICE):
-        block = p[:, sl]
-        known = ~np.isnan(block).any(1)
-        out[:, sl] = np.where(known[:, None], 0, -1)
-        pick = np.nanargmax(np.where(np.isnan(block), -np.inf, block), axis=1)
-        out[np.flatnonzero(known), sl.start + pick[known]] = 1
+def attributes() -> list[tuple[str, slice | int]]:
+    """The scored attributes: each colour group as one, every other tag on its own."""
+    return [*GROUPS, *((MGM_TAGS[j], j) for j in range(INDEPENDENT_SLICE.start, INDEPENDENT_SLICE.stop))]
+
+
+def agreement(target: np.ndarray, predicted: np.ndarray) -> dict[str, dict]:
+    """Per attribute: over the images whose target is known, the share the tagger reads
+    (`read`) and, among those, the share it reads as the target (`agreement`).
+    target, predicted: int8 (N, 34) of 1 / 0 / -1 (unknown)."""
+    target, predicted = np.asarray(target), np.asarray(predicted)
+    out: dict[str, dict] = {}
+    for name, where in attributes():
+        if isinstance(where, slice):
+            t, p = target[:, where], predicted[:, where]
+            known = (t >= 0).all(1) & ((t == 1).sum(1) == 1)
+            read = known & (p >= 0).all(1) & ((p == 1).sum(1) == 1)
+            hit = read & (t.argmax(1) == p.argmax(1))
+        else:
+            known = target[:, where] >= 0
+            read = known & (predicted[:, where] >= 0)
+            hit = read & (target[:, where] == predicted[:, where])
+        n_known, n_read = int(known.sum()), int(read.sum())
+        out[name] = {"known": n_known, "read": n_read, "agreement": float(hit.sum() / n_read) if n_read else None}
     return out
 
 
-def attribute_accuracy(cond: np.ndarray, predicted: np.ndarray) -> dict:
-    """Agreement of the tagger's binarised tags with the conditioning: the colour groups as one
-    attribute each (the argmax matches), every other tag on its own; unknown entries left out."""
-    cond, predicted = np.asarray(cond) > 0.5, np.asarray(predicted)
-    res: dict = {"available": True, "n": int(len(cond)), "per_tag": {}}
-    for name, sl in (("hair_color", HAIR_COLOR_SLICE), ("eye_color", EYE_COLOR_SLICE)):
-        known = (predicted[:, sl] >= 0).all(1)
-        hit = (cond[:, sl].argmax(1) == predicted[:, sl].argmax(1))[known]
-        res[name] = float(hit.mean()) if hit.size else None
-    for j in range(INDEPENDENT_SLICE.start, INDEPENDENT_SLICE.stop):
-        known = predicted[:, j] >= 0
-        res["per_tag"][MGM_TAGS[j]] = float((cond[known, j] == (predicted[known, j] == 1)).mean()) if known.any() else None
-    vals = [v for v in [res["hair_color"], res["eye_color"], *res["per_tag"].values()] if v is not None]
-    res["mean"] = float(np.mean(vals)) if vals else None
-    return res
+def attribute_section(tagger_name: str, samples: dict[str, dict], ceiling: dict[str, dict], model_px: int,
+                      n: int) -> tuple[dict, dict]:
+    """(the compact metrics section, the per-attribute detail). An attribute is scored when the
+    data knows it and the tagger reads it on at least MIN_READ real crops at the model's
+    resolution; otherwise the detail says why not."""
+    detail: dict = {"tagger": tagger_name, "model_px": model_px, "attributes": {}}
+    scored: dict[str, tuple[float, float, float]] = {}
+    for name, _ in attributes():
+        s, c = samples[name], ceiling[name]
+        row = {"samples": s, "real": c}
+        if c["known"] == 0:
+            row["reason"] = "no training face has this attribute known (the tag backend cannot say)"
+        elif c["read"] < MIN_READ:
+            row["reason"] = (f"the {tagger_name} tagger reads it on {c['read']} of {c['known']} real crops at "
+                             f"{model_px} px (fewer than {MIN_READ}): it cannot work at this resolution")
+        elif s["read"] == 0:
+            row["reason"] = f"the {tagger_name} tagger reads it on none of the {s['known']} samples"
+            scored[name] = (0.0, c["agreement"], 0.0)  # a tagger that works on reals but never on samples: 0
+        else:
+            scored[name] = (s["agreement"], c["agreement"], s["read"] / s["known"])
+        detail["attributes"][name] = row
+    if not scored:
+        reasons = sorted({r["reason"] for r in detail["attributes"].values() if "reason" in r})
+        return unavailable(f"no attribute can be scored: {'; '.join(reasons)}"), detail
+    section: dict = {"available": True, "tagger": tagger_name, "n": int(n), "scored": len(scored)}
+    for name in ("hair_color", "eye_color"):
+        if name in scored:
+            a, c, r = scored[name]
+            section.update({name: round(a, 4), f"{name}_ceiling": round(c, 4), f"{name}_read": round(r, 4)})
+    section["mean"] = round(float(np.mean([v[0] for v in scored.values()])), 4)
+    section["mean_ceiling"] = round(float(np.mean([v[1] for v in scored.values()])), 4)
+    return section, detail
 
 
 def _sqrtm_psd(a: np.ndarray) -> np.ndarray:

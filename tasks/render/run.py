@@ -1,24 +1,27 @@
-"""The render stage: sheets from the EMA generator, then the metrics."""
+"""The render stage: sheets from the EMA generator, then its metrics (tasks.render.quality and
+tasks.render.metrics) in `render.out.metrics` (compact, a DVC metric) and the per-attribute
+detail in `render.out.attributes`."""
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models.data import decode, read_export
-from models.training_loop import resolve_device
+from models.data import HOLDOUT, TRAIN, Export, decode, read_export
+from models.device import resolve_device
 from tasks.errors import DataError
 from tasks.fileio import atomic_write_json
+from tasks.render import quality as Q
 from tasks.render.config import RenderConfig
-from tasks.render.metrics import (Tagger, attribute_accuracy, binarize, frechet_of_features, load_tagger)
+from tasks.render.metrics import Tagger, agreement, attribute_section, frechet_of_features, load_tagger
 from tasks.render.sheets import generate, load_generator, render_sheets
 
 log = logging.getLogger(__name__)
+MIN_HELDOUT = 10  # memorisation needs at least this many held-out faces
 
 
 @dataclass
@@ -29,76 +32,174 @@ class RenderSummary:
     samples_dir: str = ""
     notes: list[str] = field(default_factory=list)
 
+    def lines(self) -> list[str]:
+        """One line per metric, for the log, the Prefect artifact and the dataset card."""
+        return metric_lines(self.metrics)
+
     def markdown(self) -> str:
-        acc, fd = self.metrics["attribute_accuracy"], self.metrics["frechet_distance"]
         lines = ["# render", "", f"Generator after step {self.step}; {len(self.sheets)} sheets in `{self.samples_dir}`.",
                  "", "| sheet | file |", "|---|---|"]
         lines += [f"| {k} | `{v}` |" for k, v in self.sheets.items() if not k.startswith("attributes/")]
-        if not acc["available"]:
-            accuracy = f"unavailable ({acc['reason']})"
-        elif acc.get("mean") is None:
-            accuracy = f"no attribute could be read back from the {acc.get('n', 0)} generated images"
-        else:
-            accuracy = f"mean {acc['mean']:.3f}, hair {acc['hair_color']}, eyes {acc['eye_color']}"
-        lines += ["", f"- attribute accuracy: {accuracy}",
-                  "- Frechet distance: " + (f"{fd['value']:.3f}" if fd["available"] else
-                                            f"unavailable ({fd['reason']})")]
+        lines += ["", *(f"- {line}" for line in self.lines())]
         return "\n".join(lines) + "\n"
 
 
-def evaluate(G, sampler, tagger: Tagger | None, reason: str, real_images, n: int, seed: int, batch: int) -> dict:
-    """attribute_accuracy and frechet_distance sections (each with available / reason)."""
-    if tagger is None or n == 0:
-        why = reason or "render.eval_samples is 0"
-        return {"attribute_accuracy": {"available": False, "reason": why},
-                "frechet_distance": {"available": False, "reason": why}}
-    gen = torch.Generator(device=sampler.device)
-    gen.manual_seed(seed + 1)
-    z = torch.randn(n, G.cfg.z_dim, device=sampler.device, generator=gen)
-    cond = sampler.sample(n, gen)
-    fake = generate(G, z, cond, batch)
-    out = {"attribute_accuracy": attribute_accuracy(cond.cpu().numpy(), binarize(tagger.probabilities(fake)))}
-    f_fake = tagger.features(fake) if hasattr(tagger, "features") else None
-    if f_fake is None:
-        out["frechet_distance"] = {"available": False, "reason": f"tagger {getattr(tagger, 'name', '?')} has no features"}
+def metric_lines(m: dict) -> list[str]:
+    def why(s):
+        return f"unavailable ({s['reason']})"
+
+    d, v, mem, a, fd = (m.get(k, {}) for k in ("detectability", "diversity", "memorisation", "attributes", "frechet"))
+    out = []
+    if d.get("available"):
+        out.append(f"face detectability: {d['ratio']:.2f}x real ({d['detector']}: {d[d['detector']]:.3f} of samples, "
+                   f"{d['real_' + d['detector']]:.3f} of real crops at {m.get('model_px')} px)"
+                   + "".join(f"; {k}: {d[k]:.3f} vs {d['real_' + k]:.3f}" for k in ("lbpcascade", "animeface")
+                             if k in d and k != d["detector"]))
     else:
-        real = real_images()
-        if len(real) < 2:
-            out["frechet_distance"] = {"available": False, "reason": "fewer than 2 real faces"}
-        else:
-            f_real = tagger.features(real)
-            out["frechet_distance"] = {"available": True, "value": frechet_of_features(f_real, f_fake),
-                                       "n_real": int(len(real)), "n_fake": int(n),
-                                       "features": getattr(tagger, "name", "tagger")}
+        out.append(f"face detectability: {why(d)}")
+    out.append(f"diversity: {v['ratio']:.2f}x real (nearest-sample distance {v['samples']:.4f} vs {v['real']:.4f})"
+               if v.get("available") else f"diversity: {why(v)}")
+    out.append(f"memorisation: nearest training face {mem['ratio']:.2f}x as far as for held-out faces "
+               f"({mem['samples_median']:.4f} vs {mem['heldout_median']:.4f}); near copies {mem['near_copies']:.3f}"
+               if mem.get("available") else f"memorisation: {why(mem)}")
+    if a.get("available"):
+        parts = [f"{k.replace('_', ' ')} {a[k]:.2f} (ceiling {a[k + '_ceiling']:.2f}, read on {a[k + '_read']:.0%})"
+                 for k in ("hair_color", "eye_color") if k in a]
+        out.append(f"attribute agreement ({a['tagger']}): mean {a['mean']:.2f} (ceiling {a['mean_ceiling']:.2f}"
+                   f" over {a['scored']} attributes)" + "".join(f"; {p}" for p in parts))
+    else:
+        out.append(f"attribute agreement: {why(a)}")
+    out.append(f"Frechet distance ({fd['features']}): {fd['value']:.3f}" if fd.get("available")
+               else f"Frechet distance: {why(fd)}")
     return out
 
 
-def real_sample(export_path: str | os.PathLike, n: int, size: int, seed: int) -> np.ndarray:
-    if not Path(export_path).exists():
-        raise DataError(f"{export_path} does not exist (run the train stage first)")
-    _, pngs, _ = read_export(export_path)
-    pick = np.random.default_rng(seed).permutation(len(pngs))[:n]
-    return np.stack([decode(pngs[i], size) for i in sorted(pick)]) if len(pick) else np.zeros((0, size, size, 3), np.uint8)
+def _images(export: Export, idx, size: int) -> np.ndarray:
+    if len(idx) == 0:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([decode(export.pngs[i], size) for i in idx])
+
+
+def _section(name: str, fn) -> dict:
+    """A metric section, or `available: false` with the exception's message."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - one metric failing must say why, not hide the others
+        log.warning("render: %s unavailable: %s: %s", name, type(e).__name__, e)
+        return Q.unavailable(e)
+
+
+def stage_detectors(params) -> tuple[list[Q.NamedDetector], list[str]]:
+    """The detect stage's detectors with its own params; the ones that cannot be built, with why."""
+    from tasks.detect.detectors import AnimeFace, LbpCascade, read_cascade
+
+    cfg, found, notes = params.detect, [], []
+    try:
+        xml, _ = read_cascade(cfg.cascade)
+        found.append(Q.NamedDetector("lbpcascade", LbpCascade(xml, cfg.scale_factor, cfg.min_neighbors,
+                                                              cfg.min_size).detect))
+    except Exception as e:  # noqa: BLE001
+        notes.append(f"lbpcascade: {e}")
+    try:
+        found.append(Q.NamedDetector("animeface", AnimeFace().detect))
+    except Exception as e:  # noqa: BLE001
+        notes.append(f"animeface: {e}")
+    return found, notes
+
+
+def evaluate(G, sampler, params, tagger: Tagger | None, reason: str) -> tuple[dict, dict]:
+    """The metrics (compact) and the attribute detail, from `render.eval_samples` samples."""
+    cfg: RenderConfig = params.render
+    n, px, view = cfg.eval_samples, G.cfg.image_size, params.detect.size
+    metrics: dict = {"samples": int(n), "model_px": int(px)}
+    if n == 0:
+        off = Q.unavailable("render.eval_samples is 0")
+        return {**metrics, **{k: off for k in ("detectability", "diversity", "memorisation", "attributes",
+                                               "frechet")}}, {}
+    export = read_export(params.train.out.data)
+    gen = torch.Generator(device=sampler.device)
+    gen.manual_seed(cfg.seed + 1)
+    z = torch.randn(n, G.cfg.z_dim, device=sampler.device, generator=gen)
+    cond = sampler.sample(n, gen)
+    fake = generate(G, z, cond, cfg.batch)
+    rng = np.random.default_rng(cfg.seed)
+    real_idx = np.sort(rng.permutation(len(export.face_ids))[:n])
+    real = _images(export, real_idx, px)
+    detectors, notes = stage_detectors(params)
+
+    def detectability():
+        if not detectors:
+            raise RuntimeError("no detector could be built: " + "; ".join(notes))
+        return Q.detectability(fake, real, detectors, view, params.detect.detector)
+
+    def diversity():
+        m = min(len(fake), len(real))  # nearest-neighbour distances shrink with the set's size: same count
+        return Q.diversity(fake[:m], real[:m])
+
+    def memorisation():
+        held, train = export.take(HOLDOUT), export.take(TRAIN)
+        if len(held.face_ids) < MIN_HELDOUT:
+            raise ValueError(f"{len(held.face_ids)} held-out faces (train.holdout of {len(export.face_ids)}); "
+                             f"memorisation needs {MIN_HELDOUT}")
+        size = min(px, Q.DISTANCE_SIZE)
+        return Q.memorisation(fake, _images(held, range(len(held.face_ids)), size),
+                              _images(train, range(len(train.face_ids)), size))
+
+    metrics["detectability"] = _section("detectability", detectability)
+    metrics["diversity"] = _section("diversity", diversity)
+    metrics["memorisation"] = _section("memorisation", memorisation)
+    detail: dict = {}
+    if tagger is None:
+        metrics["attributes"] = metrics["frechet"] = Q.unavailable(reason or "no tagger")
+        return metrics, detail
+    fake_view, real_view = Q.resize(fake, view), Q.resize(real, view)
+
+    def attributes():
+        from tasks.tag.run import binarize
+
+        known_in_data = (export.attributes >= 0).any(0)
+        target = np.where(known_in_data, cond.cpu().numpy().round().astype(np.int8), -1).astype(np.int8)
+        samples = agreement(target, binarize(tagger.probabilities(fake_view), params.tag))
+        ceiling = agreement(export.attributes[real_idx], binarize(tagger.probabilities(real_view), params.tag))
+        section, more = attribute_section(tagger.name, samples, ceiling, px, n)
+        detail.update(more)
+        return section
+
+    def frechet():
+        f_fake = tagger.features(fake_view)
+        if f_fake is None:
+            raise ValueError(f"the {tagger.name} tagger has no features (Illustration2Vec's tag.i2v.feature_weights)")
+        if len(real) < 2:
+            raise ValueError("fewer than 2 real faces")
+        return {"available": True, "value": round(frechet_of_features(tagger.features(real_view), f_fake), 4),
+                "n_real": int(len(real)), "n": int(n), "features": tagger.name}
+
+    metrics["attributes"] = _section("attributes", attributes)
+    metrics["frechet"] = _section("frechet", frechet)
+    return metrics, detail
 
 
 def run_render(params, tagger: Tagger | None = None) -> RenderSummary:
     cfg: RenderConfig = params.render
     try:
-        device = resolve_device(cfg.device)
-    except RuntimeError as e:
+        device = resolve_device(cfg.device, key="render.device")
+    except ValueError as e:
         raise DataError(str(e)) from None
+    if not Path(params.train.out.data).exists():
+        raise DataError(f"{params.train.out.data} does not exist (run the train stage first)")
     G, sampler, meta = load_generator(params.train.generator, device)
+    step = int(meta.get("step", 0))
     sheets = render_sheets(G, sampler, cfg.out.samples, seed=cfg.seed, grid=cfg.grid, variations=cfg.variations,
                            fixed_tag_rows=cfg.fixed_tag_rows, pairs=cfg.interpolation_pairs,
                            steps=cfg.interpolation_steps, batch=cfg.batch)
     reason = ""
     if tagger is None:
         tagger, reason = load_tagger(params, cfg.tagger)
-    if tagger is None:
-        log.info("render: tagger metrics unavailable: %s", reason)
-    metrics = evaluate(G, sampler, tagger, reason,
-                       lambda: real_sample(params.train.out.data, cfg.eval_samples, G.cfg.image_size, cfg.seed),
-                       cfg.eval_samples, cfg.seed, cfg.batch)
-    metrics["step"] = int(meta.get("step", 0))
+    metrics, detail = evaluate(G, sampler, params, tagger, reason)
+    metrics = {"step": step, **metrics}
     atomic_write_json(cfg.out.metrics, metrics)
-    return RenderSummary(sheets, metrics, int(meta.get("step", 0)), cfg.out.samples)
+    atomic_write_json(cfg.out.attributes, detail)
+    summary = RenderSummary(sheets, metrics, step, cfg.out.samples)
+    for line in summary.lines():
+        log.info("render: %s", line)
+    return summary

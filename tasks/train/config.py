@@ -5,19 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Literal
+
 from models.config import (ConfigValueError, LoopConfig, LossConfig, ModelConfig, OptimConfig, RunConfig,
-                           validate_all)
+                           apply_preset, validate_all)
 from tasks.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class TrainOut:
     data: str = "data/train/faces.parquet"  # the training export: face_id, png, attributes
-    dir: str = "data/train"  # run.json, checkpoints/, generator.safetensors, metrics.json, plots.csv
+    dir: str = "data/train"  # run.json, runs/<identity>/ (checkpoints), generator.safetensors, metrics.json, plots.csv
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # share of the faces held out from training (by face_id hash: a face never changes sides);
+    # render measures memorisation against them
+    holdout: float = 0.05
+    # none: the values below; paper: Make.Girls.Moe's loss weights and learning rates replace them
+    # (models.config.PRESETS; run.json records what ran)
+    preset: Literal["none", "paper"] = "none"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -30,12 +38,14 @@ class TrainConfig:
                 validate_all(getattr(self, name), f"{key}.{name}" if key else name)
         except ConfigValueError as e:
             raise ConfigError(str(e)) from None
-        if Path(self.out.data).resolve().parent == (Path(self.out.dir) / "checkpoints").resolve():
-            raise ConfigError(f"{key}.out.data: must not live in the checkpoints directory")
+        if not 0 <= self.holdout < 1:
+            raise ConfigError(f"{key}.holdout: expected a share in [0, 1), got {self.holdout!r}")
+        if (Path(self.out.dir) / "runs").resolve() in Path(self.out.data).resolve().parents:
+            raise ConfigError(f"{key}.out.data: must not live in the runs directory")
 
     def run_config(self) -> RunConfig:
-        return RunConfig(data=self.out.data, out=self.out.dir, model=self.model, loss=self.loss, optim=self.optim,
-                         loop=self.loop)
+        return apply_preset(RunConfig(data=self.out.data, out=self.out.dir, model=self.model, loss=self.loss,
+                                      optim=self.optim, loop=self.loop), self.preset)
 
     @property
     def generator(self) -> Path:

@@ -1,8 +1,8 @@
-"""The train stage: export the reviewed, tagged faces, write the resolved run.json, train."""
+"""The train stage: write the training dataset (the reviewed, tagged faces), the resolved
+run.json, then train (models.training_loop: one run directory per identity, resumed or new)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,14 +11,15 @@ from models.config import to_dict
 from models.training_loop import SUMMARY, TrainingError, train
 from tasks.errors import MoeflowError
 from tasks.fileio import atomic_write_json
+from tasks.reports import write_run_report
 from tasks.train.config import TrainConfig
-from tasks.train.export import ExportSummary, export_training_data
+from tasks.train.dataset import ExportSummary, export_training_data
 
 log = logging.getLogger(__name__)
 
 
 class TrainError(MoeflowError):
-    """Training cannot go on: checkpoint/params mismatch, repeated non-finite losses."""
+    """Training cannot go on: repeated non-finite losses, a bad checkpoint, no device."""
 
 
 @dataclass
@@ -26,12 +27,22 @@ class TrainSummary:
     export: ExportSummary
     result: dict
 
+    def lines(self) -> list[str]:
+        r, e = self.result, self.export
+        return [f"{e.faces} faces ({e.holdout} held out), data fingerprint {e.fingerprint[:12]}",
+                f"run {r['run']}: step {r['step']}, {r['steps_trained']} trained now"
+                + (f" ({r['images_per_s']} images/s on {r['threads']} threads)" if r["steps_trained"] else ""),
+                "last losses: " + ", ".join(f"{k} {r[k]:.3g}" for k in ("loss_d", "loss_g", "gp", "d_real", "d_fake")
+                                            if isinstance(r.get(k), float))]
+
     def markdown(self) -> str:
-        r = self.result
-        lines = ["# train", "", f"- faces: **{self.export.faces}** (reviewed {self.export.reviewed}, "
-                 f"untagged {self.export.untagged})",
-                 f"- steps: **{r['step']}** (resumed from {r['resumed_from']}), device {r['device']} x{r['world']}, "
-                 f"bf16 {r['amp_bf16']}", f"- images/s: {r['images_per_s']}, wall {r['wall_s']} s",
+        r, e = self.result, self.export
+        lines = ["# train", "", f"- faces: **{e.faces}** ({e.holdout} held out; reviewed {e.reviewed}, "
+                 f"untagged {e.untagged}), data fingerprint `{e.fingerprint[:12]}`",
+                 f"- run `{r['run']}`: step **{r['step']}** (this session trained {r['steps_trained']}"
+                 + (f", resumed from {r['resumed_from']}" if r["resumed_from"] is not None else "") + ")",
+                 f"- {r['device']} x{r['world']}, {r['threads']} threads, "
+                 + (f"{r['images_per_s']} images/s" if r["images_per_s"] else "no step to run") + f", wall {r['wall_s']} s",
                  f"- NaN recoveries: {r['nan_recoveries']}, lr {r['lr']:.3g}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" for k, v in r.items() if k.startswith(("loss", "adv", "cls", "gp", "acc", "d_"))
                   and isinstance(v, float)]
@@ -39,17 +50,12 @@ class TrainSummary:
 
 
 def prepare(params) -> ExportSummary:
-    """The training export from the reviewed faces and the tags file."""
+    """The training dataset from the reviewed faces and the tags file."""
     from tasks.review.run import reviewed_faces  # validates review/false_positives.csv
 
     cfg: TrainConfig = params.train
-    return export_training_data(reviewed_faces(params), params.detect.out.crops, tags_path(params), cfg.out.data)
-
-
-def tags_path(params) -> str:
-    """params.tag.out.tags (data/tags/tags.parquet before the tag section exists)."""
-    tag = getattr(params, "tag", None)
-    return getattr(getattr(tag, "out", None), "tags", None) or "data/tags/tags.parquet"
+    return export_training_data(reviewed_faces(params), params.detect.out.crops, params.tag.out.tags, cfg.out.data,
+                                cfg.holdout)
 
 
 def write_run_config(cfg: TrainConfig) -> Path:
@@ -67,6 +73,8 @@ def run_train(params) -> TrainSummary:
         result = train(cfg.run_config())
     except (TrainingError, ValueError) as e:
         raise TrainError(str(e)) from None
-    log.info("train: %s", json.dumps({k: result[k] for k in ("step", "images_per_s", "nan_recoveries")}))
-    log.info("train: metrics in %s", Path(cfg.out.dir) / SUMMARY)
+    write_run_report("train", {k: result[k] for k in ("run", "step", "steps_trained", "wall_s", "images_per_s",
+                                                      "threads", "device", "world")})
+    log.info("train: run %s at step %d (%d trained this session, %s images/s); metrics in %s", result["run"],
+             result["step"], result["steps_trained"], result["images_per_s"], Path(cfg.out.dir) / SUMMARY)
     return TrainSummary(export, result)

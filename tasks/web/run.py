@@ -1,5 +1,6 @@
-"""The export stage: generator.safetensors -> fp32 ONNX + the web variant + the page's
-manifest (tags, groups, noise algorithm) + a report (sizes, parity, CPU speed)."""
+"""The export stage (DVC stage `export`): generator.safetensors -> fp32 ONNX + the web variant +
+the page's manifest (tags, groups, noise algorithm) + a report (sizes, parity). The CPU speed
+goes to the untracked run report (reports/runs/export.json), not into the DVC metric."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import time
 from pathlib import Path
 
 from tasks.errors import DataError
-from tasks.export.config import ExportConfig
-from tasks.export.noise import NOISE_ALGORITHM
-from tasks.export.onnx_export import (INPUTS, OUTPUT, export_onnx, fast_tail, fold_batchnorm, load_generator,
+from tasks.reports import write_run_report
+from tasks.web.config import ExportConfig
+from tasks.web.noise import NOISE_ALGORITHM
+from tasks.web.onnx_export import (INPUTS, OUTPUT, export_onnx, fast_tail, fold_batchnorm, load_generator,
                                       make_variant)
-from tasks.export.parity import ParityError, compare, inputs_for, parity_tags, run_onnx, session
+from tasks.web.parity import ParityError, compare, inputs_for, parity_tags, run_onnx, session
 from tasks.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes
 from tasks.tag.schema import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, HAIR_STYLES, INDEPENDENT_SLICE, MGM_TAGS
 
@@ -69,6 +71,11 @@ def cpu_ms_per_image(model: bytes, z_dim: int, n_tags: int, runs: int = 5) -> fl
     return (time.perf_counter() - t0) * 1000 / runs
 
 
+def generator_path(params) -> Path:
+    """export.generator, or the train stage's <train.out.dir>/generator.safetensors."""
+    return Path(params.export.generator) if params.export.generator else Path(params.train.generator)
+
+
 def run_export(cfg: ExportConfig, generator: str | Path) -> dict:
     """Write out.onnx, out.web, out.manifest and out.report; return the report.
     Raises ParityError when onnxruntime disagrees with PyTorch beyond the tolerances."""
@@ -113,23 +120,39 @@ def run_export(cfg: ExportConfig, generator: str | Path) -> dict:
         "batchnorm_folded": folded, "fast_tail": tail, "fp32_mb": round(len(fp32) / MB, 3), "web_mb": round(web_mb, 3),
         "goal_mb": cfg.max_mb, "within_goal": web_mb <= cfg.max_mb,
         "parity_fp32": par_fp32, "parity_web": par_web,
-        "cpu_ms_per_image": round(cpu_ms_per_image(web, model_cfg.z_dim, model_cfg.n_tags), 2),
-        "seconds": round(time.perf_counter() - t0, 2),
     }
     atomic_write_json(cfg.out.report, report)
-    log.info("export: %s (%.1f MB fp32), %s (%.1f MB %s, goal %.0f MB) in %.1f s", cfg.out.onnx, report["fp32_mb"],
-             cfg.out.web, web_mb, cfg.variant, cfg.max_mb, report["seconds"])
-    return report
+    timing = {"cpu_ms_per_image": round(cpu_ms_per_image(web, model_cfg.z_dim, model_cfg.n_tags), 2),
+              "seconds": round(time.perf_counter() - t0, 2)}
+    write_run_report("export", timing)
+    log.info("export: %s (%.1f MB fp32), %s (%.1f MB %s, goal %.0f MB) in %.1f s; onnxruntime CPU %.1f ms/image",
+             cfg.out.onnx, report["fp32_mb"], cfg.out.web, web_mb, cfg.variant, cfg.max_mb, timing["seconds"],
+             timing["cpu_ms_per_image"])
+    return {**report, **timing}
 
 
-def markdown(report: dict, cfg: ExportConfig) -> str:
-    pw = report["parity_web"]
-    return "\n".join([
-        "# export", "",
-        "| file | MB |", "|---|---|",
-        f"| {cfg.out.onnx} (fp32) | {report['fp32_mb']:.2f} |",
-        f"| {cfg.out.web} ({cfg.variant}) | {report['web_mb']:.2f} (goal <= {cfg.max_mb:g}) |", "",
-        f"parity vs PyTorch ({pw['samples']} seeds): fp32 max {report['parity_fp32']['max_abs']:.2e}; "
-        f"{cfg.variant} max {pw['max_abs']:.2e}, mean {pw['mean_abs']:.2e}, max pixel {pw['max_pixel']}", "",
-        f"onnxruntime CPU: {report['cpu_ms_per_image']:.1f} ms/image",
-    ])
+class ExportSummary:
+    def __init__(self, report: dict, cfg: ExportConfig):
+        self.report, self.cfg = report, cfg
+
+    def lines(self) -> list[str]:
+        r, pw = self.report, self.report["parity_web"]
+        return [f"{self.cfg.out.web}: {r['web_mb']:.2f} MB {self.cfg.variant} (goal <= {self.cfg.max_mb:g}), "
+                f"{self.cfg.out.onnx}: {r['fp32_mb']:.2f} MB fp32",
+                f"parity vs PyTorch ({pw['samples']} seeds): fp32 max {r['parity_fp32']['max_abs']:.2e}; "
+                f"{self.cfg.variant} max {pw['max_abs']:.2e}, mean {pw['mean_abs']:.2e}, max pixel {pw['max_pixel']}"]
+
+    def markdown(self) -> str:
+        r, cfg = self.report, self.cfg
+        return "\n".join([
+            "# export", "", "| file | MB |", "|---|---|",
+            f"| {cfg.out.onnx} (fp32) | {r['fp32_mb']:.2f} |",
+            f"| {cfg.out.web} ({cfg.variant}) | {r['web_mb']:.2f} (goal <= {cfg.max_mb:g}) |", "",
+            self.lines()[1], "", f"onnxruntime CPU: {r['cpu_ms_per_image']:.1f} ms/image (this machine)"]) + "\n"
+
+
+def run_stage(params) -> ExportSummary:
+    """The DVC stage: the configured (or the train stage's) generator to ONNX."""
+    cfg, src = params.export, generator_path(params)
+    log.info("export: %s -> %s (+ %s variant %s)", src, cfg.out.onnx, cfg.variant, cfg.out.web)
+    return ExportSummary(run_export(cfg, src), cfg)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.errors import MoeflowError
-from tasks.export.noise import seed_to_z
+from tasks.web.noise import seed_to_z
 
 log = logging.getLogger(__name__)
 

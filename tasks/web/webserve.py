@@ -3,7 +3,7 @@ web/dist with the cross-origin isolation headers (COOP/COEP) that WASM threads n
 right MIME types for .mjs / .wasm / .onnx, and optional extra folders mounted under a prefix
 (the tests mount their tiny model at /model/).
 
-    python -m tasks.export.webserve [--root web/dist] [--port 8000] [--host 127.0.0.1]"""
+    python -m tasks.web.webserve [--root web/dist] [--port 8000] [--host 127.0.0.1]"""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def serve_in_thread(root, **kwargs) -> tuple[http.server.ThreadingHTTPServer, st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tasks.export.webserve", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m tasks.web.webserve", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default="web/dist")
     ap.add_argument("--host", default="127.0.0.1")

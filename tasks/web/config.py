@@ -19,7 +19,7 @@ class ExportOut:
 @dataclass(frozen=True)
 class ParityConfig:
     samples: int = 8  # seeds checked (onnxruntime vs PyTorch), batched
-    seed: int = 0  # first seed; the page's seed -> z mapping (tasks/export/noise.py)
+    seed: int = 0  # first seed; the page's seed -> z mapping (tasks/web/noise.py)
     atol: float = 1e-3  # fp32 ONNX vs PyTorch: max |difference| on the [-1, 1] image
     variant_atol: float = 0.1  # fp16 / int8 variant vs PyTorch: max |difference|
     variant_mean_atol: float = 0.02  # ... and mean |difference|

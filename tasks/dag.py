@@ -1,0 +1,103 @@
+"""dvc.yaml, read: the one DAG definition, for the code that needs to know it (the pipeline
+flow's stage order, each stage flow's metrics file, the dependency-completeness test).
+
+Paths are templated from params.yaml (`${detect.out.faces}`) as DVC templates them; the stage
+order is the topological order of the outs -> deps edges, file order breaking ties."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tasks.config import read_yaml
+from tasks.errors import ConfigError
+
+DVC_YAML = "dvc.yaml"
+_TEMPLATE = re.compile(r"\$\{\s*([\w.]+)\s*\}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    cmd: str
+    deps: tuple[str, ...]
+    params: tuple[str, ...]  # dotted keys of params.yaml
+    outs: tuple[str, ...]
+    metrics: tuple[str, ...]
+    plots: tuple[str, ...]
+
+
+def _lookup(data: dict, dotted: str, where: str):
+    node = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{where}: ${{{dotted}}} is not a key of params.yaml")
+        node = node[part]
+    return node
+
+
+def _resolve(value: str, params: dict, where: str) -> str:
+    return _TEMPLATE.sub(lambda m: str(_lookup(params, m.group(1), where)), value)
+
+
+def _paths(entries, params: dict, where: str) -> tuple[str, ...]:
+    """A dvc.yaml list of paths (plain strings or {path: options} mappings), resolved."""
+    out = []
+    for e in entries or []:
+        for p in ([e] if isinstance(e, str) else list(e)):
+            out.append(_resolve(p, params, where))
+    return tuple(out)
+
+
+def _params(entries) -> tuple[str, ...]:
+    out = []
+    for e in entries or []:
+        if isinstance(e, str):
+            out.append(e)
+        else:  # {file: [keys]}: other params files are not used by moeflow
+            raise ConfigError(f"{DVC_YAML}: params from another file ({e}) are not supported")
+    return tuple(out)
+
+
+def load_dag(root: str | Path = ".", params_file: str = "params.yaml") -> dict[str, Stage]:
+    """The stages of dvc.yaml in DAG order, with paths resolved against params.yaml."""
+    root = Path(root)
+    try:
+        spec = yaml.safe_load((root / DVC_YAML).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{root / DVC_YAML} not found (run from the project root)") from None
+    params = read_yaml(root / params_file)
+    stages = {}
+    for name, s in (spec.get("stages") or {}).items():
+        where = f"{DVC_YAML}: stage {name}"
+        stages[name] = Stage(name, s.get("cmd", ""), _paths(s.get("deps"), params, where), _params(s.get("params")),
+                             _paths(s.get("outs"), params, where), _paths(s.get("metrics"), params, where),
+                             _paths(s.get("plots"), params, where))
+    return {n: stages[n] for n in topological_order(stages)}
+
+
+def _under(path: str, out: str) -> bool:
+    p, o = Path(path), Path(out)
+    return p == o or o in p.parents or p in o.parents
+
+
+def upstream(stages: dict[str, Stage], name: str) -> set[str]:
+    """The stages whose outs (outs, metrics or plots) the stage `name` depends on."""
+    st = stages[name]
+    return {other.name for other in stages.values() if other.name != name
+            and any(_under(d, o) for d in st.deps for o in (*other.outs, *other.metrics, *other.plots))}
+
+
+def topological_order(stages: dict[str, Stage]) -> list[str]:
+    names, done = list(stages), []
+    pending = {n: upstream(stages, n) for n in names}
+    while pending:
+        ready = [n for n in names if n in pending and not (pending[n] - set(done))]
+        if not ready:
+            raise ConfigError(f"{DVC_YAML}: the stages {', '.join(sorted(pending))} depend on each other in a cycle")
+        done.append(ready[0])
+        del pending[ready[0]]
+    return done

@@ -1,0 +1,115 @@
+"""Generator quality metrics that need no downloaded network.
+
+- detectability: the share of samples in which the detect stage's own detectors find a face,
+  next to the same share for real crops brought to the model's resolution, and their ratio;
+- diversity: the mean distance from each sample to its nearest other sample, next to the same
+  figure for as many real crops (mode collapse and the "average face" show here);
+- memorisation: each sample's distance to its nearest training face, next to held-out real
+  faces' distance to the training set.
+
+Every image is compared as the detect stage would see it: reduced to the model's resolution
+(real crops), then enlarged to the detect stage's crop size (`detect.size`) with Lanczos.
+Distances are RMS differences of RGB in [0, 1] at `DISTANCE_SIZE` px (cheap for 40k faces)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+DISTANCE_SIZE = 32  # side at which distances are measured (the demo model's own resolution)
+
+
+def resize(images: np.ndarray, size: int, resample=Image.LANCZOS) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> (N, size, size, 3)."""
+    if len(images) == 0:
+        return np.zeros((0, size, size, 3), np.uint8)
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    return np.stack([np.asarray(Image.fromarray(a).resize((size, size), resample)) for a in images])
+
+
+@dataclass(frozen=True)
+class NamedDetector:
+    name: str
+    detect: Callable[[np.ndarray, Image.Image], list]
+
+
+def detect_share(images: np.ndarray, detector: NamedDetector, view_size: int) -> float:
+    """Share of images (uint8 (N, H, W, 3)) in which `detector` finds at least one face, each enlarged to view_size."""
+    if len(images) == 0:
+        raise ValueError("no images to detect faces in")
+    hits = 0
+    for a in resize(images, view_size):
+        hits += bool(detector.detect(a, Image.fromarray(a)))
+    return hits / len(images)
+
+
+def detectability(fake: np.ndarray, real: np.ndarray, detectors: Sequence[NamedDetector], view_size: int,
+                  headline: str) -> dict:
+    """Per detector: the share of samples and of real crops with a face, and their ratio; `ratio`
+    is the headline detector's (the one the detect stage runs)."""
+    out: dict = {"available": True, "n": int(len(fake)), "n_real": int(len(real)), "view_px": int(view_size)}
+    for d in detectors:
+        f, r = detect_share(fake, d, view_size), detect_share(real, d, view_size)
+        out[d.name] = round(f, 4)
+        out[f"real_{d.name}"] = round(r, 4)
+        out[f"ratio_{d.name}"] = round(f / r, 4) if r > 0 else 0.0
+    if f"ratio_{headline}" not in out:
+        raise ValueError(f"detector {headline!r} was not run")
+    out["detector"] = headline
+    out["ratio"] = out[f"ratio_{headline}"]
+    return out
+
+
+def _flat(images: np.ndarray) -> torch.Tensor:
+    small = resize(images, DISTANCE_SIZE, Image.BILINEAR)
+    return torch.from_numpy(small.reshape(len(small), -1).astype(np.float32) / 255.0)
+
+
+def nearest_distances(a: np.ndarray, b: np.ndarray | None = None, chunk: int = 2048) -> np.ndarray:
+    """For each image of `a`, the RMS distance to its nearest image of `b` (of `a` itself,
+    excluding the image, when b is None)."""
+    xa = _flat(a)
+    xb = xa if b is None else _flat(b)
+    if len(xb) < (2 if b is None else 1):
+        raise ValueError("need at least two images" if b is None else "no images to compare with")
+    best = torch.full((len(xa),), float("inf"))
+    for i in range(0, len(xb), chunk):
+        d = torch.cdist(xa, xb[i:i + chunk])
+        if b is None:  # leave each image's distance to itself out
+            rows = torch.arange(i, min(i + chunk, len(xb)))
+            d[rows, rows - i] = float("inf")
+        best = torch.minimum(best, d.min(1).values)
+    return (best / np.sqrt(xa.shape[1])).numpy()
+
+
+def diversity(fake: np.ndarray, real: np.ndarray) -> dict:
+    """Mean nearest-other-sample distance of the samples, of as many real crops, and the ratio."""
+    f, r = float(nearest_distances(fake).mean()), float(nearest_distances(real).mean())
+    return {"available": True, "n": int(len(fake)), "n_real": int(len(real)), "samples": round(f, 5),
+            "real": round(r, 5), "ratio": round(f / r, 4) if r > 0 else 0.0}
+
+
+def memorisation(fake: np.ndarray, heldout: np.ndarray, train: np.ndarray) -> dict:
+    """Samples' distance to their nearest training face against held-out real faces' distance to
+    the training set: `ratio` (median vs median) well below 1 means the generator copies its
+    training faces; `near_copies` is the share of samples nearer to a training face than 99% of
+    held-out faces are."""
+    f, h = nearest_distances(fake, train), nearest_distances(heldout, train)
+    p1 = float(np.quantile(h, 0.01))
+    return {"available": True, "n": int(len(fake)), "n_heldout": int(len(heldout)), "n_train": int(len(train)),
+            "samples_median": round(float(np.median(f)), 5), "heldout_median": round(float(np.median(h)), 5),
+            "ratio": round(float(np.median(f) / np.median(h)), 4) if np.median(h) > 0 else 0.0,
+            "near_copies": round(float((f < p1).mean()), 4)}
+
+
+def unavailable(e: BaseException | str) -> dict:
+    """A metric that could not be computed, with the reason (never nulls under available: true)."""
+    return {"available": False, "reason": e if isinstance(e, str) else f"{type(e).__name__}: {e}"}
