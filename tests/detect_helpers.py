@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks.detect.config import DetectConfig, DetectOut
+from tasks.detect.work import ImageResult, ImageTask, WorkSettings, process_image
 from tasks.fileio import write_parquet
 from tasks.scrape.store import MANIFEST_SCHEMA
 
@@ -44,3 +47,17 @@ def config(out: Path, **kw) -> DetectConfig:
     o = DetectOut(crops=str(out / "crops"), faces=str(out / "faces.parquet"), images=str(out / "images.parquet"),
                   contact_sheet=str(out / "sheet.png"), summary=str(out / "summary.json"))
     return replace(DetectConfig(cascade=str(CASCADE), workers=2, out=o), **kw)
+
+
+def crash_on_marker(task: ImageTask, settings: WorkSettings) -> ImageResult:
+    """The real per-image work, except that the worker process dies (SIGKILL, as a segfault in a
+    native decoder would end it) on an image whose manifest name contains CRASH. For the process
+    pool only: it is imported by name in the spawned workers."""
+    if "CRASH" in task.name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return process_image(task, settings)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root (relative name -> bytes), for byte-for-byte comparisons of outputs."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

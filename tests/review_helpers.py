@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
 import io
 from datetime import datetime, timezone
@@ -94,3 +96,42 @@ def params_of(cfg: ReviewConfig, inp: ReviewInputs):
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root, for 'nothing changed' checks."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def read_queue(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_queue(path: Path, rows: list[dict], *, delimiter=",", newline="\r\n", bom=True) -> None:
+    """Save queue rows as a spreadsheet would (BOM, CRLF; `;` files fully quoted)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter=delimiter, lineterminator=newline,
+                       quoting=csv.QUOTE_ALL if delimiter == ";" else csv.QUOTE_MINIMAL)
+    w.writeheader()
+    w.writerows(rows)
+    path.write_bytes((codecs.BOM_UTF8 if bom else b"") + buf.getvalue().encode())
+
+
+def cell_diff(thumb, png: bytes) -> float:
+    """Mean absolute pixel difference between a sprite cell and the crop it should show."""
+    from PIL import Image, ImageChops, ImageOps, ImageStat
+
+    with Image.open(io.BytesIO(png)) as im:
+        want = ImageOps.pad(im.convert("RGB"), thumb.size, color=(40, 40, 40))
+    return sum(ImageStat.Stat(ImageChops.difference(thumb, want)).mean) / 3
+
+
+def sprite_cell(path: Path, index: int, size: int, columns: int):
+    """Cell `index` (from 0) of a sprite page."""
+    from PIL import Image
+
+    box = ((index % columns) * size, (index // columns) * size, (index % columns + 1) * size, (index // columns + 1) * size)
+    with Image.open(path) as sheet:
+        return sheet.convert("RGB").crop(box)
+
+
+def crop_of(data: Path, fid: str) -> bytes:
+    from tasks.detect.dataset import CropReader
+
+    return CropReader(data / "faces.parquet", data / "crops").read(fid)

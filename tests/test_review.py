@@ -14,17 +14,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageStat
+from PIL import Image
 
-from tests.review_helpers import (build_faces, inputs, params_of, png_bytes, review_config, snapshot, tiny_png,
-                            write_manifest)
+from tests.review_helpers import (build_faces, cell_diff, crop_of, inputs, params_of, png_bytes, read_queue,
+                                  review_config, snapshot, tiny_png, write_manifest, write_queue)
 from tasks.config import build
 from tasks.detect.dataset import write_faces
 from tasks.errors import ConfigError, ReviewError
-from tasks.review import reviewed_faces
+from tasks.review.run import reviewed_faces
 from tasks.review.config import ReviewConfig
 from tasks.review.csvio import escape_cell, parse_verdict, read_decisions, unescape_cell
-from tasks.review.run import merge, run_review
+from tasks.review.merge import merge
+from tasks.review.run import run_review
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CROPS = 60
@@ -42,20 +43,6 @@ def dataset(tmp_path_factory, shared):
 
 def kept_ids(rows):
     return {r["face_id"] for r in rows if r["drop_reason"] is None}
-
-
-def read_queue(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_queue(path: Path, rows: list[dict], *, delimiter=",", newline="\r\n", bom=True) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter=delimiter, lineterminator=newline,
-                       quoting=csv.QUOTE_ALL if delimiter == ";" else csv.QUOTE_MINIMAL)
-    w.writeheader()
-    w.writerows(rows)
-    path.write_bytes((codecs.BOM_UTF8 if bom else b"") + buf.getvalue().encode())
 
 
 def test_export_edit_merge_excludes_false_positives(dataset, tmp_path):
@@ -77,20 +64,23 @@ def test_export_edit_merge_excludes_false_positives(dataset, tmp_path):
         assert q["detector"] == by_id[q["face_id"]]["detector"]
     # each thumbnail names a sprite page and a cell that shows that very face
     review_dir = Path(cfg.out.queue).parent
+    version = stats.version
+    assert len(version) == 12 and json.loads(Path(cfg.out.stats).read_text())["queue_version"] == version
     for q in queue[::7]:
         sprite, cell = q["thumbnail"].split("#")
-        assert sprite.startswith("thumbs/page-")
+        assert sprite.startswith(f"thumbs/{version}/page-")
         i = int(cell) - 1
         with Image.open(review_dir / sprite) as sheet:
             box = ((i % 6) * 48, (i // 6) * 48, (i % 6 + 1) * 48, (i // 6 + 1) * 48)
             got = sheet.convert("RGB").crop(box)
-        diffs = {f: _diff(got, _crop(data, f)) for f in (q["face_id"], queue[queue.index(q) - 1]["face_id"])}
+        diffs = {f: cell_diff(got, crop_of(data, f)) for f in (q["face_id"], queue[queue.index(q) - 1]["face_id"])}
         assert diffs[q["face_id"]] < 8 and diffs[q["face_id"]] < min(diffs.values()) + 1e-9, (q["thumbnail"], diffs)
     html = Path(cfg.out.html).read_text()
-    assert '"pages": 3' in html and '"dir": "thumbs"' in html and "page-00001" not in html  # pages load on demand
-    assert sorted(p.name for p in Path(cfg.out.thumbs).iterdir()) == [
+    assert '"pages": 3' in html and f'"dir": "thumbs/{version}"' in html and "page-00001" not in html  # on demand
+    assert [p.name for p in Path(cfg.out.thumbs).iterdir()] == [version]  # one version of the queue
+    assert sorted(p.name for p in (Path(cfg.out.thumbs) / version).iterdir()) == ["index.js"] + [
         f"page-{n:05d}.{ext}" for n in (1, 2, 3) for ext in ("jpg", "js")]
-    page1 = (Path(cfg.out.thumbs) / "page-00001.js").read_text()
+    page1 = (Path(cfg.out.thumbs) / version / "page-00001.js").read_text()
     assert page1.startswith("moeflowPage(") and queue[0]["face_id"] in page1
 
     # the reviewer fills in five rows in a spreadsheet
@@ -119,21 +109,6 @@ def test_export_edit_merge_excludes_false_positives(dataset, tmp_path):
     assert saved["total"] == {"kept": 54, "reviewed": 5, "pending": 49, "false_positive": 3, "fp_rate": 0.6}
     assert sum(d["reviewed"] for d in saved["detectors"].values()) == 5 and saved["downstream"] == 51
     assert any("false positives" in line for line in stats.lines()) and "| **all** | 54 | 5 | 49 | 3 |" in stats.markdown()
-
-
-def _diff(thumb: Image.Image, png: bytes) -> float:
-    """Mean absolute pixel difference between a sprite cell and the crop it should show."""
-    from PIL import ImageChops, ImageOps
-
-    with Image.open(io.BytesIO(png)) as im:
-        want = ImageOps.pad(im.convert("RGB"), thumb.size, color=(40, 40, 40))
-    return sum(ImageStat.Stat(ImageChops.difference(thumb, want)).mean) / 3
-
-
-def _crop(data: Path, fid: str) -> bytes:
-    from tasks.detect.dataset import CropReader
-
-    return CropReader(data / "faces.parquet", data / "crops").read(fid)
 
 
 GOOD = "a" * 64
@@ -296,13 +271,17 @@ def test_merge_refuses_conflicts_and_unknown_faces(dataset, tmp_path):
     queue[2]["face_id"], queue[2]["false_positive"] = "c" * 64, "1"
     write_queue(Path(cfg.out.queue), queue)
     before = snapshot(tmp_path)
-    with pytest.raises(ReviewError, match=r"queue.csv: line 4: face_id c{64} is not in .*faces.parquet.*--drop-missing"):
+    with pytest.raises(ReviewError, match=r"queue.csv: line 4: face_id c{64} is not in .*faces.parquet.*--keep-missing"):
         merge(cfg, inp)
     assert snapshot(tmp_path) == before
-    # the reviewer may skip them explicitly; the rest is merged
-    result = merge(cfg, inp, drop_missing=True)
-    assert (result.added, result.skipped_missing) == (1, 1) and "skipped 1 verdicts" in result.message()
-    assert set(read_decisions(cfg.decisions)[1]) == {queue[0]["face_id"], queue[1]["face_id"]}
+    # the reviewer may keep them explicitly: recorded as orphans, counted, said so, never discarded
+    result = merge(cfg, inp, keep_missing=True)
+    assert (result.added, result.orphans, result.already) == (2, 1, 1)
+    assert "1 of them name faces not in the faces dataset: kept as orphans" in result.message()
+    assert set(read_decisions(cfg.decisions)[1]) == {queue[0]["face_id"], queue[1]["face_id"], "c" * 64}
+    stats = run_review(cfg, inp)
+    assert [o["face_id"] for o in stats.orphaned] == ["c" * 64]  # reported, and applies again if the face returns
+    assert merge(cfg, inp, keep_missing=True).added == 0  # idempotent
 
 
 def test_stage_refuses_to_overwrite_unmerged_verdicts(dataset, tmp_path):
@@ -352,7 +331,9 @@ def test_faces_without_crop_and_empty_queue(tmp_path):
     merge(cfg, inp)
     stats = run_review(cfg, inp)
     assert (stats.queued, stats.pages) == (0, 0) and read_queue(Path(cfg.out.queue)) == []
-    assert list(Path(cfg.out.thumbs).iterdir()) == [] and "Nothing to review" in Path(cfg.out.html).read_text()
+    assert [p.name for p in Path(cfg.out.thumbs).iterdir()] == [stats.version]
+    assert [p.name for p in (Path(cfg.out.thumbs) / stats.version).iterdir()] == ["index.js"]
+    assert "Nothing to review" in Path(cfg.out.html).read_text()
 
 
 def build_faces_tiny(root: Path, n: int) -> list[dict]:
@@ -405,10 +386,10 @@ def test_cli_stage_and_merge(dataset, tmp_path, capsys):
     assert "merged 1 verdicts (1 false positives)" in capsys.readouterr().out
     assert read_decisions(cfg.decisions)[1][queue[0]["face_id"]].reviewer == "cli"
 
-    # a bad file: one line on stderr, exit 1, and merge never imports Prefect
+    # a bad file: one line on stderr, exit 1, and the reviewer's command never imports Prefect
     (tmp_path / "bad.csv").write_text("face_id,false_positive\nzzz,1\n")
-    code = ("import runpy, sys\nsys.argv = ['flows.review', 'merge', '--params', sys.argv[1], '--from', sys.argv[2]]\n"
-            "try:\n    runpy.run_module('flows.review', run_name='__main__')\nexcept SystemExit as e:\n"
+    code = ("import runpy, sys\nsys.argv = ['tasks.review', 'merge', '--params', sys.argv[1], '--from', sys.argv[2]]\n"
+            "try:\n    runpy.run_module('tasks.review', run_name='__main__')\nexcept SystemExit as e:\n"
             "    assert 'prefect' not in sys.modules, 'merge imported Prefect'\n    sys.exit(e.code)")
     p = subprocess.run([sys.executable, "-c", code, str(ppath), str(tmp_path / "bad.csv")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
@@ -419,10 +400,18 @@ def test_cli_stage_and_merge(dataset, tmp_path, capsys):
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_contact_sheet_script_is_valid_javascript(tmp_path):
-    from tasks.review.html import render_html
+    """The app is a real file (tasks/review/sheet/queue.js), inlined as it is into queue.html."""
+    from tasks.review.html import asset, render_html
 
-    page = render_html(total=1200, pages=3, size=96, thumbs_dir="thumbs", generated="review/false_positives.csv")
-    script = page.split("<script>")[1].split("</script>")[0]
-    (tmp_path / "sheet.js").write_text(script)
+    source = ROOT / "tasks/review/sheet/queue.js"
+    p = subprocess.run(["node", "--check", str(source)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    page = render_html(total=1200, pages=3, size=96, thumbs_dir="thumbs/0123456789ab", version="0123456789ab",
+                       store="review/<b>&'x.csv")
+    scripts = page.split("<script>")[1:]
+    assert scripts[1].split("</script>")[0].strip() == asset("queue.js").strip() == source.read_text().strip()
+    assert "const META = " in scripts[0] and "<b>" not in page  # META is JSON escaped for a script element
+    (tmp_path / "sheet.js").write_text("".join(s.split("</script>")[0] for s in scripts))
     p = subprocess.run(["node", "--check", str(tmp_path / "sheet.js")], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
+    assert asset("queue.css") in page

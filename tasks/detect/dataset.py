@@ -1,8 +1,10 @@
 """The faces dataset: the contract between detect and every later stage.
 
 - `faces.parquet` (table "faces"): one row per detected face, kept or dropped.
-- crops: Parquet shards under the crops directory (`shard-<run>-<n>.parquet`), each row a
-  face_id and its encoded PNG, so DVC tracks a few files rather than one per face.
+- crops: Parquet shards under the crops directory, each row a face_id and its encoded PNG
+  (rows sorted by face_id), so DVC tracks a few files rather than one per face. detect names
+  a shard by its content (`shard-<sha256 of its face_ids and PNGs>.parquet`, `write_shard`):
+  the same crops give the same file, on any machine, in any run.
 
 A face is *kept* when `drop_reason` is null (near-duplicates get drop_reason "duplicate"
 and `duplicate_of`; monochrome crops are flagged, and dropped only if detect says so)."""
@@ -69,8 +71,47 @@ def write_faces(path: str | os.PathLike, rows: Iterable[dict] | pa.Table) -> pa.
     return write_parquet(path, rows if isinstance(rows, pa.Table) else list(rows), FACES_SCHEMA)
 
 
+SHARD_PREFIX = "shard-"
+
+
+def shard_name(crops: dict[str, bytes]) -> str:
+    """The content name of a shard holding `crops` (face_id -> PNG)."""
+    h = hashlib.sha256()
+    for fid in sorted(crops):
+        png = crops[fid]
+        h.update(fid.encode())
+        h.update(len(png).to_bytes(8, "little"))
+        h.update(png)
+    return f"{SHARD_PREFIX}{h.hexdigest()[:24]}.parquet"
+
+
+def write_shard(crops_dir: str | os.PathLike, crops: dict[str, bytes], name: str | None = None) -> str:
+    """Write `crops` (face_id -> PNG) as one shard, rows sorted by face_id, atomically; returns
+    its file name: `name`, or by default the content name (an existing file of that name already
+    holds these very crops and is left as it is)."""
+    directory = Path(crops_dir)
+    name = name or shard_name(crops)
+    path = directory / name
+    if path.name != name or not name.startswith(SHARD_PREFIX) or not name.endswith(".parquet"):
+        raise ValueError(f"not a shard file name: {name!r}")
+    if path.exists() and name == shard_name(crops):
+        return name
+    ids = sorted(crops)
+    table = pa.table({"face_id": ids, "png": [crops[f] for f in ids]}, schema=CROPS_SCHEMA)
+    with atomic_open(path, "wb") as f:
+        pq.write_table(table, f, compression="none")  # PNG bytes do not compress further
+    return name
+
+
+def read_shard(path: str | os.PathLike) -> dict[str, bytes]:
+    t = read_parquet(path, CROPS_TABLE, CROPS_VERSION)
+    return dict(zip(t.column("face_id").to_pylist(), t.column("png").to_pylist()))
+
+
 class ShardWriter:
-    """Append crops to Parquet shards of at most `rows_per_shard` rows, each written atomically."""
+    """Append crops to shards of at most `rows_per_shard` rows named `shard-<prefix>-<n>.parquet`,
+    for building a faces dataset outside detect (fixtures, tools); detect itself writes
+    content-named shards (`write_shard`)."""
 
     def __init__(self, crops_dir: str | os.PathLike, prefix: str, rows_per_shard: int = 2048):
         self.dir = Path(crops_dir)
@@ -96,9 +137,7 @@ class ShardWriter:
     def flush(self) -> None:
         if not self._ids:
             return
-        table = pa.table({"face_id": self._ids, "png": self._pngs}, schema=CROPS_SCHEMA)
-        with atomic_open(self.dir / self._name(), "wb") as f:
-            pq.write_table(table, f, compression="none")  # PNG bytes do not compress further
+        write_shard(self.dir, dict(zip(self._ids, self._pngs)), self._name())
         self._ids, self._pngs = [], []
         self._n += 1
 
@@ -120,8 +159,7 @@ class CropReader:
         if name not in self._cache:
             if len(self._cache) >= self._cache_shards:
                 self._cache.pop(next(iter(self._cache)))
-            t = read_parquet(self.dir / name, CROPS_TABLE, CROPS_VERSION)
-            self._cache[name] = dict(zip(t.column("face_id").to_pylist(), t.column("png").to_pylist()))
+            self._cache[name] = read_shard(self.dir / name)
         return self._cache[name]
 
     def read(self, fid: str) -> bytes:

@@ -1,7 +1,12 @@
 """The detect stage as one plain function: read the scrape manifest, process the images
 not yet done under the current params (in parallel), then rebuild the outputs: the faces
 table with the monochrome and near-duplicate decisions, the per-image table, a contact
-sheet and summary counts."""
+sheet and summary counts.
+
+Every output is a function of the inputs and params alone: images are processed in a fixed
+order (largest first, then by image_id) and their results committed in that order, shards
+are named by content, tables are sorted by id, and no clock, timing, worker count or machine
+path is written (timings go to the log and the Prefect artifact)."""
 
 from __future__ import annotations
 
@@ -9,17 +14,14 @@ import collections
 import io
 import logging
 import os
-import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from tasks.detect.config import DetectConfig
@@ -28,8 +30,7 @@ from tasks.detect.filters import find_duplicates
 from tasks.detect.runner import default_workers, iter_results
 from tasks.detect.state import IMAGES_SCHEMA, State
 from tasks.detect.work import ImageTask, WorkSettings
-from tasks.errors import DataError
-from tasks.fileio import SCHEMA_VERSION_KEY, TABLE_KEY, atomic_write_bytes, atomic_write_json, write_parquet
+from tasks.fileio import atomic_write_bytes, atomic_write_json, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ log = logging.getLogger(__name__)
 class DetectSummary:
     detector: str
     images: int = 0  # in the manifest
-    processed: int = 0  # this run
+    processed: int = 0  # this run (the log's business, not summary.json's: it depends on the run's history)
     reused: int = 0  # done by an earlier run with the same params
+    retried: int = 0  # of the processed: images whose earlier outcome was transient (missing, error, worker_crashed)
     bad: collections.Counter = field(default_factory=collections.Counter)
     with_face: int = 0  # images with at least one kept face
     faces: int = 0  # detected, kept or not
@@ -57,7 +59,8 @@ class DetectSummary:
         rate = self.faces_new / self.work_seconds if self.work_seconds else 0.0
         return [
             f"detector: {self.detector}; images: {self.images} ({self.processed} processed now, "
-            f"{self.reused} reused); with a kept face: {self.with_face}",
+            f"{self.retried} of them retried after a transient failure, {self.reused} reused); "
+            f"with a kept face: {self.with_face}",
             f"unusable images: {sum(self.bad.values())} ({fmt(self.bad)})",
             f"faces: {self.faces} detected, {self.kept} kept, {sum(self.dropped.values())} dropped ({fmt(self.dropped)}); "
             f"monochrome flagged: {self.monochrome}",
@@ -65,9 +68,11 @@ class DetectSummary:
         ]
 
     def as_dict(self) -> dict:
-        return {"detector": self.detector, "images": self.images, "processed": self.processed,
-                "reused": self.reused, "bad": dict(self.bad), "with_face": self.with_face, "faces": self.faces,
-                "kept": self.kept, "dropped": dict(self.dropped), "monochrome": self.monochrome}
+        """summary.json (a DVC metric): what the data is, the same for the same inputs and params,
+        however many runs it took."""
+        return {"detector": self.detector, "images": self.images, "bad": dict(sorted(self.bad.items())),
+                "with_face": self.with_face, "faces": self.faces, "kept": self.kept,
+                "dropped": dict(sorted(self.dropped.items())), "monochrome": self.monochrome}
 
     def markdown(self, sheet_png: Optional[bytes] = None) -> str:
         rows = [("images in manifest", self.images), ("processed this run", self.processed),
@@ -86,17 +91,8 @@ class DetectSummary:
 
 
 def read_manifest(path: str | os.PathLike) -> pa.Table:
-    """image_id and path of every scraped image (only those columns are read)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path} does not exist (run the scrape stage first)")
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid) as e:
-        raise DataError(f"{path} is not a readable Parquet file: {e}") from None
-    if meta.get(TABLE_KEY, b"").decode() != "raw_manifest" or int(meta.get(SCHEMA_VERSION_KEY, b"0")) != 1:
-        raise DataError(f"{path} is not a raw_manifest v1 table (rerun the scrape stage)")
-    return pq.read_table(path, columns=["image_id", "path", "width", "height"])
+    """image_id, path and size of every scraped image."""
+    return read_parquet(path, "raw_manifest", 1).select(["image_id", "path", "width", "height"])
 
 
 def decide(state_faces: pa.Table, cfg: DetectConfig) -> pa.Table:
@@ -125,7 +121,7 @@ def decide(state_faces: pa.Table, cfg: DetectConfig) -> pa.Table:
                              pa.array(reasons, pa.string()))
     table = table.set_column(table.schema.get_field_index("duplicate_of"), FACES_SCHEMA.field("duplicate_of"),
                              pa.array(dup_of, pa.string()))
-    return table.sort_by([("image_id", "ascending"), ("face_id", "ascending")])
+    return table.sort_by("face_id")
 
 
 def contact_sheet(faces: pa.Table, crops_dir: str | os.PathLike, n: int, thumb: int = 64, cols: int = 8) -> bytes:
@@ -159,39 +155,41 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
     pixels = dict(zip(ids, (w * h for w, h in zip(table["width"].to_pylist(), table["height"].to_pylist()))))
     summary = DetectSummary(cfg.detector, images=len(set(ids)))
 
-    state = State(cfg.out.crops, settings.key, set(ids))
-    if (removed := state.remove_orphans()):
-        log.info("removed %d crop shards no current face uses", removed)
-    done = state.done
-    # largest images first, so no worker is left with a big one at the end
+    state = State(cfg.out.crops, settings.key, set(ids), cfg.shard_rows)
+    done, transient = state.done, state.transient
+    # a fixed order (largest images first, so no worker is left with a big one at the end):
+    # results are committed in this order, so it alone decides which face lands in which shard
     todo_pairs = sorted({i: p for i, p in zip(ids, paths) if i not in done}.items(), key=lambda t: (-pixels[t[0]], t[0]))
-    tasks = [ImageTask(i, str((images_dir / p).resolve())) for i, p in todo_pairs]
+    tasks = [ImageTask(i, str((images_dir / p).resolve()), p) for i, p in todo_pairs]
     summary.reused, summary.processed = len(done), len(tasks)
+    summary.retried = sum(t.image_id in transient for t in tasks)
     workers = cfg.workers or default_workers()
-    log.info("%d images: %d to process with %s (%s, %d workers), %d done earlier with the same params",
-             summary.images, len(tasks), cfg.detector, cfg.runner, workers, len(done))
+    log.info("%d images: %d to process with %s (%s, %d workers; %d retried after a transient failure), "
+             "%d done earlier with the same params",
+             summary.images, len(tasks), cfg.detector, cfg.runner, workers, summary.retried, len(done))
 
-    state.start(datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3), cfg.shard_rows)
     t_work = time.perf_counter()
-    bar = tqdm(total=len(tasks), desc="detect", unit="img", disable=not progress or not tasks, mininterval=1.0)
-    try:
-        for res in iter_results(tasks, settings, cfg.runner, workers, cfg.dask_address):
-            state.add(res, cfg.detector, cfg.size)
-            summary.faces_new += len(res.faces)
-            if res.status != "ok":
-                log.debug("image %s unusable: %s (%s)", res.image_id, res.reason, res.detail)
-            bar.update(1)
-            bar.set_postfix(faces=summary.faces_new, refresh=False)
-    finally:
-        bar.close()
-        state.checkpoint()  # keep what is done, even when interrupted
+    if tasks:
+        state.reopen()
+        bar = tqdm(total=len(tasks), desc="detect", unit="img", disable=not progress, mininterval=1.0)
+        try:
+            for res in iter_results(tasks, settings, cfg.runner, workers, cfg.dask_address):
+                state.add(res, cfg.detector, cfg.size)
+                summary.faces_new += len(res.faces)
+                if res.status != "ok":
+                    log.debug("image %s unusable: %s (%s)", res.image_id, res.reason, res.detail)
+                bar.update(1)
+                bar.set_postfix(faces=summary.faces_new, refresh=False)
+        finally:
+            bar.close()
+            state.checkpoint()  # keep what is done, even when interrupted
     summary.work_seconds = time.perf_counter() - t_work
-    state.remove_orphans()
 
-    faces = decide(state.faces, cfg)
+    faces = decide(state.faces_table(), cfg)
     write_faces(cfg.out.faces, faces)
-    write_parquet(cfg.out.images, state.images.sort_by("image_id"), IMAGES_SCHEMA)
-    _count(summary, faces, state.images)
+    images = state.images_table()
+    write_parquet(cfg.out.images, images, IMAGES_SCHEMA)
+    _count(summary, faces, images)
     sheet = contact_sheet(faces, cfg.out.crops, cfg.contact_sheet_faces)
     atomic_write_bytes(cfg.out.contact_sheet, sheet)
     summary.contact_sheet = cfg.out.contact_sheet

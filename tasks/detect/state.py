@@ -1,42 +1,53 @@
 """The detect stage's incremental state, kept inside the crops directory (a persistent
 DVC out, so `dvc repro` does not delete it before a rerun):
 
-    state-images.parquet  one row per processed image (keyed by image_id + params_key)
-    state-faces.parquet   one row per face: the faces columns + pHash and chroma
-    shard-*.parquet       the crops (tasks.detect.dataset.ShardWriter)
+    state-images.parquet  one row per processed image (keyed by image_id + params_key), sorted by image_id
+    state-faces.parquet   one row per face: the faces columns + pHash and chroma, sorted by face_id
+    shard-<sha>.parquet   the crops, named by content (tasks.detect.dataset.write_shard)
 
-Rows enter the state only once their crops are in a written shard, so a killed run
-loses at most the work since the last shard; unreferenced shards are deleted."""
+The files hold no clock, timing, process id or machine path, so two runs over the same
+inputs leave the same bytes.
+
+Results arrive in task order (tasks.detect.runner). Their crops collect in the *open shard*;
+when it holds `shard_rows` crops (at an image boundary) it is written and the state is saved
+with it. A checkpoint between (every CHECKPOINT_SECONDS, and when a run ends or is stopped)
+writes the open shard as it is; the next run that has work *reopens* it (and any other
+under-full shard, as long as the open shard stays under `shard_rows`) and rewrites it once
+it is full. Which face lands in which shard therefore depends only on the order of the
+images, never on when a run was interrupted or which worker finished first. Rows enter the
+state only with their crops on disk, so a killed run loses at most the work since the last
+save; files no row refers to are deleted after each save.
+
+An image whose outcome is final (ok, or a FINAL_REASONS reason) is done for its params key;
+a transient one (TRANSIENT_REASONS) stays in the state for the report and is redone by the
+next run."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from pathlib import Path
-from typing import Optional
-
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from tasks.detect.dataset import FACES_SCHEMA, ShardWriter
-from tasks.detect.work import ImageResult
+from tasks.detect.dataset import FACES_SCHEMA, SHARD_PREFIX, read_shard, write_shard
+from tasks.detect.work import ImageResult, is_final
 from tasks.errors import DataError
-from tasks.fileio import read_parquet, with_version, write_parquet
+from tasks.fileio import SCHEMA_VERSION_KEY, read_parquet, with_version, write_parquet
 
 log = logging.getLogger(__name__)
 
 IMAGES_TABLE = "detect_images"
-IMAGES_VERSION = 1
+IMAGES_VERSION = 2  # v2: no `seconds` column (timings belong in the log, not in an artifact)
 IMAGES_SCHEMA = with_version(pa.schema([
     pa.field("image_id", pa.string(), nullable=False),
     pa.field("params_key", pa.string(), nullable=False),
     pa.field("status", pa.string(), nullable=False),  # ok | bad
-    pa.field("reason", pa.string()),  # bad: missing, unreadable, truncated, too_large, corrupt, unsupported, error
+    pa.field("reason", pa.string()),  # bad: FINAL_REASONS (not retried) or TRANSIENT_REASONS (retried)
     pa.field("detail", pa.string()),
     pa.field("width", pa.int32()),  # after EXIF orientation
     pa.field("height", pa.int32()),
     pa.field("faces", pa.int32(), nullable=False),  # detected, kept or not
-    pa.field("seconds", pa.float32(), nullable=False),
 ]), IMAGES_TABLE, IMAGES_VERSION)
 
 STATE_FACES_TABLE = "detect_state_faces"
@@ -50,107 +61,136 @@ CHECKPOINT_SECONDS = 300.0
 
 def _image_row(res: ImageResult, key: str) -> dict:
     return {"image_id": res.image_id, "params_key": key, "status": res.status, "reason": res.reason,
-            "detail": res.detail, "width": res.width, "height": res.height, "faces": len(res.faces),
-            "seconds": res.seconds}
+            "detail": res.detail, "width": res.width, "height": res.height, "faces": len(res.faces)}
 
 
-def _face_rows(res: ImageResult, detector: str, size: int, key: str, writer: ShardWriter) -> list[dict]:
-    rows = []
-    for f in res.faces:
-        shard = writer.add(f.face_id, f.png) if f.png is not None else None
-        x, y, w, h = f.box
-        x0, y0, x1, y1 = f.crop_box
-        rows.append({
-            "face_id": f.face_id, "image_id": res.image_id, "detector": detector, "score": f.score,
+def _face_row(res: ImageResult, f, detector: str, size: int, key: str) -> dict:
+    x, y, w, h = f.box
+    x0, y0, x1, y1 = f.crop_box
+    return {"face_id": f.face_id, "image_id": res.image_id, "detector": detector, "score": f.score,
             "box_x": x, "box_y": y, "box_w": w, "box_h": h,
             "crop_x0": x0, "crop_y0": y0, "crop_x1": x1, "crop_y1": y1, "size": size,
             "monochrome": f.monochrome, "duplicate_of": None, "drop_reason": f.drop_reason,
             "hair_rgb": f.hair, "eye_rgb": f.eye, "skin_rgb": f.skin,
-            "shard": shard, "params_key": key, "phash": f.phash, "chroma": f.chroma})
-    return rows
+            "shard": None, "params_key": key, "phash": f.phash, "chroma": f.chroma}
+
+
+def _read_images(path: Path) -> pa.Table:
+    """state-images.parquet; a v1 file (with timings) is read without its `seconds` column."""
+    table = read_parquet(path, IMAGES_TABLE, IMAGES_VERSION)
+    if int((table.schema.metadata or {}).get(SCHEMA_VERSION_KEY, b"0")) < IMAGES_VERSION:
+        table = table.select([f.name for f in IMAGES_SCHEMA])
+    return table
 
 
 class State:
-    def __init__(self, crops_dir: str | Path, key: str, image_ids: set[str]):
+    def __init__(self, crops_dir: str | Path, key: str, image_ids: set[str], shard_rows: int):
         self.dir = Path(crops_dir)
         self.key = key
+        self.shard_rows = shard_rows
         self.images_path = self.dir / "state-images.parquet"
         self.faces_path = self.dir / "state-faces.parquet"
-        self.images, self.faces = self._load(image_ids)
-        self._pending_images: list[dict] = []
-        self._pending_faces: list[dict] = []
-        self._since_flush = 0
+        self.images: dict[str, dict] = {}  # image_id -> row
+        self.faces: dict[str, dict] = {}  # face_id -> row
+        self._open: dict[str, bytes] = {}  # the open shard: face_id -> PNG
         self._last_save = time.monotonic()
-        self.writer: Optional[ShardWriter] = None
+        if self._load(image_ids):
+            self.save()  # superseded rows gone from disk before their shards are
+        else:
+            self.remove_orphans()
 
-    def _load(self, image_ids: set[str]) -> tuple[pa.Table, pa.Table]:
-        """The live state: rows of the current params_key for images still in the manifest."""
-        images, faces = IMAGES_SCHEMA.empty_table(), STATE_FACES_SCHEMA.empty_table()
-        if self.images_path.exists() and self.faces_path.exists():
-            try:
-                images = read_parquet(self.images_path, IMAGES_TABLE, IMAGES_VERSION)
-                faces = read_parquet(self.faces_path, STATE_FACES_TABLE, STATE_FACES_VERSION)
-            except DataError as e:
-                log.warning("ignoring unreadable detect state (%s): every image is redone", e)
-                return IMAGES_SCHEMA.empty_table(), STATE_FACES_SCHEMA.empty_table()
-        wanted = pa.array(sorted(image_ids), pa.string())
-        images = images.filter(pc.and_(pc.equal(images["params_key"], self.key), pc.is_in(images["image_id"], wanted)))
-        live = images["image_id"]
-        faces = faces.filter(pc.and_(pc.equal(faces["params_key"], self.key), pc.is_in(faces["image_id"], live)))
-        return images, faces
+    def _load(self, image_ids: set[str]) -> bool:
+        """The live state: rows of the current params_key for images still in the manifest whose
+        shards exist. Returns whether anything on disk was left out."""
+        if not (self.images_path.exists() and self.faces_path.exists()):
+            return False
+        try:
+            images = _read_images(self.images_path).to_pylist()
+            faces = read_parquet(self.faces_path, STATE_FACES_TABLE, STATE_FACES_VERSION).to_pylist()
+        except DataError as e:
+            log.warning("ignoring unreadable detect state (%s): every image is redone", e)
+            return True
+        live = {r["image_id"] for r in images if r["params_key"] == self.key and r["image_id"] in image_ids}
+        lost = {r["image_id"] for r in faces if r["image_id"] in live and r["shard"]
+                and not (self.dir / r["shard"]).is_file()}
+        if lost:
+            log.warning("detect: %d images have crops in shards missing from %s: they are redone", len(lost), self.dir)
+        live -= lost
+        self.images = {r["image_id"]: r for r in images if r["image_id"] in live and r["params_key"] == self.key}
+        self.faces = {r["face_id"]: r for r in faces if r["image_id"] in live and r["params_key"] == self.key}
+        return len(self.images) != len(images) or len(self.faces) != len(faces)
 
     @property
     def done(self) -> set[str]:
-        return set(self.images["image_id"].to_pylist())
+        """Images whose outcome stands (transient failures are redone)."""
+        return {i for i, r in self.images.items() if is_final(r["status"], r["reason"])}
 
-    def start(self, run_id: str, rows_per_shard: int) -> None:
-        # The writer never flushes by itself: we flush between images, so that a shard on
-        # disk always holds whole images and their rows can be committed with it.
-        self.writer = ShardWriter(self.dir, run_id, rows_per_shard=1 << 62)
-        self.rows_per_shard = rows_per_shard
+    @property
+    def transient(self) -> set[str]:
+        return set(self.images) - self.done
+
+    def reopen(self) -> int:
+        """Take under-full shards back into the open shard (smallest first, while it stays under
+        `shard_rows`), to be rewritten when full. Returns the number of crops reopened."""
+        sizes = collections.Counter(r["shard"] for r in self.faces.values() if r["shard"])
+        for name, n in sorted(sizes.items(), key=lambda kv: (kv[1], kv[0])):
+            if n >= self.shard_rows or len(self._open) + n >= self.shard_rows:
+                continue
+            crops = read_shard(self.dir / name)
+            for fid, row in self.faces.items():
+                if row["shard"] == name:
+                    self._open[fid] = crops[fid]
+        return len(self._open)
 
     def add(self, res: ImageResult, detector: str, size: int) -> None:
-        """Queue one image's rows; their crops go to the shard writer."""
-        assert self.writer is not None
-        self._pending_images.append(_image_row(res, self.key))
-        rows = _face_rows(res, detector, size, self.key, self.writer)
-        self._pending_faces.extend(rows)
-        self._since_flush += sum(r["shard"] is not None for r in rows)
-        if self._since_flush >= self.rows_per_shard:
-            self.writer.flush()
-            self._since_flush = 0
-            self._commit()
-        if time.monotonic() - self._last_save > CHECKPOINT_SECONDS:
+        """Record one image (replacing an earlier transient row); its crops join the open shard."""
+        self.images[res.image_id] = _image_row(res, self.key)
+        for f in res.faces:
+            self.faces[f.face_id] = _face_row(res, f, detector, size, self.key)
+            if f.png is not None:
+                self._open[f.face_id] = f.png
+        if len(self._open) >= self.shard_rows:
+            self._write_open()
+            self._open.clear()
+            self.save()
+        elif time.monotonic() - self._last_save > CHECKPOINT_SECONDS:
             self.checkpoint()
 
-    def _commit(self) -> None:
-        if self._pending_images:
-            self.images = pa.concat_tables([self.images, pa.Table.from_pylist(self._pending_images, IMAGES_SCHEMA)])
-        if self._pending_faces:
-            self.faces = pa.concat_tables([self.faces, pa.Table.from_pylist(self._pending_faces, STATE_FACES_SCHEMA)])
-        self._pending_images, self._pending_faces = [], []
+    def _write_open(self) -> None:
+        name = write_shard(self.dir, self._open)
+        for fid in self._open:
+            self.faces[fid]["shard"] = name
 
     def checkpoint(self) -> None:
-        """Write every queued crop and row: what is done survives a kill."""
-        if self.writer is not None:
-            self.writer.flush()
-        self._since_flush = 0
-        self._commit()
-        self.images = self.images.combine_chunks()
-        self.faces = self.faces.combine_chunks()
-        write_parquet(self.images_path, self.images, IMAGES_SCHEMA)
-        write_parquet(self.faces_path, self.faces, STATE_FACES_SCHEMA)
+        """Write the open shard as it is, then the state: what is done survives a kill."""
+        if self._open:
+            self._write_open()
+        self.save()
+
+    def save(self) -> None:
+        write_parquet(self.images_path, self.images_table(), IMAGES_SCHEMA)
+        write_parquet(self.faces_path, self.faces_table(), STATE_FACES_SCHEMA)
         self._last_save = time.monotonic()
+        self.remove_orphans()
+
+    def images_table(self) -> pa.Table:
+        return pa.Table.from_pylist([self.images[i] for i in sorted(self.images)], IMAGES_SCHEMA)
+
+    def faces_table(self) -> pa.Table:
+        return pa.Table.from_pylist([self.faces[f] for f in sorted(self.faces)], STATE_FACES_SCHEMA)
 
     def remove_orphans(self) -> int:
-        """Delete shards no live face refers to (killed runs, superseded params) and temp files."""
+        """Delete shards no saved face refers to (killed runs, superseded params) and temp files."""
         if not self.dir.exists():
             return 0
-        used = set(s for s in self.faces["shard"].to_pylist() if s)
+        used = {r["shard"] for r in self.faces.values() if r["shard"]}
         removed = 0
         for p in self.dir.iterdir():
-            orphan = p.name.startswith("shard-") and p.suffix == ".parquet" and p.name not in used
+            orphan = p.name.startswith(SHARD_PREFIX) and p.suffix == ".parquet" and p.name not in used
             if orphan or (p.name.startswith(".") and p.name.endswith(".tmp")):
                 p.unlink()
                 removed += 1
+        if removed:
+            log.info("detect: removed %d crop shards and temp files no current face uses", removed)
         return removed
+

@@ -22,6 +22,11 @@ from tasks.detect.filters import chroma, phash
 
 ALGO_VERSION = 1  # bump when the per-image work changes its output: every image is redone
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 6]
+# Why an image is unusable. A final reason is a property of the file under the params key, so the
+# image is not tried again; a transient one (the file was not there, an unexpected exception, a
+# worker process that died on it) is recorded for this run and retried by the next one.
+FINAL_REASONS = frozenset({"unreadable", "truncated", "too_large", "corrupt", "unsupported"})
+TRANSIENT_REASONS = frozenset({"missing", "error", "worker_crashed"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,12 @@ class WorkSettings:
 class ImageTask:
     image_id: str
     path: str  # absolute, or relative to the worker's working directory
+    name: str = ""  # the manifest's path (relative to the images dir): what error details may show
+
+
+def is_final(status: str, reason: Optional[str]) -> bool:
+    """Whether an image's outcome stands for its params key (ok, or a final reason)."""
+    return status == "ok" or reason in FINAL_REASONS
 
 
 @dataclass
@@ -91,11 +102,11 @@ class FaceResult:
 class ImageResult:
     image_id: str
     status: str  # "ok" or "bad"
-    reason: Optional[str] = None  # bad: missing, unreadable, truncated, too_large, corrupt, unsupported, error
+    reason: Optional[str] = None  # bad: FINAL_REASONS or TRANSIENT_REASONS
     detail: Optional[str] = None
     width: Optional[int] = None
     height: Optional[int] = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # for the log only: never written to an artifact
     faces: list[FaceResult] = field(default_factory=list)
 
 
@@ -209,10 +220,16 @@ def process_image(task: ImageTask, settings: WorkSettings) -> ImageResult:
                 seen.add(face.face_id)
                 res.faces.append(face)
     except BadImage as e:
-        res.status, res.reason, res.detail, res.faces = "bad", e.reason, e.detail[:500], []
-    except MemoryError as e:
-        res.status, res.reason, res.detail, res.faces = "bad", "too_large", f"out of memory: {e}", []
+        res.status, res.reason, res.detail, res.faces = "bad", e.reason, _detail(e.detail, task), []
+    except MemoryError as e:  # this machine's limit, not the file's: transient
+        res.status, res.reason, res.detail, res.faces = "bad", "error", _detail(f"out of memory: {e}", task), []
     except Exception as e:  # noqa: BLE001 - one odd image must never stop the stage
-        res.status, res.reason, res.detail, res.faces = "bad", "error", f"{type(e).__name__}: {e}"[:500], []
+        res.status, res.reason, res.detail, res.faces = "bad", "error", _detail(f"{type(e).__name__}: {e}", task), []
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _detail(message: str, task: ImageTask) -> str:
+    """An error message as an artifact may hold it: the manifest's relative path instead of
+    this machine's absolute one, at most 500 characters."""
+    return message.replace(task.path, task.name or "<image>")[:500]

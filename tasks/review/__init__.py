@@ -1,8 +1,5 @@
 """The review stage: a manual-review queue and a false-positive CSV that never loses a decision.
 
-Later stages take their faces from `reviewed_faces(params)` (and list ${review.decisions}
-among their DVC deps)."""
-
-from tasks.review.run import reviewed_faces
-
-__all__ = ["reviewed_faces"]
+Later stages take their faces from `tasks.review.run.reviewed_faces(params)` (and list
+${review.decisions} among their DVC deps). The reviewer's merge: `python -m tasks.review merge`
+(tasks.review.cli)."""

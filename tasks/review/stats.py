@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from tasks.review.csvio import Decision
+from tasks.review.groups import applied_decisions
 
 
 @dataclass
@@ -34,10 +35,12 @@ class ReviewStats:
     unreviewed: str
     detectors: dict[str, DetectorStats] = field(default_factory=dict)
     downstream: int = 0  # faces passed to later stages
-    on_dropped: int = 0  # decisions on faces detect dropped (duplicates, ...): kept, not applied
+    on_dropped: int = 0  # decisions on faces detect dropped (duplicates, ...): kept in the CSV
+    via_duplicates: int = 0  # kept faces decided by a verdict on another member of their duplicate group
     orphaned: list[dict] = field(default_factory=list)  # decisions whose face no longer exists
     queued: int = 0
     pages: int = 0
+    version: str = ""  # the queue's version (thumbs/<version>/)
 
     @property
     def total(self) -> DetectorStats:
@@ -52,7 +55,8 @@ class ReviewStats:
         return {"unreviewed": self.unreviewed, "total": self.total.as_dict(),
                 "detectors": {k: v.as_dict() for k, v in sorted(self.detectors.items())},
                 "downstream": self.downstream, "queued": self.queued, "pages": self.pages,
-                "decisions_on_dropped_faces": self.on_dropped,
+                "queue_version": self.version, "decisions_on_dropped_faces": self.on_dropped,
+                "decided_via_duplicates": self.via_duplicates,
                 "orphaned_decisions": len(self.orphaned), "orphaned": self.orphaned}
 
     def lines(self) -> list[str]:
@@ -63,7 +67,10 @@ class ReviewStats:
         out = [fmt(k, v) for k, v in sorted(self.detectors.items())] + [fmt("all detectors", self.total)]
         out.append(f"passed downstream: {self.downstream} faces (unreviewed faces: {self.unreviewed})")
         if self.on_dropped:
-            out.append(f"{self.on_dropped} decisions concern faces detect dropped (kept, not applied)")
+            out.append(f"{self.on_dropped} decisions concern faces detect dropped (kept in the CSV; "
+                       "one on a duplicate applies to its group's kept face)")
+        if self.via_duplicates:
+            out.append(f"{self.via_duplicates} kept faces are decided by a verdict on a near-duplicate of theirs")
         if self.orphaned:
             first = ", ".join(f"{o['face_id'][:12]}… (line {o['line']})" for o in self.orphaned[:3])
             out.append(f"{len(self.orphaned)} decisions name faces that no longer exist: kept in the CSV, "
@@ -78,7 +85,9 @@ class ReviewStats:
         notes = [f"Passed downstream: **{self.downstream}** faces (unreviewed faces: `{self.unreviewed}`).",
                  f"Queue: {self.queued} faces on {self.pages} pages."]
         if self.on_dropped:
-            notes.append(f"{self.on_dropped} decisions concern faces detect dropped (kept, not applied).")
+            notes.append(f"{self.on_dropped} decisions concern faces detect dropped (kept in the CSV).")
+        if self.via_duplicates:
+            notes.append(f"{self.via_duplicates} kept faces are decided by a verdict on a near-duplicate.")
         if self.orphaned:
             notes.append(f"**{len(self.orphaned)} decisions name faces that no longer exist** (kept in the CSV).")
         return ("# review\n\n| detector | kept | reviewed | pending | false positives | FP rate |\n"
@@ -86,7 +95,9 @@ class ReviewStats:
 
 
 def compute_stats(faces: pa.Table, decisions: dict[str, Decision], unreviewed: str) -> ReviewStats:
+    """Counts over kept faces, each with the decision that applies to it (its duplicate group's)."""
     stats = ReviewStats(unreviewed=unreviewed)
+    applied = applied_decisions(faces, decisions)
     kinds: Counter = Counter()
     present = set()
     for fid, det, drop in zip(faces.column("face_id").to_pylist(), faces.column("detector").to_pylist(),
@@ -97,11 +108,12 @@ def compute_stats(faces: pa.Table, decisions: dict[str, Decision], unreviewed: s
             continue
         s = stats.detectors.setdefault(det, DetectorStats())
         s.kept += 1
-        d = decisions.get(fid)
+        d = applied.get(fid)
         if d is not None:
             s.reviewed += 1
             s.false_positive += d.false_positive
             stats.downstream += not d.false_positive
+            stats.via_duplicates += d.face_id != fid
         elif unreviewed == "keep":
             stats.downstream += 1
     stats.on_dropped = kinds["on_dropped"]

@@ -1,0 +1,51 @@
+"""The reviewer's command line: `python -m tasks.review merge [--params FILE] [--from FILE]
+[--reviewer NAME] [--keep-missing]`. It needs neither Prefect nor DVC (the import of Prefect
+alone takes seconds), and prints one line: what was merged, or `error: ...` (exit 1)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from tasks.config import DEFAULT_PARAMS, load_params
+from tasks.errors import MoeflowError
+from tasks.review.merge import merge
+from tasks.review.run import inputs_from
+
+PROG = "python -m tasks.review"
+
+
+def merge_main(argv: list[str], prog: str = PROG) -> int:
+    parser = argparse.ArgumentParser(prog=f"{prog} merge",
+                                     description="Append the filled-in verdicts of the review queue to the decisions CSV.")
+    parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
+    parser.add_argument("--from", dest="source", default=None,
+                        help="CSV with face_id,false_positive[,reviewer,note] (default: review.out.queue)")
+    parser.add_argument("--reviewer", default="", help="name recorded for rows that leave reviewer blank")
+    parser.add_argument("--keep-missing", action="store_true",
+                        help="record verdicts on faces not in the faces dataset as orphans (they apply again if the "
+                             "face returns) instead of refusing them")
+    parser.add_argument("--drop-missing", dest="keep_missing", action="store_true",
+                        help="the old name of --keep-missing: such verdicts are no longer dropped, they are kept as orphans")
+    args = parser.parse_args(argv)
+    if "--drop-missing" in argv:
+        print("note: --drop-missing keeps verdicts on missing faces as orphans now (the CSV's rule; --keep-missing)",
+              file=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        params = load_params(args.params)
+        result = merge(params.review, inputs_from(params), args.source, args.reviewer, args.keep_missing)
+    except MoeflowError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(result.message())
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] != ["merge"]:
+        print(f"usage: {prog} merge [--params FILE] [--from FILE] [--reviewer NAME] [--keep-missing]", file=sys.stderr)
+        return 2
+    return merge_main(argv[1:], prog)

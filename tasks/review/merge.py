@@ -1,0 +1,88 @@
+"""The reviewer's merge: append the verdicts filled into the queue (or a file downloaded from
+the contact sheet) to the decisions CSV, keeping every existing line byte for byte.
+
+A verdict that contradicts a recorded one, or any malformed cell, is an error and nothing is
+written. A verdict on a face_id that is not in faces.parquet is an error too (a mistyped id,
+or a queue older than the last detect run), unless `keep_missing`: then it is recorded all
+the same, as an orphan, by the CSV's own rule: it is listed in the stats and applies again if
+the face returns. Holds the decisions lock (tasks.review.lock) while it reads and writes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tasks.detect.dataset import read_faces
+from tasks.errors import ReviewError
+from tasks.review.config import ReviewConfig
+from tasks.review.csvio import QUEUE_COLUMNS, append_decisions, decisions_of, read_csv, read_decisions
+from tasks.review.lock import decisions_lock
+from tasks.review.run import ReviewInputs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MergeResult:
+    source: str
+    target: str
+    added: int = 0
+    added_fp: int = 0
+    already: int = 0
+    undecided: int = 0
+    orphans: int = 0  # of the added: verdicts on faces not in the faces dataset (keep_missing)
+
+    def message(self) -> str:
+        if not self.added:
+            return (f"nothing new to merge from {self.source} ({self.already} verdicts already recorded, "
+                    f"{self.undecided} rows undecided)")
+        orphans = (f" {self.orphans} of them name faces not in the faces dataset: kept as orphans, "
+                   "they apply again if the face returns." if self.orphans else "")
+        return (f"merged {self.added} verdicts ({self.added_fp} false positives) into {self.target}; "
+                f"{self.already} already recorded, {self.undecided} rows still undecided.{orphans} "
+                "Run `dvc repro` to refresh the queue, and commit the CSV.")
+
+
+def merge(cfg: ReviewConfig, inputs: ReviewInputs, source: str | os.PathLike | None = None,
+          reviewer: str = "", keep_missing: bool = False) -> MergeResult:
+    """Append the filled-in verdicts of `source` (default: the queue) to the decisions CSV."""
+    src = Path(source or cfg.out.queue)
+    target = Path(cfg.decisions)
+    with decisions_lock(target, "merge"):
+        if not src.exists():
+            raise ReviewError(f"{src}: file not found" + ("" if source else " (export the queue first: `dvc repro review`)"))
+        table = read_csv(src, QUEUE_COLUMNS)
+        new = decisions_of(table)
+        existing_table, existing = read_decisions(target) if target.exists() else (None, {})
+        known = set(read_faces(inputs.faces).column("face_id").to_pylist())
+        result = MergeResult(source=str(src), target=str(target))
+        result.undecided = sum(1 for _, v in table.rows if v.get("face_id", "").strip().lower() not in new)
+        ordered = sorted(new.values(), key=lambda d: d.line)
+        missing = [d for d in ordered if d.face_id not in known and d.face_id not in existing]
+        if missing and not keep_missing:
+            d = missing[0]
+            more = f" (and {len(missing) - 1} more rows like it)" if len(missing) > 1 else ""
+            raise ReviewError(f"{src}: line {d.line}: face_id {d.face_id} is not in {inputs.faces}{more}: a mistyped "
+                              "id, or a queue older than the last detect run; clear those verdicts, or merge with "
+                              "--keep-missing to record them as orphans (they apply again if the face returns)")
+        to_add = []
+        for d in ordered:
+            old = existing.get(d.face_id)
+            if old is not None:
+                if old.false_positive != d.false_positive:
+                    raise ReviewError(f"{src}: line {d.line}: face_id {d.face_id} has false_positive="
+                                      f"{int(d.false_positive)} but {target} line {old.line} records "
+                                      f"{int(old.false_positive)}; a recorded decision is changed only by editing "
+                                      f"{target} by hand")
+                result.already += 1
+                continue
+            to_add.append(replace(d, reviewer=d.reviewer or reviewer))
+        if to_add:
+            append_decisions(target, existing_table, to_add)
+    result.added = len(to_add)
+    result.added_fp = sum(d.false_positive for d in to_add)
+    result.orphans = sum(d.face_id not in known for d in to_add)
+    log.info("review: %s", result.message())
+    return result

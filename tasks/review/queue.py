@@ -1,0 +1,203 @@
+"""The review queue: queue.csv for a spreadsheet, sprite pages and queue.html to look at.
+
+Thumbnails are packed into sprite pages (`page-NNNNN.jpg`, `review.page_size` faces each)
+rather than one file per face: DVC then tracks ~1 file per 500 faces, and the browser
+fetches one image per page.
+
+Every export is a *version* of the queue: its pages go into `thumbs/<version>/`, where the
+version is a hash of what the pages show (faces, order, thumbnails, layout). The version
+directory is complete (written under a temporary name, then renamed) before queue.html and
+then queue.csv are replaced, each atomically, to point at it; older versions are deleted
+last. A run killed at any point therefore leaves each of queue.csv and queue.html pointing
+at thumbnails of its own faces: a queue.csv row's `thumbnail`, e.g.
+`thumbs/3f2a9c01d4e5/page-00003.jpg#17`, always shows that row's face (cell #17 of page 3
+of the sheet of that version)."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from tasks.detect.dataset import CropReader
+from tasks.errors import DataError
+from tasks.fileio import atomic_write_bytes, atomic_write_text, read_parquet
+from tasks.review.config import ReviewConfig
+from tasks.review.csvio import QUEUE_COLUMNS, Decision, render_csv
+from tasks.review.html import PAGE_STEM, render_html, render_index_js, render_page_js
+
+log = logging.getLogger(__name__)
+
+BACKGROUND = (40, 40, 40)
+
+
+def load_urls(manifest: str | os.PathLike | None) -> dict[str, str]:
+    """image_id -> source url from the scrape manifest; empty when there is none."""
+    if manifest is None:
+        return {}
+    if not Path(manifest).exists():
+        log.warning("review: no scrape manifest at %s; the queue's url column stays empty", manifest)
+        return {}
+    t = read_parquet(manifest, "raw_manifest", 1)
+    urls = t.column("url").to_pylist()
+    pages = t.column("page_url").to_pylist() if "page_url" in t.column_names else [None] * len(urls)
+    return {i: source_url(u, p) for i, u, p in zip(t.column("image_id").to_pylist(), urls, pages)}
+
+
+def source_url(url: str | None, page_url: str | None) -> str:
+    """The link a reviewer gets: the file's url, else its page's. A `file:` url (the folder
+    source) names a path on the machine that scraped, so it is left out."""
+    for u in (url, page_url):
+        if u and not u.lower().startswith("file:"):
+            return u
+    return ""
+
+
+def queue_rows(kept: pa.Table, decisions: dict[str, Decision], urls: dict[str, str]) -> list[dict]:
+    """Kept faces without a decision (`decisions`: what applies to each kept face, its duplicate
+    group's included), least confident first within each detector (false positives tend to
+    score low, so a reviewer meets them early)."""
+    rows = [r for r in kept.select(["face_id", "image_id", "detector", "score", "shard"]).to_pylist()
+            if r["face_id"] not in decisions]
+    rows.sort(key=lambda r: (r["detector"], r["score"] is not None, r["score"] or 0.0, r["face_id"]))
+    for r in rows:
+        r["url"] = urls.get(r["image_id"], "")
+    return rows
+
+
+def _thumbnail(png: bytes | None, size: int):
+    from PIL import Image, ImageDraw, ImageOps
+
+    if png is None:
+        img = Image.new("RGB", (size, size), BACKGROUND)
+        d = ImageDraw.Draw(img)
+        d.line((0, 0, size, size), fill=(229, 72, 77), width=2)
+        d.line((0, size, size, 0), fill=(229, 72, 77), width=2)
+        return img
+    with Image.open(io.BytesIO(png)) as im:
+        return ImageOps.pad(im.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC, color=BACKGROUND)
+
+
+def _thumbnails(rows: list[dict], kept: pa.Table, crops_dir: str | os.PathLike, size: int) -> dict[str, bytes]:
+    """face_id -> JPEG thumbnail, reading each crops shard once."""
+    reader = CropReader(kept, crops_dir, cache_shards=1)
+    out: dict[str, bytes] = {}
+    missing = 0
+    for r in sorted(rows, key=lambda r: (r["shard"] or "", r["face_id"])):
+        png = None
+        if r["face_id"] in reader:
+            try:
+                png = reader.read(r["face_id"])
+            except KeyError:
+                pass
+        missing += png is None
+        try:
+            img = _thumbnail(png, size)
+        except OSError as e:
+            raise DataError(f"crop of face {r['face_id']} in {crops_dir}/{r['shard']} is not a readable image: {e}") from None
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=95)
+        out[r["face_id"]] = buf.getvalue()
+    if missing:
+        log.warning("review: %d queued faces have no stored crop (shown as a red cross)", missing)
+    return out
+
+
+@dataclass(frozen=True)
+class QueueExport:
+    pages: int
+    version: str
+
+
+def _rel(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def _sprite(chunk: list[dict], thumbs: dict[str, bytes], size: int, cols: int) -> bytes:
+    from PIL import Image
+
+    n_rows = (len(chunk) + cols - 1) // cols
+    sheet = Image.new("RGB", (min(cols, len(chunk)) * size, n_rows * size), BACKGROUND)
+    for i, r in enumerate(chunk):
+        with Image.open(io.BytesIO(thumbs[r["face_id"]])) as im:
+            sheet.paste(im, ((i % cols) * size, (i // cols) * size))
+    buf = io.BytesIO()
+    sheet.save(buf, "JPEG", quality=85, optimize=True)
+    return buf.getvalue()
+
+
+def _write_version(root: Path, rows: list[dict], thumbs: dict[str, bytes], cfg: ReviewConfig) -> tuple[str, list[list]]:
+    """Write the pages into a new version directory under `root`; returns the version and each
+    page's faces ([face_id, detector, score, url])."""
+    size, cols, per = cfg.thumb_size, cfg.columns, cfg.page_size
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".new-", suffix=".tmp", dir=root))
+    try:
+        digest = hashlib.sha256(json.dumps({"size": size, "columns": cols, "page_size": per}).encode())
+        pages = []
+        for p in range(0, len(rows), per):
+            chunk = rows[p:p + per]
+            faces = [[r["face_id"], r["detector"], None if r["score"] is None else round(float(r["score"]), 4), r["url"]]
+                     for r in chunk]
+            jpg = _sprite(chunk, thumbs, size, cols)
+            (tmp / f"{PAGE_STEM.format(len(pages) + 1)}.jpg").write_bytes(jpg)
+            digest.update(hashlib.sha256(jpg).digest())
+            digest.update(json.dumps(faces).encode())
+            pages.append(faces)
+        version = digest.hexdigest()[:12]
+        for n, faces in enumerate(pages, start=1):
+            stem = PAGE_STEM.format(n)
+            (tmp / f"{stem}.js").write_text(render_page_js(n, f"{stem}.jpg", cols, version, faces), encoding="utf-8")
+        (tmp / "index.js").write_text(render_index_js(version, [r["face_id"] for r in rows]), encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        final = root / version
+        if final.is_dir():  # this very queue is there already (same name, same content)
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return version, pages
+
+
+def _prune(root: Path, keep: str) -> None:
+    """Delete every other version (and leftovers of killed runs) once nothing points at them."""
+    for p in root.iterdir():
+        if p.name == keep:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def export_queue(cfg: ReviewConfig, rows: list[dict], kept: pa.Table, crops_dir: str | os.PathLike) -> QueueExport:
+    """Write a new version of the queue (sprite pages + page scripts + index), then queue.html,
+    then queue.csv, then delete older versions."""
+    thumbs_root, queue_csv, queue_html = Path(cfg.out.thumbs), Path(cfg.out.queue), Path(cfg.out.html)
+    thumbs = _thumbnails(rows, kept, crops_dir, cfg.thumb_size)
+    version, pages = _write_version(thumbs_root, rows, thumbs, cfg)
+    version_dir = thumbs_root / version
+    atomic_write_text(queue_html, render_html(total=len(rows), pages=len(pages), size=cfg.thumb_size,
+                                              thumbs_dir=_rel(version_dir, queue_html.parent), version=version,
+                                              store=cfg.decisions))
+    rel_csv = _rel(version_dir, queue_csv.parent)
+    csv_rows = [{"face_id": f[0], "thumbnail": f"{rel_csv}/{PAGE_STEM.format(n)}.jpg#{i + 1}", "url": f[3],
+                 "detector": f[1], "score": "" if f[2] is None else f[2]}
+                for n, faces in enumerate(pages, start=1) for i, f in enumerate(faces)]
+    text = render_csv(QUEUE_COLUMNS, csv_rows, ",", "\r\n")
+    atomic_write_bytes(queue_csv, codecs.BOM_UTF8 + text.encode("utf-8"))  # the BOM tells Excel it is UTF-8
+    _prune(thumbs_root, version)
+    log.info("review: %d faces in the queue, %d pages (version %s) -> %s, %s", len(rows), len(pages), version,
+             queue_csv, queue_html)
+    return QueueExport(len(pages), version)

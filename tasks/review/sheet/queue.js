@@ -1,0 +1,248 @@
+// The review contact sheet's app. queue.html inlines this file after `const META = {...}`:
+//   META = {total, pages, size, dir, version, store}
+// `dir` holds one version of the queue: page-NNNNN.jpg (a sprite), page-NNNNN.js (its faces,
+// handed to moeflowPage) and index.js (every queued face_id, handed to moeflowIndex).
+//
+// Marks live in localStorage under "moeflow-review:" + META.store, keyed by face_id, with the
+// queue version they were made on. "Page checked" is not stored: a page shows as checked when
+// every face on it has a mark. When the queue changes (new images, merged verdicts), marks on
+// faces still waiting are kept; the others no longer apply and are set aside, visibly, with a
+// button to download them.
+"use strict";
+
+const KEY = "moeflow-review:" + META.store;
+const FORMAT = 2;
+let state = fresh();
+let current = 0;
+let faces = [];
+
+function fresh() {
+  return { format: FORMAT, version: META.version, fp: {}, fine: {}, stale: { fp: {}, fine: {} } };
+}
+
+function count(marks) {
+  return Object.keys(marks.fp || {}).length + Object.keys(marks.fine || {}).length;
+}
+
+function el(id) {
+  return document.getElementById(id);
+}
+
+function notice(text, staleButton) {
+  el("notice-text").textContent = text;
+  el("notice-save").hidden = !staleButton;
+  el("notice").hidden = false;
+}
+
+function save() {
+  try {
+    localStorage.setItem(KEY, JSON.stringify(state));
+  } catch (e) {
+    notice("Your marks cannot be saved in this browser (" + e + "): download them before you close the page.", false);
+  }
+  el("marked").textContent = Object.keys(state.fp).length + " marked, " + Object.keys(state.fine).length + " fine";
+}
+
+function readStored() {
+  try {
+    return JSON.parse(localStorage.getItem(KEY) || "null");
+  } catch (e) {
+    return null;
+  }
+}
+
+function loadScript(src, onerror) {
+  const s = document.createElement("script");
+  s.src = src;
+  s.onerror = onerror;
+  document.body.appendChild(s);
+}
+
+function csv(marks) {
+  const rows = ["face_id,false_positive"];
+  for (const k in marks.fp) rows.push(k + ",1");
+  for (const k in marks.fine) if (!marks.fp[k]) rows.push(k + ",0");
+  return rows.join("\n") + "\n";
+}
+
+function download(name, text) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+  a.download = name;
+  a.click();
+}
+
+function showStale() {
+  const n = count(state.stale);
+  if (n) {
+    notice("This queue changed since your marks: " + n + (n === 1 ? " mark no longer applies" : " marks no longer apply") +
+      " (their faces are not waiting for review any more). They are set aside, not downloaded with the others.", true);
+  }
+}
+
+// Marks made on another version of the queue: keep those whose face still waits here.
+window.moeflowIndex = function (data) {
+  if (data.version !== META.version) return;
+  const stored = readStored() || {};
+  const waiting = new Set(data.ids);
+  const next = fresh();
+  for (const kind of ["fp", "fine"]) {
+    for (const fid in stored[kind] || {}) {
+      if (waiting.has(fid)) next[kind][fid] = 1;
+      else next.stale[kind][fid] = 1;
+    }
+    for (const fid in (stored.stale || {})[kind] || {}) next.stale[kind][fid] = 1;
+  }
+  state = next;
+  save();
+  showStale();
+  begin();
+};
+
+function pageOf() {
+  const m = /p=(\d+)/.exec(location.hash);
+  return m ? Math.max(1, Math.min(META.pages, +m[1])) : 1;
+}
+
+function go(p) {
+  location.hash = "p=" + p;
+}
+
+function pageChecked() {
+  return faces.length > 0 && faces.every((f) => state.fp[f[0]] || state.fine[f[0]]);
+}
+
+function paint() {
+  for (const cell of document.querySelectorAll("#grid .cell")) {
+    const fid = cell.dataset.fid;
+    cell.classList.toggle("fp", !!state.fp[fid]);
+    cell.classList.toggle("fine", !!state.fine[fid]);
+  }
+  el("done").checked = pageChecked();
+}
+
+function load() {
+  current = pageOf();
+  el("page").value = current;
+  const src = META.dir + "/page-" + String(current).padStart(5, "0") + ".js";
+  loadScript(src, () => {
+    el("grid").textContent = "Cannot load " + src + ": the queue may have been regenerated since this page was opened; reload it.";
+  });
+}
+
+function setChecked(on) {
+  for (const f of faces) {
+    if (on && !state.fp[f[0]]) state.fine[f[0]] = 1;
+    if (!on) delete state.fine[f[0]];
+  }
+  save();
+  paint();
+}
+
+function toggle(fid) {
+  const wasChecked = pageChecked();
+  if (state.fp[fid]) {
+    delete state.fp[fid];
+    if (wasChecked) state.fine[fid] = 1; // on a checked page an unmarked face is fine
+  } else {
+    state.fp[fid] = 1;
+    delete state.fine[fid];
+  }
+  save();
+  paint();
+}
+
+function cell(f, i, data) {
+  const [fid, detector, score, url] = f;
+  const c = document.createElement("div");
+  c.className = "cell";
+  c.dataset.fid = fid;
+  const t = document.createElement("div");
+  t.className = "thumb";
+  t.title = fid + "\n" + detector + (score === null ? "" : " " + score);
+  const x = (i % data.columns) * META.size;
+  const y = Math.floor(i / data.columns) * META.size;
+  t.style.backgroundImage = "url('" + META.dir + "/" + data.sprite + "')";
+  t.style.backgroundPosition = (-x) + "px " + (-y) + "px";
+  t.onclick = () => toggle(fid);
+  const n = document.createElement("div");
+  n.className = "n";
+  n.textContent = "#" + (i + 1);
+  const id = document.createElement("div");
+  id.className = "id";
+  id.textContent = fid;
+  id.title = fid;
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  meta.appendChild(document.createTextNode(detector + (score === null ? "" : " " + score.toFixed(2)) + " "));
+  if (/^https?:\/\//i.test(url)) {
+    const a = document.createElement("a");
+    a.href = url;
+    a.textContent = "src";
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    meta.appendChild(a);
+  }
+  c.append(t, n, id, meta);
+  return c;
+}
+
+window.moeflowPage = function (data) {
+  if (data.page !== current || data.version !== META.version) return;
+  faces = data.faces;
+  const grid = el("grid");
+  grid.textContent = "";
+  faces.forEach((f, i) => grid.appendChild(cell(f, i, data)));
+  paint();
+  window.scrollTo(0, 0);
+  document.body.dataset.page = String(current);
+};
+
+function begin() {
+  el("total").textContent = META.total + " faces waiting";
+  el("pages").textContent = META.pages;
+  el("prev").onclick = () => go(Math.max(1, current - 1));
+  el("next").onclick = () => go(Math.min(META.pages, current + 1));
+  el("page").onchange = (e) => go(+e.target.value || 1);
+  el("done").onchange = (e) => setChecked(e.target.checked);
+  el("save").onclick = () => download("verdicts.csv", csv(state));
+  el("notice-save").onclick = () => download("verdicts-no-longer-queued.csv", csv(state.stale));
+  el("notice-close").onclick = () => {
+    state.stale = { fp: {}, fine: {} };
+    save();
+    el("notice").hidden = true;
+  };
+  window.onhashchange = load;
+  document.body.dataset.ready = "1";
+  if (META.pages === 0) {
+    el("grid").textContent = "Nothing to review: every kept face has a decision.";
+    document.body.dataset.page = "0";
+  } else {
+    load();
+  }
+}
+
+function start() {
+  const stored = readStored();
+  if (stored && stored.format === FORMAT && stored.version === META.version) {
+    state = Object.assign(fresh(), stored);
+  } else if (stored && count(stored) > 0) {
+    // made on another queue (or by an older moeflow, whose page marks are dropped): check them
+    loadScript(META.dir + "/index.js", () => {
+      // keep every mark (they are by face_id) and the old version, so the next load checks again
+      state = Object.assign(fresh(), { version: stored.version, fp: stored.fp || {}, fine: stored.fine || {},
+        stale: stored.stale || { fp: {}, fine: {} } });
+      notice("Cannot read " + META.dir + "/index.js to check your marks against this queue; they are kept as they were. " +
+        "Regenerate the queue (dvc repro review).", false);
+      begin();
+    });
+    return;
+  } else if (stored && stored.stale) {
+    state.stale = stored.stale;
+  }
+  save();
+  showStale();
+  begin();
+}
+
+start();
