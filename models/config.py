@@ -103,14 +103,15 @@ class LoopConfig:
     loader_threads: int = 4  # PNG decoding threads (cache build and streaming)
     threads: int = 0  # torch CPU threads; 0 = auto: the cores other work leaves idle at the start
     progress: bool = True  # tqdm bar (on a terminal only; logs get a line per log window instead)
+    max_minutes: float = 0.0  # wall-clock budget: stop at the first log window past it (0 = none; not reproducible)
     keep_runs: int = 3  # run directories kept (by last use; another param set or data is another run)
 
     def check(self, key: str) -> None:
         for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "loader_threads", "keep_runs"):
             if getattr(self, name) < 1:
                 raise ConfigValueError(f"{key}.{name}: must be > 0")
-        if self.cache_gb < 0 or self.threads < 0:
-            raise ConfigValueError(f"{key}: cache_gb and threads must be >= 0")
+        if self.cache_gb < 0 or self.threads < 0 or self.max_minutes < 0:
+            raise ConfigValueError(f"{key}: cache_gb, threads and max_minutes must be >= 0")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigValueError(f"{key}.device: expected auto | cpu | cuda | cuda:N, got {self.device!r}")
 

@@ -205,6 +205,16 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr * self.lr_scale
 
+    def _agree(self, flag: bool) -> bool:
+        """`flag` on rank 0, for every rank (all ranks must stop at the same step)."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([float(flag)], device=self.device)
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
     def _barrier(self) -> None:
         if self.world > 1:
             import torch.distributed as dist
@@ -284,11 +294,13 @@ class Trainer:
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                        disable=None)  # None: no bar when stderr is not a terminal (logs stay readable)
         t_start, start_step, first = time.perf_counter(), self.step, self.step
+        budget = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
         while self.step < cfg.steps:
             self.train_step(self.step)
             self.step += 1
             s = self.step
-            ckpt_now = s % cfg.checkpoint_every == 0 or s == cfg.steps
+            over = s % cfg.log_every == 0 and self._agree(time.perf_counter() - t_start > budget)
+            ckpt_now = s % cfg.checkpoint_every == 0 or s == cfg.steps or over
             if bar is not None:
                 bar.update(1)
             if s % cfg.log_every and not ckpt_now:
@@ -309,6 +321,9 @@ class Trainer:
                 if ckpt_now:
                     self.save()
             first = self.step
+            if over:
+                log.info("train: stopped at step %d: loop.max_minutes %g reached", self.step, cfg.max_minutes)
+                break
         if bar is not None:
             bar.close()
         wall = time.perf_counter() - t_start
