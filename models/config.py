@@ -24,8 +24,11 @@ class ModelConfig:
     image_size: int = 128  # output side; the generator starts at image_size / 8
     z_dim: int = 128  # noise dimensions
     n_tags: int = N_TAGS  # conditioning tags
-    g_channels: int = 64  # generator width (residual blocks)
+    g_channels: int = 64  # generator width at the base resolution (the residual blocks)
     g_blocks: int = 16  # generator residual blocks
+    # widths after each of the 3 upsamplings (x2, x4, x8 the base side); empty = g_channels
+    # throughout (the paper). Wide at low resolution, narrow at full: cheap capacity for the layout.
+    g_up_channels: tuple[int, ...] = ()
     d_channels: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)  # one stride-2 stage each
     d_blocks: int = 2  # residual blocks after each stage but the last
     # minibatch standard deviation (ProGAN): D sees how much the samples of a group of this many
@@ -40,6 +43,9 @@ class ModelConfig:
         if self.image_size >> len(self.d_channels) < 1:
             raise ConfigValueError(f"{key}.d_channels: {len(self.d_channels)} stride-2 stages shrink "
                                    f"{self.image_size} px below 1")
+        if self.g_up_channels and (len(self.g_up_channels) != 3 or min(self.g_up_channels) < 1):
+            raise ConfigValueError(f"{key}.g_up_channels: expected 3 widths > 0 (or an empty list), got "
+                                   f"{list(self.g_up_channels)}")
         for name in ("z_dim", "n_tags", "g_channels"):
             if getattr(self, name) < 1:
                 raise ConfigValueError(f"{key}.{name}: must be > 0")
@@ -132,7 +138,7 @@ class RunConfig:
 # (arXiv 1708.05509, sec. 4: lambda_adv = the 34 tags, lambda_gp 0.5, Adam 2e-4 for both nets),
 # kept to reproduce it: at small scale it collapses to one blob (README, "Training dynamics").
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {"model": {"d_mbstd_group": 0},
+    "paper": {"model": {"d_mbstd_group": 0, "g_up_channels": ()},
               "loss": {"lambda_adv": 34.0, "lambda_gp": 0.5, "gp_perturb": 0.5, "lambda_cls": 1.0},
               "optim": {"lr": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "ema_rampup": 0.0}},
 }

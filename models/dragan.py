@@ -23,7 +23,7 @@ class GBlock(nn.Module):
 
 class Generator(nn.Module):
     """z (z_dim) ++ tags (n_tags) -> linear to c x s/8 x s/8 -> residual blocks -> 3 x (conv,
-    PixelShuffle x2, BN, ReLU) -> 9x9 conv -> tanh: an s x s RGB image in [-1, 1]."""
+    PixelShuffle x2, BN, ReLU), at g_up_channels widths -> 9x9 conv -> tanh: an s x s RGB image in [-1, 1]."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -33,11 +33,12 @@ class Generator(nn.Module):
         self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*[GBlock(c) for _ in range(cfg.g_blocks)])
         self.tail = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
-        up = []
-        for _ in range(3):
-            up += [nn.Conv2d(c, 4 * c, 3, 1, 1), nn.PixelShuffle(2), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        up, cin = [], c
+        for cout in cfg.g_up_channels or (c, c, c):
+            up += [nn.Conv2d(cin, 4 * cout, 3, 1, 1), nn.PixelShuffle(2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            cin = cout
         self.up = nn.Sequential(*up)
-        self.out = nn.Conv2d(c, 3, 9, 1, 4)
+        self.out = nn.Conv2d(cin, 3, 9, 1, 4)
 
     def forward(self, z: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
         h = self.fc(torch.cat([z, tags.to(z.dtype)], dim=1)).view(z.shape[0], -1, self.s0, self.s0)

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-_REQUIRED = ("yaml", "numpy", "pyarrow")  # what every stage imports first
+_REQUIRED = ("yaml", "numpy", "pyarrow", "PIL", "cv2", "torch", "requests")  # what the stages import
 
 
 def _ensure_environment() -> None:

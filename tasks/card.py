@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from tasks.config import load_params, to_dict
 from tasks.errors import MoeflowError
 from tasks.fileio import atomic_write_text
+from tasks.render.report import metric_lines
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,13 @@ def _table(obj: dict | None, missing: str, limit: int = 60) -> str:
     body = "\n".join(f"| {k} | {v if not isinstance(v, float) else round(v, 4)} |" for k, v in rows[:limit])
     more = f"\n\n_… {len(rows) - limit} more in the file_" if len(rows) > limit else ""
     return f"| key | value |\n|---|---|\n{body}{more}\n"
+
+
+def _quality(metrics: dict | None) -> str:
+    if metrics is None:
+        return "_no render metrics yet_\n"
+    head = f"EMA generator after step {metrics.get('step')}, {metrics.get('samples')} samples at {metrics.get('model_px')} px:\n\n"
+    return head + "".join(f"- {line}\n" for line in metric_lines(metrics))
 
 
 def data_version(root: Path) -> dict:
@@ -101,7 +109,7 @@ def build_card(params, root: Path = Path(".")) -> str:
         ("Model", _table(to_dict(params.train.model), "")),
         ("Training run", _table(run, "no training run yet", limit=40)),
         ("Training metrics", _table(_json(Path(params.train.out.dir) / "metrics.json"), "no training metrics yet")),
-        ("Render metrics", _table(_json(params.render.out.metrics), "no render metrics yet")),
+        ("Generator quality", _quality(_json(params.render.out.metrics))),
         ("Export", _table(_json(params.export.out.report), "no export report yet")),
         ("DVC data version", _table(data_version(root), "")),
     ]

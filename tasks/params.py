@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tasks.detect.config import DetectConfig
+from tasks.fetch.config import FetchConfig
 from tasks.web.config import ExportConfig
 from tasks.render.config import RenderConfig
 from tasks.review.config import ReviewConfig
@@ -15,6 +16,7 @@ from tasks.train.config import TrainConfig
 
 @dataclass(frozen=True)
 class Params:
+    fetch: FetchConfig = field(default_factory=FetchConfig)
     scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 from tasks.config import DEFAULT_PARAMS, load_params
 from tasks.errors import MoeflowError
 from tasks.fileio import atomic_write_text
-from tasks.reports import RUN_REPORTS
+from tasks.reports import RUN_REPORTS, report_path, write_run_report
 
 log = logging.getLogger("tasks.stage")
 
@@ -51,6 +51,7 @@ def main(stage: str, run: Callable[[object], Summary], argv: list[str] | None = 
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     t0 = time.perf_counter()
+    report_path(stage).unlink(missing_ok=True)  # this run's report only
     try:
         params = load_params(args.params)
         summary = run(params)
@@ -63,5 +64,7 @@ def main(stage: str, run: Callable[[object], Summary], argv: list[str] | None = 
     for line in summary.lines():
         log.info("%s: %s", stage, line)
     atomic_write_text(summary_path(stage), summary.markdown())
-    log.info("%s: done in %.1f s", stage, time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    write_run_report(stage, {"wall_s": round(wall, 2)})
+    log.info("%s: done in %.1f s (reports/runs/%s.json)", stage, wall, stage)
     return 0

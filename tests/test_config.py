@@ -58,14 +58,16 @@ def test_cli_bad_params_is_one_line_and_nonzero(tmp_path):
           http:
             rate_limit: fast
         """))
-    r = subprocess.run([sys.executable, "-m", "flows.scrape", "--params", str(f)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1] == f"error: {f}: scrape.http.rate_limit: expected a number, got 'fast'"
+    for module in ("tasks.scrape", "flows.scrape"):  # the stage command and its Prefect flow
+        r = subprocess.run([sys.executable, "-m", module, "--params", str(f)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, module
+        assert "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1] == f"error: {f}: scrape.http.rate_limit: expected a number, got 'fast'"
 
 
 def test_cli_missing_params_file(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "flows.scrape", "--params", str(tmp_path / "nope.yaml")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "params file not found" in r.stderr and "Traceback" not in r.stderr
+    for module in ("tasks.scrape", "flows.scrape"):
+        r = subprocess.run([sys.executable, "-m", module, "--params", str(tmp_path / "nope.yaml")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "params file not found" in r.stderr and "Traceback" not in r.stderr

@@ -154,8 +154,8 @@ def test_stage_depends_on_every_file_its_params_name(name):
 def test_the_checker_sees_function_level_imports_and_params():
     """The closure follows imports inside functions (tasks.train.run imports reviewed_faces lazily)."""
     train = closure("tasks.train.__main__")
-    assert ROOT / "tasks/review/run.py" in train and ROOT / "models/training_loop.py" in train
-    assert "review.unreviewed" in params_read(DAG["train"]) or "review" in params_read(DAG["train"])
+    assert ROOT / "tasks/review/selection.py" in train and ROOT / "models/training_loop.py" in train
+    assert {"review.unreviewed", "review.decisions", "train"} <= params_read(DAG["train"])
 
 
 def test_stage_order_follows_the_data():

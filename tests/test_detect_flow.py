@@ -27,7 +27,7 @@ def test_flow_cli(tmp_path):
           out: {{crops: {out}/crops, faces: {out}/faces.parquet, images: {out}/images.parquet,
                  contact_sheet: {out}/sheet.png, summary: {out}/summary.json}}
         """))
-    r = subprocess.run([sys.executable, "-m", "flows.detect", "--params", str(params)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "tasks.detect", "--params", str(params)], cwd=ROOT,
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     assert "unusable images: 1 (unreadable 1)" in r.stderr  # the summary reaches the log

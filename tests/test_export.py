@@ -101,7 +101,9 @@ def test_export_stage_writes_models_manifest_and_report(tmp_path, variant, max_m
     assert report["parity_fp32"]["max_abs"] < 1e-4
     assert report["parity_web"]["max_abs"] < {"none": 1e-4, "fp16": 0.01, "int8": 0.1}[variant]
     assert report["within_goal"] and report["cpu_ms_per_image"] > 0
-    assert json.loads((tmp_path / "export/report.json").read_text()) == report
+    stored = json.loads((tmp_path / "export/report.json").read_text())
+    assert stored == {k: v for k, v in report.items() if k not in ("cpu_ms_per_image", "seconds")}
+    assert "cpu_ms_per_image" not in stored  # a timing: the run report's, not the DVC metric's
     man = json.loads((tmp_path / "model/model.json").read_text())
     assert man["model"] == "generator.onnx" and man["bytes"] == web.stat().st_size
     assert man["tags"] == list(MGM_TAGS) and man["z_dim"] == 128 and man["image_size"] == 32
@@ -167,7 +169,7 @@ def test_flow_cli_exports_from_params(tmp_path):
     out = vars(export_config(tmp_path).out)
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps({"export": {"generator": str(src), "variant": "fp16", "out": out}}))
-    r = subprocess.run([sys.executable, "-m", "flows.export", "--params", str(params)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "tasks.web", "--params", str(params)], cwd=ROOT,
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "export/report.json").read_text())["variant"] == "fp16"

@@ -2,12 +2,16 @@
 `prefect deployment run 'pipeline/default'`, the review pause resumed programmatically, then done."""
 
 import json
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import yaml
 
 from tests.project import env, make_copy, run
 
@@ -25,6 +29,33 @@ with get_client(sync_client=True) as c:
     fr = c.read_flow_run(UUID(sys.argv[1]))
     print(fr.state.type.value, fr.state.name, (fr.state.message or '').replace(chr(10), ' '))
 """
+
+
+NAME = """
+import sys
+from uuid import UUID
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as c:
+    print(c.read_flow_run(UUID(sys.argv[1])).state.name)
+"""
+
+
+def state_name(run_id, cwd, e) -> str:
+    return run([sys.executable, "-c", NAME, run_id], cwd, env=e, timeout=60).stdout.strip()
+
+
+def flow_processes(project) -> list[str]:
+    """Processes running a flow run in this project (the worker starts one per flow run)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if "prefect.engine" in args and Path(cwd).resolve() == Path(project).resolve():
+            found.append(args)
+    return found
 
 
 def free_port() -> int:
@@ -72,6 +103,10 @@ def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
         st = wait_for(run_id, project, e, {"PAUSED"}, timeout=420)
         assert st[0] == "PAUSED", (st, log.read_text()[-4000:])
         assert (project / "review" / "queue.csv").exists() and not (project / "data" / "tags").exists()
+        # suspended, not paused in a process: the worker holds no flow-run process for the reviewer
+        assert st[1].startswith("Suspended") or "Suspended" in state_name(run_id, project, e), st
+        time.sleep(3)
+        assert not flow_processes(project), "a process still waits for the reviewer"
 
         run([sys.executable, "-m", "flows.pipeline", "resume", run_id, "--note", "looked fine"], project, env=e)
         st = wait_for(run_id, project, e, {"COMPLETED"}, timeout=600)
@@ -92,10 +127,21 @@ def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
         git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
         run(git + ["add", "-A"], project, env=e)
         run(git + ["commit", "-qm", "pipeline run"], project, env=e)
-        out = run(["dvc", "exp", "run", "-n", "lower-lr", "-S", "train.optim.lr=0.0001"], project, env=e, timeout=600).stdout
+        out = run(["dvc", "exp", "run", "-n", "higher-lr", "-S", "train.optim.lr=0.0002"], project, env=e, timeout=600).stdout
         assert "Running stage 'train'" in out and "Running stage 'detect'" not in out, out
         shown = json.loads(run(["dvc", "exp", "show", "--json"], project, env=e).stdout)
-        assert "lower-lr" in json.dumps(shown) and "loss_d" in json.dumps(shown)
+        assert "higher-lr" in json.dumps(shown) and "loss_d" in json.dumps(shown)
+
+        # a per-stage deployment runs `dvc repro review` under DVC: dvc.lock records the new params
+        params = project / "params.yaml"
+        params.write_text(params.read_text().replace("thumb_size: 96", "thumb_size: 48"))
+        out = run(["prefect", "deployment", "run", "review/default"], project, env=e).stdout
+        stage_run = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
+        st = wait_for(stage_run, project, e, {"COMPLETED"}, timeout=300)
+        assert st[0] == "COMPLETED", (st, log.read_text()[-4000:])
+        lock = yaml.safe_load((project / "dvc.lock").read_text())
+        assert lock["stages"]["review"]["params"]["params.yaml"]["review"]["thumb_size"] == 48
+        assert "changed" not in run(["dvc", "status", "review"], project, env=e).stdout
     finally:
         serve.send_signal(signal.SIGTERM)  # serve.sh stops its worker, then the server
         try:

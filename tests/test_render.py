@@ -1,5 +1,5 @@
 """The render stage: sheets and their sizes, slerp, the Frechet distance on known Gaussians,
-attribute accuracy, and the unavailable / available metric paths."""
+and every metric section available with values or unavailable with the reason (never nulls)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from models.config import to_dict
 from tasks.config import build
 from tasks.detect.dataset import read_faces
 from tasks.params import Params
-from tasks.render.metrics import attribute_accuracy, binarize, frechet_distance, frechet_of_features, load_tagger
+from tasks.render.metrics import frechet_distance, frechet_of_features, load_tagger
+from tasks.render.report import metric_lines
 from tasks.render.run import run_render
 from tasks.render.sheets import load_generator, slerp
-from tasks.tag.schema import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, MGM_TAGS
-from tasks.train.export import export_training_data
+from tasks.tag.schema import MGM_TAGS
+from tasks.train.dataset import export_training_data
 from tasks.train.run import write_run_config
 from tests.train_helpers import TINY_MODEL, make_faces, tiny_run
 
@@ -32,17 +33,29 @@ def params(shared, tmp_path_factory):
     from models.training_loop import train
 
     root = tmp_path_factory.mktemp("render")
-    f = make_faces(shared, root, n=24)
+    f = make_faces(shared, root, n=48)
     export = root / "train" / "faces.parquet"
-    export_training_data(read_faces(f["faces"]), f["crops"], f["tags"], export)
+    export_training_data(read_faces(f["faces"]), f["crops"], f["tags"], export, holdout=0.3)
     run = tiny_run(export, root / "train", steps=3)
     train(run)
-    data = {"train": {"model": to_dict(TINY_MODEL), "optim": to_dict(run.optim), "loop": to_dict(run.loop),
+    data = {"detect": {"cascade": str(shared / "models" / "lbpcascade_animeface.xml")},
+            "train": {"model": to_dict(TINY_MODEL), "optim": to_dict(run.optim), "loop": to_dict(run.loop),
                       "out": {"data": str(export), "dir": str(root / "train")}},
-            "render": {"grid": 3, "variations": 2, "fixed_tag_rows": 2, "interpolation_pairs": 2,
-                       "interpolation_steps": 3, "eval_samples": 6, "batch": 8, "device": "cpu", "tagger": "none",
-                       "out": {"samples": str(root / "samples"), "metrics": str(root / "metrics.json")}}}
+            "render": {"generator": str(root / "train" / "generator.safetensors"), "grid": 3, "variations": 2,
+                       "fixed_tag_rows": 2, "interpolation_pairs": 2, "interpolation_steps": 3, "eval_samples": 12,
+                       "batch": 8, "device": "cpu", "tagger": "none",
+                       "out": {"samples": str(root / "samples"), "metrics": str(root / "metrics.json"),
+                               "attributes": str(root / "attributes.json")}}}
     return build(Params, data)
+
+
+def no_nulls_when_available(m: dict) -> None:
+    for name in ("detectability", "diversity", "memorisation", "attributes", "frechet"):
+        section = m[name]
+        if section["available"]:
+            assert None not in section.values(), (name, section)
+        else:
+            assert set(section) == {"available", "reason"} and section["reason"], (name, section)
 
 
 def test_frechet_distance_of_known_gaussians():
@@ -75,26 +88,6 @@ def test_slerp_keeps_norm_on_the_great_circle():
     assert torch.isfinite(same).all() and torch.allclose(same, a)
 
 
-def test_binarize_and_attribute_accuracy():
-    n = len(MGM_TAGS)
-    cond = np.zeros((2, n))
-    cond[:, HAIR_COLOR_SLICE.start] = 1
-    cond[:, EYE_COLOR_SLICE.start + 1] = 1
-    cond[0, 13] = 1  # long_hair on the first
-    probs = np.full((2, n), 0.1)
-    probs[:, HAIR_COLOR_SLICE.start] = [0.4, 0.3]  # argmax wins below the threshold
-    probs[1, HAIR_COLOR_SLICE.start + 1] = 0.35  # second image: the wrong hair colour
-    probs[:, EYE_COLOR_SLICE.start + 1] = 0.9
-    probs[0, 13] = 0.8
-    probs[1, 14] = np.nan  # unknown: excluded
-    pred = binarize(probs)
-    assert pred[0, HAIR_COLOR_SLICE].tolist().count(1) == 1 and pred[1, 14] == -1
-    acc = attribute_accuracy(cond, pred)
-    assert acc["hair_color"] == 0.5 and acc["eye_color"] == 1.0
-    assert acc["per_tag"]["long_hair"] == 1.0 and acc["per_tag"]["short_hair"] == 1.0
-    assert 0.5 < acc["mean"] <= 1.0
-
-
 def test_render_writes_every_sheet_at_the_right_size(params):
     s = run_render(params)
     samples = Path(params.render.out.samples)
@@ -106,9 +99,15 @@ def test_render_writes_every_sheet_at_the_right_size(params):
     assert sheets == sorted(MGM_TAGS)
     assert Image.open(samples / "attributes" / "blonde_hair.png").size == (2 * 32, 2 * 32)
     m = json.loads(Path(params.render.out.metrics).read_text())
-    assert m["attribute_accuracy"]["available"] is False and m["attribute_accuracy"]["reason"]
-    assert m["frechet_distance"]["available"] is False and m["step"] == 3
-    assert "unavailable" in s.markdown()
+    assert m["step"] == 3 and m["samples"] == 12 and m["model_px"] == 32
+    no_nulls_when_available(m)
+    d = m["detectability"]
+    assert d["available"] and d["detector"] == "lbpcascade" and 0 <= d["lbpcascade"] <= 1 and d["real_lbpcascade"] > 0
+    assert "animeface" in d  # both of the detect stage's detectors
+    assert m["diversity"]["available"] and m["diversity"]["real"] > 0
+    assert m["memorisation"]["available"] and m["memorisation"]["n_heldout"] >= 10
+    assert m["attributes"] == {"available": False, "reason": "render.tagger is none"}
+    assert "unavailable (render.tagger is none)" in s.markdown() and "face detectability" in s.markdown()
 
 
 def test_render_metrics_with_a_tagger(params, tmp_path):
@@ -123,16 +122,31 @@ def test_render_metrics_with_a_tagger(params, tmp_path):
             return images.reshape(len(images), -1)[:, :16].astype(np.float64)
 
     s = run_render(params, tagger=FakeTagger())
-    acc, fd = s.metrics["attribute_accuracy"], s.metrics["frechet_distance"]
-    assert acc["available"] and acc["n"] == 6 and 0 <= acc["mean"] <= 1
-    assert fd["available"] and fd["value"] >= 0 and fd["n_real"] == 6
+    acc, fd = s.metrics["attributes"], s.metrics["frechet"]
+    assert acc["available"] and acc["n"] == 12 and 0 <= acc["mean"] <= 1 and 0 <= acc["mean_ceiling"] <= 1
+    assert fd["available"] and fd["value"] >= 0 and fd["n_real"] == 12
+    no_nulls_when_available(s.metrics)
+    detail = json.loads(Path(params.render.out.attributes).read_text())
+    assert detail["tagger"] == "fake" and set(detail["attributes"]) >= {"hair_color", "eye_color", "blush"}
+
+
+def test_a_failing_metric_says_why(params, monkeypatch):
+    from tasks.render import quality
+
+    def broken(*a, **k):
+        raise RuntimeError("cdist ran out of memory")
+
+    monkeypatch.setattr(quality, "diversity", broken)
+    m = run_render(params).metrics
+    assert m["diversity"] == {"available": False, "reason": "RuntimeError: cdist ran out of memory"}
+    assert m["detectability"]["available"]  # the others are still computed
 
 
 def test_tagger_auto_uses_the_tag_backend_or_says_why(params, monkeypatch):
     import tasks.tag.backends as backends
 
     auto = replace(params, render=replace(params.render, tagger="auto"))
-    m = run_render(auto).metrics["attribute_accuracy"]  # whatever the tag stage offers here (colour at least)
+    m = run_render(auto).metrics["attributes"]  # whatever the tag stage offers here (colour at least)
     assert m["available"] or m["reason"]
 
     def broken(_params):
@@ -142,7 +156,7 @@ def test_tagger_auto_uses_the_tag_backend_or_says_why(params, monkeypatch):
     tagger, reason = load_tagger(auto, "auto")
     assert tagger is None and "FileNotFoundError" in reason and "illust2vec" in reason
     m = run_render(auto).metrics
-    assert not m["attribute_accuracy"]["available"] and "illust2vec" in m["frechet_distance"]["reason"]
+    assert not m["attributes"]["available"] and "illust2vec" in m["frechet"]["reason"]
 
 
 def test_tagger_none_and_generator_round_trip(params):
@@ -159,11 +173,8 @@ def test_run_config_is_standalone(params, tmp_path):
     assert load_run(path) == params.train.run_config()
 
 
-def test_summary_when_the_tagger_reads_nothing_back():
-    """A tagger that finds no face in the generated images (tiny demo models) is reported, not a crash."""
-    from tasks.render.run import RenderSummary
-
-    s = RenderSummary(sheets={}, metrics={"attribute_accuracy": {"available": True, "mean": None, "n": 200,
-                                                                 "hair_color": None, "eye_color": None},
-                                          "frechet_distance": {"available": False, "reason": "no features"}})
-    assert "no attribute could be read back from the 200 generated images" in s.markdown()
+def test_metric_lines_say_what_is_unavailable():
+    off = {"available": False, "reason": "no tagger"}
+    lines = metric_lines({"model_px": 32, "detectability": off, "diversity": off, "memorisation": off,
+                          "attributes": off, "frechet": off})
+    assert len(lines) == 5 and all(line.endswith("unavailable (no tagger)") for line in lines)

@@ -21,7 +21,7 @@ from tests.review_helpers import (build_faces, cell_diff, crop_of, inputs, param
 from tasks.config import build
 from tasks.detect.dataset import write_faces
 from tasks.errors import ConfigError, ReviewError
-from tasks.review.run import reviewed_faces
+from tasks.review.selection import reviewed_faces
 from tasks.review.config import ReviewConfig
 from tasks.review.csvio import escape_cell, parse_verdict, read_decisions, unescape_cell
 from tasks.review.merge import merge
@@ -358,10 +358,10 @@ def test_params_yaml_review_section():
 
 
 def test_cli_stage_and_merge(dataset, tmp_path, capsys):
-    """`python -m flows.review` (the one Prefect run of these tests), then `merge` as a reviewer runs it."""
+    """`python -m tasks.review` (the DVC stage command), then `merge` as a reviewer runs it."""
     import yaml
 
-    from flows.review import main
+    from tasks.review.cli import main
 
     data, rows = dataset
     cfg = review_config(tmp_path)
@@ -373,7 +373,7 @@ def test_cli_stage_and_merge(dataset, tmp_path, capsys):
     ppath = tmp_path / "params.yaml"
     ppath.write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-m", "flows.review", "--params", str(ppath)], cwd=ROOT, env=env,
+    p = subprocess.run([sys.executable, "-m", "tasks.review", "--params", str(ppath)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "all detectors: 54 kept faces, 0 reviewed, 54 pending" in p.stdout + p.stderr

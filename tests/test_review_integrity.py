@@ -17,7 +17,7 @@ import pytest
 import tasks.review.queue as review_queue
 from tasks.detect.dataset import write_faces
 from tasks.errors import ReviewError
-from tasks.review.run import reviewed_faces
+from tasks.review.selection import reviewed_faces
 from tasks.review.csvio import read_decisions
 from tasks.review.merge import merge
 from tasks.review.run import run_review

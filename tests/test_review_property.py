@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tests.review_helpers import face_row, inputs, params_of, review_config, snapshot, tiny_png
 from tasks.detect.dataset import ShardWriter, write_faces
 from tasks.errors import ReviewError
-from tasks.review.run import reviewed_faces
+from tasks.review.selection import reviewed_faces
 from tasks.review.csvio import read_decisions
 from tasks.review.merge import merge
 from tasks.review.run import run_review

@@ -145,7 +145,7 @@ def contact_sheet(faces: pa.Table, crops_dir: str | os.PathLike, n: int, thumb: 
 
 
 def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.PathLike,
-           progress: bool = True) -> DetectSummary:
+           progress: bool | None = None) -> DetectSummary:
     """Run the stage: process new images, then rewrite faces, images, contact sheet, summary."""
     t0 = time.perf_counter()
     settings = WorkSettings.from_config(cfg)  # a missing or bad cascade fails here, before any work
@@ -171,7 +171,8 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
     t_work = time.perf_counter()
     if tasks:
         state.reopen()
-        bar = tqdm(total=len(tasks), desc="detect", unit="img", disable=not progress, mininterval=1.0)
+        bar = tqdm(total=len(tasks), desc="detect", unit="img", mininterval=1.0,
+                   disable=None if progress is None else not progress)  # None: on when stderr is a terminal
         try:
             for res in iter_results(tasks, settings, cfg.runner, workers, cfg.dask_address):
                 state.add(res, cfg.detector, cfg.size)

@@ -18,6 +18,7 @@ class RenderOut:
 
 @dataclass(frozen=True)
 class RenderConfig:
+    generator: str = "data/train/generator.safetensors"  # the EMA generator (the train stage's)
     seed: int = 0  # noise and tags of every sheet
     grid: int = 8  # the random grid is grid x grid
     variations: int = 8  # columns of the hair-colour, fixed-tags and attribute sheets

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tasks.render.quality import unavailable
+from tasks.render.report import unavailable
 from tasks.tag.schema import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE, MGM_TAGS
 
 log = logging.getLogger(__name__)

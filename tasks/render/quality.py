@@ -108,8 +108,3 @@ def memorisation(fake: np.ndarray, heldout: np.ndarray, train: np.ndarray) -> di
             "samples_median": round(float(np.median(f)), 5), "heldout_median": round(float(np.median(h)), 5),
             "ratio": round(float(np.median(f) / np.median(h)), 4) if np.median(h) > 0 else 0.0,
             "near_copies": round(float((f < p1).mean()), 4)}
-
-
-def unavailable(e: BaseException | str) -> dict:
-    """A metric that could not be computed, with the reason (never nulls under available: true)."""
-    return {"available": False, "reason": e if isinstance(e, str) else f"{type(e).__name__}: {e}"}

@@ -18,6 +18,7 @@ from tasks.fileio import atomic_write_json
 from tasks.render import quality as Q
 from tasks.render.config import RenderConfig
 from tasks.render.metrics import Tagger, agreement, attribute_section, frechet_of_features, load_tagger
+from tasks.render.report import metric_lines, unavailable
 from tasks.render.sheets import generate, load_generator, render_sheets
 
 log = logging.getLogger(__name__)
@@ -44,36 +45,6 @@ class RenderSummary:
         return "\n".join(lines) + "\n"
 
 
-def metric_lines(m: dict) -> list[str]:
-    def why(s):
-        return f"unavailable ({s['reason']})"
-
-    d, v, mem, a, fd = (m.get(k, {}) for k in ("detectability", "diversity", "memorisation", "attributes", "frechet"))
-    out = []
-    if d.get("available"):
-        out.append(f"face detectability: {d['ratio']:.2f}x real ({d['detector']}: {d[d['detector']]:.3f} of samples, "
-                   f"{d['real_' + d['detector']]:.3f} of real crops at {m.get('model_px')} px)"
-                   + "".join(f"; {k}: {d[k]:.3f} vs {d['real_' + k]:.3f}" for k in ("lbpcascade", "animeface")
-                             if k in d and k != d["detector"]))
-    else:
-        out.append(f"face detectability: {why(d)}")
-    out.append(f"diversity: {v['ratio']:.2f}x real (nearest-sample distance {v['samples']:.4f} vs {v['real']:.4f})"
-               if v.get("available") else f"diversity: {why(v)}")
-    out.append(f"memorisation: nearest training face {mem['ratio']:.2f}x as far as for held-out faces "
-               f"({mem['samples_median']:.4f} vs {mem['heldout_median']:.4f}); near copies {mem['near_copies']:.3f}"
-               if mem.get("available") else f"memorisation: {why(mem)}")
-    if a.get("available"):
-        parts = [f"{k.replace('_', ' ')} {a[k]:.2f} (ceiling {a[k + '_ceiling']:.2f}, read on {a[k + '_read']:.0%})"
-                 for k in ("hair_color", "eye_color") if k in a]
-        out.append(f"attribute agreement ({a['tagger']}): mean {a['mean']:.2f} (ceiling {a['mean_ceiling']:.2f}"
-                   f" over {a['scored']} attributes)" + "".join(f"; {p}" for p in parts))
-    else:
-        out.append(f"attribute agreement: {why(a)}")
-    out.append(f"Frechet distance ({fd['features']}): {fd['value']:.3f}" if fd.get("available")
-               else f"Frechet distance: {why(fd)}")
-    return out
-
-
 def _images(export: Export, idx, size: int) -> np.ndarray:
     if len(idx) == 0:
         return np.zeros((0, size, size, 3), np.uint8)
@@ -86,18 +57,18 @@ def _section(name: str, fn) -> dict:
         return fn()
     except Exception as e:  # noqa: BLE001 - one metric failing must say why, not hide the others
         log.warning("render: %s unavailable: %s: %s", name, type(e).__name__, e)
-        return Q.unavailable(e)
+        return unavailable(e)
 
 
 def stage_detectors(params) -> tuple[list[Q.NamedDetector], list[str]]:
     """The detect stage's detectors with its own params; the ones that cannot be built, with why."""
     from tasks.detect.detectors import AnimeFace, LbpCascade, read_cascade
 
-    cfg, found, notes = params.detect, [], []
+    found, notes = [], []
     try:
-        xml, _ = read_cascade(cfg.cascade)
-        found.append(Q.NamedDetector("lbpcascade", LbpCascade(xml, cfg.scale_factor, cfg.min_neighbors,
-                                                              cfg.min_size).detect))
+        xml, _ = read_cascade(params.detect.cascade)
+        found.append(Q.NamedDetector("lbpcascade", LbpCascade(xml, params.detect.scale_factor,
+                                                              params.detect.min_neighbors, params.detect.min_size).detect))
     except Exception as e:  # noqa: BLE001
         notes.append(f"lbpcascade: {e}")
     try:
@@ -113,7 +84,7 @@ def evaluate(G, sampler, params, tagger: Tagger | None, reason: str) -> tuple[di
     n, px, view = cfg.eval_samples, G.cfg.image_size, params.detect.size
     metrics: dict = {"samples": int(n), "model_px": int(px)}
     if n == 0:
-        off = Q.unavailable("render.eval_samples is 0")
+        off = unavailable("render.eval_samples is 0")
         return {**metrics, **{k: off for k in ("detectability", "diversity", "memorisation", "attributes",
                                                "frechet")}}, {}
     export = read_export(params.train.out.data)
@@ -150,7 +121,7 @@ def evaluate(G, sampler, params, tagger: Tagger | None, reason: str) -> tuple[di
     metrics["memorisation"] = _section("memorisation", memorisation)
     detail: dict = {}
     if tagger is None:
-        metrics["attributes"] = metrics["frechet"] = Q.unavailable(reason or "no tagger")
+        metrics["attributes"] = metrics["frechet"] = unavailable(reason or "no tagger")
         return metrics, detail
     fake_view, real_view = Q.resize(fake, view), Q.resize(real, view)
 
@@ -187,7 +158,7 @@ def run_render(params, tagger: Tagger | None = None) -> RenderSummary:
         raise DataError(str(e)) from None
     if not Path(params.train.out.data).exists():
         raise DataError(f"{params.train.out.data} does not exist (run the train stage first)")
-    G, sampler, meta = load_generator(params.train.generator, device)
+    G, sampler, meta = load_generator(cfg.generator, device)
     step = int(meta.get("step", 0))
     sheets = render_sheets(G, sampler, cfg.out.samples, seed=cfg.seed, grid=cfg.grid, variations=cfg.variations,
                            fixed_tag_rows=cfg.fixed_tag_rows, pairs=cfg.interpolation_pairs,

@@ -3,9 +3,7 @@
 - `run_review`: validate the decisions CSV, export the queue of undecided kept faces
   (queue.csv, queue.html, sprite pages) and the statistics. Writes nothing on any error, and
   holds the decisions lock while it runs (tasks.review.lock).
-- `reviewed_faces`: the kept faces minus false positives (minus undecided faces when
-  `review.unreviewed` is drop), after validating the decisions CSV. A decision applies to its
-  face's whole near-duplicate group (tasks.review.groups).
+- `reviewed_faces` (tasks.review.selection): what later stages train on.
 
 The reviewer's `merge` lives in tasks.review.merge."""
 
@@ -22,10 +20,11 @@ from tasks.detect.dataset import kept_mask, read_faces
 from tasks.errors import ReviewError
 from tasks.fileio import atomic_write_json
 from tasks.review.config import ReviewConfig
-from tasks.review.csvio import DECISION_COLUMNS, QUEUE_COLUMNS, CsvTable, Decision, decisions_of, read_csv, read_decisions
+from tasks.review.csvio import QUEUE_COLUMNS, Decision, decisions_of, read_csv
 from tasks.review.groups import applied_decisions
 from tasks.review.lock import decisions_lock
 from tasks.review.queue import export_queue, load_urls, queue_rows
+from tasks.review.selection import load_decisions
 from tasks.review.stats import ReviewStats, compute_stats
 
 log = logging.getLogger(__name__)
@@ -46,40 +45,6 @@ def inputs_from(params) -> ReviewInputs:
                         manifest=params.scrape.out.manifest)
 
 
-def load_decisions(cfg: ReviewConfig) -> tuple[CsvTable, dict[str, Decision]]:
-    """Read and validate the decisions CSV (a missing file is an error: it is git-tracked)."""
-    path = Path(cfg.decisions)
-    if not path.exists():
-        raise ReviewError(f"{path}: file not found; it is git-tracked and starts as the header line "
-                          f"{','.join(DECISION_COLUMNS)}")
-    return read_decisions(path)
-
-
-def select_reviewed(faces: pa.Table, decisions: dict[str, Decision], unreviewed: str) -> pa.Table:
-    """Kept faces without a false-positive verdict on their group; with unreviewed=drop, only
-    faces whose group was checked fine."""
-    applied = applied_decisions(faces, decisions)
-    mask = []
-    for fid, drop in zip(faces.column("face_id").to_pylist(), faces.column("drop_reason").to_pylist()):
-        d = applied.get(fid)
-        mask.append(drop is None and (not d.false_positive if d is not None else unreviewed == "keep"))
-    return faces.filter(pa.array(mask, pa.bool_()))
-
-
-def reviewed_faces(params) -> pa.Table:
-    """THE reviewed face set for later stages (rows of faces.parquet, same schema).
-
-    Honours `review.unreviewed` and the false positives in `review.decisions`, which it
-    validates: a malformed CSV raises ReviewError. Stages that call this must list
-    ${review.decisions} among their DVC deps."""
-    cfg: ReviewConfig = params.review
-    faces = read_faces(params.detect.out.faces)
-    _, decisions = load_decisions(cfg)
-    out = select_reviewed(faces, decisions, cfg.unreviewed)
-    log.info("review: %d of %d detected faces pass review (unreviewed: %s)", out.num_rows, faces.num_rows, cfg.unreviewed)
-    return out
-
-
 def unmerged(queue_path: str | os.PathLike, decisions: dict[str, Decision]) -> list[Decision]:
     """Verdicts typed into the queue that the decisions CSV does not hold (yet)."""
     if not Path(queue_path).exists():
@@ -94,7 +59,7 @@ def run_review(cfg: ReviewConfig, inputs: ReviewInputs) -> ReviewStats:
     """The stage: validate, then export. Any error leaves every file as it was."""
     with decisions_lock(cfg.decisions, "the review stage"):
         faces = read_faces(inputs.faces)
-        _, decisions = load_decisions(cfg)
+        _, decisions = load_decisions(cfg.decisions)
         waiting = unmerged(cfg.out.queue, decisions)
         if waiting:
             raise ReviewError(f"{cfg.out.queue}: {len(waiting)} verdicts (first at line {waiting[0].line}) are not in "

@@ -160,7 +160,7 @@ def tag_faces(cfg: TagConfig, faces: pa.Table, crops_dir: str) -> TagSummary:
 
 def run_tag(params) -> TagSummary:
     """The stage: the faces the review stage keeps, tagged."""
-    from tasks.review.run import reviewed_faces
+    from tasks.review.selection import reviewed_faces
 
     faces = reviewed_faces(params)
     return tag_faces(params.tag, faces, params.detect.out.crops)

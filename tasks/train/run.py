@@ -51,7 +51,7 @@ class TrainSummary:
 
 def prepare(params) -> ExportSummary:
     """The training dataset from the reviewed faces and the tags file."""
-    from tasks.review.run import reviewed_faces  # validates review/false_positives.csv
+    from tasks.review.selection import reviewed_faces  # validates review/false_positives.csv
 
     cfg: TrainConfig = params.train
     return export_training_data(reviewed_faces(params), params.detect.out.crops, params.tag.out.tags, cfg.out.data,

@@ -27,7 +27,7 @@ class ParityConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    generator: str | None = None  # EMA generator safetensors; null = <train.out.dir>/generator.safetensors
+    generator: str = "data/train/generator.safetensors"  # the EMA generator to export (the train stage's)
     opset: int = 18  # ONNX opset (the TorchScript exporter: 14..20)
     variant: Literal["none", "fp16", "int8"] = "fp16"  # weights stored smaller, computed in fp32
     fold_batchnorm: bool = True  # fold eval BatchNorm into the preceding conv (smaller, faster graph)

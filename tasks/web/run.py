@@ -71,11 +71,6 @@ def cpu_ms_per_image(model: bytes, z_dim: int, n_tags: int, runs: int = 5) -> fl
     return (time.perf_counter() - t0) * 1000 / runs
 
 
-def generator_path(params) -> Path:
-    """export.generator, or the train stage's <train.out.dir>/generator.safetensors."""
-    return Path(params.export.generator) if params.export.generator else Path(params.train.generator)
-
-
 def run_export(cfg: ExportConfig, generator: str | Path) -> dict:
     """Write out.onnx, out.web, out.manifest and out.report; return the report.
     Raises ParityError when onnxruntime disagrees with PyTorch beyond the tolerances."""
@@ -153,6 +148,6 @@ class ExportSummary:
 
 def run_stage(params) -> ExportSummary:
     """The DVC stage: the configured (or the train stage's) generator to ONNX."""
-    cfg, src = params.export, generator_path(params)
+    cfg, src = params.export, Path(params.export.generator)
     log.info("export: %s -> %s (+ %s variant %s)", src, cfg.out.onnx, cfg.variant, cfg.out.web)
     return ExportSummary(run_export(cfg, src), cfg)
