@@ -212,3 +212,22 @@ def test_renders_tagger_takes_the_same_choice_without_a_second_warning(in_tmp, c
     assert p.shape == (2, len(MGM_TAGS)) and np.isnan(p).all()  # animeface finds no face in a blank image
     with pytest.raises(ConfigError, match=r"^tag\.i2v\.weights: "):
         load_tagger(build(Params, {"tag": {"i2v": {"weights": "typo.safetensors"}}}))
+
+
+def test_the_stage_stops_on_a_typo_with_one_line_before_reading_data(in_tmp):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["tag"]["i2v"]["weights"] = "models/i2v/ilust2vec_tag.safetensors"  # the typo; no faces.parquet here either
+    (in_tmp / "p.yaml").write_text(yaml.safe_dump(params))
+    res = subprocess.run([sys.executable, "-m", "tasks.tag", "--params", "p.yaml"], cwd=in_tmp, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        "error: tag.i2v.weights: models/i2v/ilust2vec_tag.safetensors does not exist (you set it; the shipped default "
+        "is models/i2v/illust2vec_tag.safetensors); fix the path, or remove the key to use the default"]

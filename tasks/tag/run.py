@@ -217,6 +217,7 @@ def run_tag(params) -> TagSummary:
     """The stage: the faces the review stage keeps, tagged."""
     from tasks.review.run import reviewed_faces
 
+    choose_backend(params.tag)  # a tagger path typo fails before any data is read
     faces = reviewed_faces(params)
     summary = tag_faces(params.tag, faces, params.detect.out.crops)
     write_run_report("tag", run_report(params.tag, summary))
