@@ -23,6 +23,7 @@ from tasks.config import load_params, to_dict
 from tasks.errors import MoeflowError
 from tasks.fileio import atomic_write_text
 from tasks.render.report import metric_lines
+from tasks.tag.summary import card_section as tag_card_section
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def build_card(params, root: Path = Path(".")) -> str:
         ("Opt-outs honoured", _table(opt_outs, "no scrape summary yet")),
         ("Face detection", _table(_json(params.detect.out.summary), "no detect summary yet")),
         ("Review", _table(_json(params.review.out.stats), "no review statistics yet")),
-        ("Tag frequencies", _table(_json(params.tag.out.summary), "no tag summary yet")),
+        ("Tag frequencies", tag_card_section(_json(params.tag.out.summary))),
         ("Model", _table(to_dict(params.train.model), "")),
         ("Training run", _table(run, "no training run yet", limit=40)),
         ("Training metrics", _table(_json(Path(params.train.out.dir) / "metrics.json"), "no training metrics yet")),

@@ -36,14 +36,14 @@ def fid(name: str) -> str:
 
 
 def make_params(tmp_path: Path, faces: Path, crops: Path, tag: dict | None = None, decisions: str = "") -> Params:
+    """Params over a tmp dir. The tagger paths stay at their defaults (relative): run from a tmp
+    cwd (the `in_tmp` fixture) for them to be absent."""
     data = read_yaml(ROOT / "params.yaml")
     dec = tmp_path / "false_positives.csv"
     dec.write_text("face_id,false_positive,reviewer,note\n" + decisions, encoding="utf-8")
     over = {"detect": {"out": {"faces": str(faces), "crops": str(crops)}},
             "review": {"decisions": str(dec), "out": {k: str(tmp_path / "review" / k) for k in ("queue", "html", "thumbs", "stats")}},
             "tag": deep_update({"workers": 0, "threads": 1, "batch_size": 8,
-                                "i2v": {k: str(tmp_path / "none" / k) for k in ("weights", "tag_list", "feature_weights")},
-                                "onnx": {"model": str(tmp_path / "none" / "m.onnx"), "tags_csv": str(tmp_path / "none" / "t.csv")},
                                 "out": {"tags": str(tmp_path / "tags" / "tags.parquet"), "summary": str(tmp_path / "tags" / "summary.json")}},
                                tag or {})}
     data = deep_update(data, over)
@@ -51,6 +51,13 @@ def make_params(tmp_path: Path, faces: Path, crops: Path, tag: dict | None = Non
     data["review"]["out"]["html"] = str(tmp_path / "review" / "queue.html")
     data["review"]["out"]["stats"] = str(tmp_path / "review" / "stats.json")
     return build(Params, data)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """cwd = tmp_path: the default tagger paths (models/i2v/..., models/wd-tagger/...) are absent there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +157,21 @@ def test_i2v_schema_and_metadata(tmp_path, labelled, i2v_files):
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
     assert meta["moeflow.table"] == TAGS_TABLE and meta["moeflow.schema_version"] == str(TAGS_VERSION)
     assert json.loads(meta["moeflow.tag_order"]) == list(MGM_TAGS)
-    assert meta["moeflow.backend"] == "i2v"
-    assert meta["moeflow.weights_sha256"] == hashlib.sha256(Path(i2v_files["weights"]).read_bytes()).hexdigest()
-    assert json.loads(meta["moeflow.params"]) == json.loads(json.dumps(to_dict(cfg)))
+    assert meta["moeflow.backend"] == "i2v" and meta["moeflow.backend_reason"] == "set in params (tag.backend: i2v)"
+    sha = {k: hashlib.sha256(Path(v).read_bytes()).hexdigest() for k, v in i2v_files.items()}
+    assert meta["moeflow.weights_sha256"] == sha["weights"]
+    # what decides the values, files by content; no path, thread count, batch size, workers, device or runner
+    assert json.loads(meta["moeflow.params"]) == {
+        "backend": "i2v", "threshold": 0.25, "thresholds": {}, "raw_top_k": 3, "feature": True, "precision": "float32",
+        "i2v": {"weights_sha256": sha["weights"], "tag_list_sha256": sha["tag_list"],
+                "feature_weights_sha256": sha["feature_weights"], "tags": dict(sorted(cfg.i2v.tags.items()))}}
+    assert str(tmp_path) not in table.schema.metadata[b"moeflow.params"].decode()
     assert table.schema.names == ["face_id", "backend", *MGM_TAGS, "attributes", "raw_top", "feature"]
     assert all(table.schema.field(t).type == "float" for t in MGM_TAGS)
     att_type = table.schema.field("attributes").type
     assert att_type.list_size == 34 and att_type.value_type == "int8"
     rows = table.to_pylist()
-    assert sorted(r["face_id"] for r in rows) == sorted(few.column("face_id").to_pylist())
+    assert [r["face_id"] for r in rows] == sorted(few.column("face_id").to_pylist())  # canonical order
     for r in rows:
         assert r["backend"] == "i2v" and len(r["raw_top"]) == 3 and len(r["feature"]) == 4096
         assert r["pink_hair"] is not None and r["ponytail"] is not None
@@ -166,7 +179,9 @@ def test_i2v_schema_and_metadata(tmp_path, labelled, i2v_files):
         att = r["attributes"]
         assert sum(att[:13]) == 1 and att[MGM_TAGS.index("glasses")] == -1
         assert att[MGM_TAGS.index("smile")] == int(r["smile"] >= 0.25)
-    assert summary.tagged == 10 and json.loads((tmp_path / "s.json").read_text())["backend"] == "i2v"
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert summary.tagged == 10 and s["backend"] == "i2v" and s["backend_reason"] == "set in params (tag.backend: i2v)"
+    assert s["weights_sha256"] == sha["weights"]
 
 
 def test_binarize_groups_and_thresholds():
@@ -192,20 +207,21 @@ def test_config_rejects_bad_values():
 
 # --- backend choice, missing files --------------------------------------------------------------------
 
-def test_missing_weights_name_the_file_and_the_fix(tmp_path, labelled):
+def test_missing_weights_name_the_key_the_file_and_the_fix(tmp_path, labelled, in_tmp):
     _, faces, crops, _ = labelled
     params = make_params(tmp_path, faces, crops, {"backend": "i2v"})
     with pytest.raises(DataError) as e:
         run_tag(params)
     msg = str(e.value)
-    assert params.tag.i2v.weights in msg and "python -m models.convert tag" in msg and "dvc update" in msg
+    assert msg.startswith("tag.i2v.weights: models/i2v/illust2vec_tag.safetensors not found")
+    assert "python -m models.convert tag" in msg and "dvc import-url https://github.com/rezoo/illustration2vec" in msg
     params = make_params(tmp_path, faces, crops, {"backend": "onnx"})
-    with pytest.raises(DataError, match=r"m\.onnx not found.*selected_tags\.csv"):
+    with pytest.raises(DataError, match=r"^tag\.onnx\.model: models/wd-tagger/model\.onnx not found.*selected_tags\.csv"):
         run_tag(params)
     assert not Path(params.tag.out.tags).exists()
 
 
-def test_only_reviewed_kept_faces_are_tagged(tmp_path, labelled, caplog):
+def test_only_reviewed_kept_faces_are_tagged(tmp_path, labelled, caplog, in_tmp):
     _, _, _, chars = labelled
     root = tmp_path / "faces"
     pngs = [(f"kept{i}", i) for i in range(4)] + [("dropped", 4), ("false_positive", 5)]
@@ -220,7 +236,7 @@ def test_only_reviewed_kept_faces_are_tagged(tmp_path, labelled, caplog):
                          decisions=f"{fid('false_positive')},1,test,not a face\n{fid('kept1')},0,test,\n")
     with caplog.at_level(logging.INFO, logger="tasks"):
         summary = run_tag(params)
-    assert "backend color (auto: no tagger files" in caplog.text
+    assert "backend color (auto: no tagger weights" in caplog.text
     rows = {r["face_id"]: r for r in pq.read_table(params.tag.out.tags).to_pylist()}
     assert set(rows) == {fid(f"kept{i}") for i in range(4)}
     assert rows[fid("kept0")]["attributes"][HAIR_COLORS.index("blonde")] == 1
@@ -253,7 +269,7 @@ def _tiny_wd_tagger(d: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return w, b
 
 
-def test_onnx_backend_maps_the_tagger_tags(tmp_path, labelled):
+def test_onnx_backend_maps_the_tagger_tags(tmp_path, labelled, in_tmp):
     pytest.importorskip("onnxruntime")
     _, faces, crops, _ = labelled
     names = ["general", "sensitive", "long_hair", "blonde_hair", "smile", "blue_eyes", "red_eyes", "1girl"]
@@ -263,11 +279,10 @@ def test_onnx_backend_maps_the_tagger_tags(tmp_path, labelled):
 
     few = read_faces(faces).slice(0, 6)
     cfg = build(TagConfig, {"backend": "auto", "workers": 1, "threads": 1, "raw_top_k": 2,
-                            "i2v": {"weights": str(tmp_path / "absent.safetensors")},
                             "onnx": {"model": str(tmp_path / "model.onnx"), "tags_csv": str(tmp_path / "selected_tags.csv")},
                             "out": {"tags": str(tmp_path / "t.parquet"), "summary": str(tmp_path / "s.json")}}, "tag")
     summary = tag_faces(cfg, few, str(crops))
-    assert summary.backend == "onnx" and "auto" in summary.reason
+    assert summary.backend == "onnx" and summary.reason == "auto: the onnx tagger is present (no Illustration2Vec weights)"
     reader = CropReader(few, crops)
     for r in pq.read_table(tmp_path / "t.parquet").to_pylist():
         x = decode_resize(reader.read(r["face_id"]), 32, 255, "bicubic").numpy().astype(np.float32)[::-1]  # BGR
@@ -279,9 +294,11 @@ def test_onnx_backend_maps_the_tagger_tags(tmp_path, labelled):
         assert r["attributes"][HAIR_COLORS.index("blonde")] == 1  # the only hair colour it knows
 
 
-# --- the flow -------------------------------------------------------------------------------------------
+# --- the stage's entry point ---------------------------------------------------------------------------
 
-def test_flow_cli_writes_tags_and_summary(tmp_path, labelled):
+def test_stage_entry_point_writes_tags_summary_and_run_report(tmp_path, labelled):
+    """`python -m tasks.tag --params FILE` (what dvc.yaml runs): tags, the metric without timings,
+    the timings in the untracked run report, the MGM prior column with its source in the log."""
     _, _, _, chars = labelled
     from tasks.detect.dataset import CropReader, read_faces
 
@@ -293,12 +310,20 @@ def test_flow_cli_writes_tags_and_summary(tmp_path, labelled):
     import yaml
 
     pfile.write_text(yaml.safe_dump(to_dict(params)), encoding="utf-8")
-    env = dict(os.environ, PREFECT_HOME=str(ROOT / ".prefect"))
-    res = subprocess.run([sys.executable, "-m", "flows.tag", "--params", str(pfile)], cwd=ROOT, env=env,
+    run = tmp_path / "run"
+    run.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-m", "tasks.tag", "--params", str(pfile)], cwd=run, env=env,
                          capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "backend color (set in params)" in res.stdout + res.stderr
-    assert "long_hair" in res.stdout + res.stderr and "(MGM 0.53)" in res.stdout + res.stderr
+    log_text = res.stdout + res.stderr
+    assert res.returncode == 0, log_text[-3000:]
+    assert "backend color (set in params (tag.backend: color))" in log_text
+    assert "long_hair" in log_text and "0.5299" in log_text and "makegirlsmoe_web src/Config.js @154fdcf" in log_text
     assert pq.read_table(params.tag.out.tags).num_rows == 3
     s = json.loads(Path(params.tag.out.summary).read_text())
-    assert s["tagged"] == 3 and s["mgm_published"]["long_hair"] == 0.53
+    assert s["tagged"] == 3 and s["backend"] == "color" and s["backend_reason"] == "set in params (tag.backend: color)"
+    assert not {"faces_per_second", "seconds", "mgm_published"} & set(s)  # a metric holds what the tags are
+    report = json.loads((run / "reports" / "runs" / "tag.json").read_text())
+    assert report["stage"] == "tag" and report["faces"] == 3 and report["faces_per_second"] > 0
+    assert report["workers"] == 1 and report["batch_size"] == 8
+    assert "Backend: `color`" in (run / "reports" / "runs" / "tag.md").read_text()

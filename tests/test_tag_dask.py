@@ -1,4 +1,4 @@
-"""tag.runner: dask writes the same tags.parquet as the local runner, on a 1-process Dask cluster."""
+"""tag.runner: dask writes the same tags.parquet (byte for byte) as the local runner, on a 1-process Dask cluster."""
 
 from __future__ import annotations
 
@@ -54,8 +54,11 @@ def _both(tmp_path, faces, cluster, monkeypatch, **over):
     cfg = _cfg(tmp_path / "dask", runner="dask", dask_address=cluster.scheduler_address, **over)
     s_dask = tag_faces(cfg, *faces)
     a, b = pq.read_table(local.out.tags), pq.read_table(cfg.out.tags)
-    assert a.num_rows == 12 and a.equals(b)  # same rows, same order, same values (metadata aside)
-    assert a.to_pylist() == b.to_pylist()
+    assert a.num_rows == 12 and a.to_pylist() == b.to_pylist()
+    assert a.column("face_id").to_pylist() == sorted(faces[0].column("face_id").to_pylist())
+    # the same bytes: same rows in face_id order, and no runner, address or worker count in the metadata
+    assert hashlib.sha256(open(local.out.tags, "rb").read()).digest() == hashlib.sha256(open(cfg.out.tags, "rb").read()).digest()
+    assert open(local.out.summary, "rb").read() == open(cfg.out.summary, "rb").read()
     assert s_dask.tagged == s_local.tagged == 12 and s_dask.notes == s_local.notes
     assert s_dask.known == s_local.known and s_dask.positive == s_local.positive
     assert s_dask.weights_sha256 == s_local.weights_sha256
@@ -79,8 +82,9 @@ def test_dask_runner_matches_local_i2v(tmp_path, faces, cluster, monkeypatch):
     assert s.backend == "i2v" and s.known["long_hair"] == 12
 
 
-def test_plan_chunks_follow_the_local_order(tmp_path, shared):
+def test_plan_chunks_are_made_of_the_local_batches(tmp_path, shared):
     from tasks.detect.dataset import read_faces
+    from tasks.tag.loader import plan_batches
 
     picked = labelled_faces(shared)[:10]
     items = [(f"f{9 - i}", png_bytes(p)) for i, (p, _) in enumerate(picked)]  # ids against the shard order
@@ -88,14 +92,20 @@ def test_plan_chunks_follow_the_local_order(tmp_path, shared):
     faces = read_faces(faces_path)
     cfg = _cfg(tmp_path, batch_size=2)
     ids = [c.column("face_id").to_pylist() for c in dask_runner.plan_chunks(faces, "color", cfg, 4)]
-    # detector colours first, then shard by shard (ids sorted), cut at the local batches of 2:
-    # the batch [f5, f0] starts in shard 1 and ends in shard 2, as it does locally
+    # detector colours first (no crop read), then the measured faces shard by shard (ids sorted), in the
+    # local batches of 2: the batch [f5, f0] starts in shard 1 and ends in shard 2, as it does locally
     assert ids == [["f4"], ["f6", "f7", "f8", "f9"], ["f2", "f3", "f5", "f0"], ["f1"]]
     chunks = dask_runner.plan_chunks(faces, "i2v", cfg, 4)
     assert [c.column("face_id").to_pylist() for c in chunks] == [["f6", "f7", "f8", "f9"], ["f2", "f3", "f4", "f5"], ["f0", "f1"]]
+    local = [[f for _, f in b] for b in plan_batches(faces, 2)]
+    assert [b for c in chunks for b in _cut2(c.column("face_id").to_pylist())] == local
     assert all(len(set(c.column("shard").to_pylist())) == 1 for c in chunks)
     assert [len(c) for c in dask_runner.plan_chunks(faces, "onnx", cfg, 2)] == [2] * 5
     assert dask_runner.chunk_size(cfg, 5) == 4 and dask_runner.chunk_size(_cfg(tmp_path, batch_size=8), 5) == 8
+
+
+def _cut2(ids):
+    return [ids[i:i + 2] for i in range(0, len(ids), 2)]
 
 
 def test_config_rejects_bad_dask_address():

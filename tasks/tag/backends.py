@@ -9,7 +9,6 @@ import contextlib
 import csv
 import json
 import logging
-import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,15 +18,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from models.device import cores
+from models.device import resolve_device as resolve_device_of
 from tasks.errors import DataError
 from tasks.fileio import sha256_file
+from tasks.tag.choice import choose_backend
 from tasks.tag.colors import ColorNamer, measure_colors
 from tasks.tag.config import TagConfig
-from tasks.tag.loader import crop_loader, default_workers, image_transform
+from tasks.tag.loader import crop_loader, default_workers, image_transform, resize_image
 from tasks.tag.schema import EYE_COLOR_SLICE, EYE_COLORS, HAIR_COLOR_SLICE, HAIR_COLORS, MGM_TAGS
 
 log = logging.getLogger(__name__)
-I2V_RELEASE = "https://github.com/rezoo/illustration2vec/releases/download/v2.0.0"
 
 
 @dataclass
@@ -39,66 +40,23 @@ class TagBatch:
 
 
 def resolve_device(cfg: TagConfig) -> str:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise DataError("tag.device: cuda requested but torch sees no GPU (set tag.device: auto or cpu)")
-    return "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-
-
-def setup_threads(cfg: TagConfig, device: str) -> None:
-    if device == "cpu":
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-
-
-# --- missing files -----------------------------------------------------------------------------
-
-def i2v_missing(cfg: TagConfig) -> str | None:
-    c = cfg.i2v
-    need = [c.weights, c.tag_list] + ([c.feature_weights] if cfg.feature else [])
-    missing = [p for p in need if not Path(p).is_file()]
-    if not missing:
-        return None
-    d = Path(c.weights).parent
-    return (f"tag.backend i2v: {missing[0]} not found. Bring in the published Illustration2Vec files "
-            f"(`dvc update {d}/*.dvc`, or download {I2V_RELEASE}/illust2vec_tag_ver200.caffemodel, "
-            f"illust2vec_ver200.caffemodel and tag_list.json.gz into {d}/), then convert once: "
-            f"`python -m models.convert tag --caffemodel {d}/illust2vec_tag_ver200.caffemodel "
-            f"--tags {d}/tag_list.json.gz --out {c.weights}`"
-            + (f" and `python -m models.convert feature --caffemodel {d}/illust2vec_ver200.caffemodel "
-               f"--out {c.feature_weights}`" if cfg.feature else "")
-            + "; or set tag.backend to auto/color")
-
-
-def onnx_missing(cfg: TagConfig) -> str | None:
-    c = cfg.onnx
-    for p in (c.model, c.tags_csv):
-        if not Path(p).is_file():
-            return (f"tag.backend onnx: {p} not found. Put a wd-tagger-style model and its tag list there, e.g. "
-                    f"`huggingface-cli download SmilingWolf/wd-vit-tagger-v3 model.onnx selected_tags.csv "
-                    f"--local-dir {Path(c.model).parent}`, or point tag.onnx.model / tag.onnx.tags_csv at them")
+    """"cpu" or "cuda" for tag.device (models.device's one policy); CUDA asked for but absent is
+    a one-line error naming tag.device."""
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return "tag.backend onnx: onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)"
-    return None
+        return resolve_device_of(cfg.device, key="tag.device").type
+    except ValueError as e:
+        if cfg.device == "cuda":
+            raise DataError("tag.device: cuda requested but torch sees no GPU (set tag.device: auto or cpu)") from None
+        raise DataError(str(e)) from None
 
 
-def choose_backend(cfg: TagConfig) -> tuple[str, str]:
-    """(backend name, why). A named backend with missing files is a DataError naming them."""
-    checks = {"i2v": i2v_missing, "onnx": onnx_missing}
-    if cfg.backend in checks:
-        problem = checks[cfg.backend](cfg)
-        if problem:
-            raise DataError(problem)
-        return cfg.backend, "set in params"
-    if cfg.backend == "color":
-        return "color", "set in params"
-    skipped = []
-    for name, check in checks.items():
-        problem = check(cfg)
-        if problem is None:
-            return name, f"auto: {name} files present" + (f" ({'; '.join(skipped)})" if skipped else "")
-        skipped.append(f"{name}: {problem.split('. ')[0].split(': ', 1)[1]}")
-    return "color", "auto: no tagger files (" + "; ".join(skipped) + "), hair and eye colour only"
+def setup_threads(cfg: TagConfig, device: str) -> int:
+    """torch CPU threads: tag.threads, or all this process's cores (null). A fixed count, not
+    load-dependent, so a forward's last bits do not depend on what else the machine runs."""
+    threads = cfg.threads or cores()
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    return threads
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -141,6 +99,7 @@ class I2VBackend:
 
         self.cfg = cfg
         self.device = resolve_device(cfg)
+        self.devices = {self.device}  # where the forwards run (tasks.tag.run.value_params)
         setup_threads(cfg, self.device)
         self.model, self.meta = load_converted(cfg.i2v.weights)
         self.names = json.loads(Path(cfg.i2v.tag_list).read_text(encoding="utf-8"))
@@ -182,9 +141,10 @@ class OnnxBackend:
 
         self.cfg = cfg
         self.device = resolve_device(cfg)
+        self.devices = {self.device}
         opts = ort.SessionOptions()
         if self.device == "cpu":
-            opts.intra_op_num_threads = cfg.threads or os.cpu_count() or 1
+            opts.intra_op_num_threads = setup_threads(cfg, self.device)
         providers = (["CUDAExecutionProvider"] if self.device == "cuda" else []) + ["CPUExecutionProvider"]
         providers = [p for p in providers if p in ort.get_available_providers()]
         self.session = ort.InferenceSession(cfg.onnx.model, opts, providers=providers)
@@ -229,6 +189,7 @@ class ColorBackend:
         self.hair = ColorNamer(c.hair_palette, HAIR_COLORS, c.temperature, c.lightness_weight)
         self.eye = ColorNamer(c.eye_palette, EYE_COLORS, c.temperature, c.lightness_weight)
         self.measured = self.unmeasured = 0
+        self.devices: set[str] = set()  # no forward pass
 
     def probs(self, colors: list[tuple | None]) -> np.ndarray:
         out = np.full((len(colors), len(MGM_TAGS)), np.nan, np.float32)
@@ -257,13 +218,14 @@ class ColorBackend:
                 chunk = rest.column("face_id").to_pylist()[i:i + bs]
                 yield TagBatch(chunk, self.probs([None] * len(chunk)))
             return
-        log.info("tag: %d faces have no detector colours: measuring them with animeface on the crops", rest.num_rows)
-        workers = default_workers("cpu", self.cfg.workers)
+        workers = default_workers("cpu", self.cfg.workers, rest.num_rows, kind="measure")
+        log.info("tag: %d faces have no detector colours: measuring them with animeface on the crops (%s)",
+                 rest.num_rows, f"{workers} worker processes" if workers else "in-process")
         measure = partial(measure_colors, refine_delta_e=self.cfg.color.refine_delta_e)
         for fids, colors in crop_loader(rest, crops_dir, measure, bs, workers):
             self.measured += sum(c is not None for c in colors)
             self.unmeasured += sum(c is None for c in colors)
-            yield TagBatch(list(fids), self.probs(list(colors)))
+            yield TagBatch(fids, self.probs(colors))
 
 
 BACKENDS = {"i2v": I2VBackend, "onnx": OnnxBackend, "color": ColorBackend}
@@ -279,18 +241,11 @@ class ArrayTagger:
         self._feature = None
 
     def _tensor(self, images: np.ndarray, size: int, pad_color: int | None = None, resample: str = "bilinear"):
-        import io
-
+        """The arrays as the stage's loader would give the crops (same resize), without a PNG round trip."""
         from PIL import Image
 
-        from tasks.tag.loader import decode_resize
-
-        def png(a):
-            buf = io.BytesIO()
-            Image.fromarray(np.asarray(a, np.uint8)).save(buf, "PNG", compress_level=0)
-            return buf.getvalue()
-
-        return torch.stack([decode_resize(png(a), size, pad_color, resample) for a in images])
+        return torch.stack([resize_image(Image.fromarray(np.asarray(a, np.uint8)), size, pad_color, resample)
+                            for a in images])
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         b = self.backend
@@ -314,8 +269,9 @@ class ArrayTagger:
 
 
 def load_tagger(params) -> ArrayTagger:
-    """The tag stage's backend (same choice as the stage) for arrays of generated images."""
+    """The tag stage's backend (same choice, same errors as the stage) for arrays of generated
+    images; the stage itself warns about an auto fallback to colours, this only logs it."""
     cfg: TagConfig = params.tag
-    name, reason = choose_backend(cfg)
-    log.info("tagger for arrays: %s (%s)", name, reason)
-    return ArrayTagger(BACKENDS[name](cfg), cfg)
+    choice = choose_backend(cfg)
+    log.info("tagger for arrays: %s (%s)", choice.backend, choice.reason)
+    return ArrayTagger(BACKENDS[choice.backend](cfg), cfg)

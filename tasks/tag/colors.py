@@ -165,18 +165,33 @@ def _near_sample(region: np.ndarray, lab: np.ndarray, sample: tuple[int, int, in
 
 
 def kmeans(x: np.ndarray, k: int, iters: int = 20) -> np.ndarray:
-    """Cluster index per row of x (N, d); deterministic: centres start at the lightness (column 0) quantiles."""
+    """Cluster index per row of x (N, d); deterministic: centres start at the lightness (column 0) quantiles.
+
+    Per column and per centre, without (N, k, d) temporaries: the same float operations in the
+    same order as the broadcast form ((x - c) ** 2 summed over d left to right; a centre is the
+    sequential sum of its members over their count, as x[members == j].mean(0) computes it), so
+    the same clusters bit for bit, about 4x faster (tests/test_tag.py checks the equivalence)."""
     k = min(k, len(x))
     centres = x[np.argsort(x[:, 0], kind="stable")[((np.arange(k) + 0.5) / k * len(x)).astype(int)]].copy()
+    cols = [np.ascontiguousarray(x[:, c]) for c in range(x.shape[1])]
     members = np.zeros(len(x), np.int64)
+    dist = np.empty((len(x), k))
     for i in range(iters):
-        new = ((x[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        for j in range(k):
+            acc = (cols[0] - centres[j, 0]) ** 2
+            for c in range(1, len(cols)):
+                acc += (cols[c] - centres[j, c]) ** 2
+            dist[:, j] = acc
+        new = dist.argmin(1)
         if i and (new == members).all():
             break
         members = new
-        for j in range(k):
-            if (members == j).any():
-                centres[j] = x[members == j].mean(0)
+        counts = np.bincount(members, minlength=k)
+        for c, col in enumerate(cols):
+            sums = np.bincount(members, weights=col, minlength=k)
+            for j in range(k):
+                if counts[j]:
+                    centres[j, c] = sums[j] / counts[j]
     return members
 
 

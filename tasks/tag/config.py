@@ -98,7 +98,7 @@ class ColorConfig:
 @dataclass(frozen=True)
 class TagOut:
     tags: str = "data/tags/tags.parquet"
-    summary: str = "data/tags/summary.json"  # frequencies vs MGM's (DVC metric)
+    summary: str = "data/tags/summary.json"  # backend and why, frequencies, coverage (DVC metric; no timings)
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ class TagConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True  # bf16 autocast on GPU (CPU always runs float32)
     channels_last: bool = True
-    workers: int | None = None  # crop-decoding processes; null = 1 on CPU (cores go to the forward), min(8, cores) on GPU
-    threads: int | None = None  # torch CPU threads; null = all cores
+    workers: int | None = None  # decoding / colour-measuring processes; null = see tasks.tag.loader.default_workers
+    threads: int | None = None  # torch / onnxruntime CPU threads; null = all this process's cores
     raw_top_k: int = 0  # > 0: also store the tagger's top-k raw tags (column raw_top)
     feature: bool = False  # also store the 4,096-d Illustration2Vec feature (i2v backend; needs i2v.feature_weights)
     runner: Literal["local", "dask"] = "local"  # dask: chunks of faces (by crop shard) on a Dask cluster, same numbers

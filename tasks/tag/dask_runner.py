@@ -1,11 +1,11 @@
 """`tag.runner: dask`: the tag stage's faces in chunks on a Dask cluster.
 
-The driver cuts the reviewed faces into chunks in the order the local runner writes them
-(by crop shard, so a worker reads whole shards; at most CHUNK_FACES faces each; cut only at
-the local runner's batch boundaries, so every forward sees the same batch), submits one
-task per chunk with a bounded number in flight, and yields the chunks' TagBatches in chunk
-order, so `tasks.tag.run.tag_faces` writes tags.parquet through the same writer and in the
-same row order as the local runner (with `tag.workers` <= 1).
+The driver cuts the reviewed faces into chunks made of the local runner's own batches
+(tasks.tag.loader.plan_batches: by crop shard, so a worker reads whole shards; at most
+CHUNK_FACES faces each), so every forward sees the batch it sees locally; it submits one task
+per chunk with a bounded number in flight and hands the chunks' TagBatches to
+`tasks.tag.run.tag_faces`, which writes tags.parquet in face_id order through the same writer:
+the same rows and bytes as the local runner with the same `tag.threads`.
 
 Each worker process builds the backend once (cached in `_CACHE`, keyed by a hash of the
 config) and runs the same `backend.batches` as the local runner on its chunk, decoding crops
@@ -31,7 +31,7 @@ from tasks.errors import DataError
 from tasks.fileio import sha256_file
 from tasks.tag.backends import BACKENDS, TagBatch
 from tasks.tag.config import TagConfig
-from tasks.tag.loader import work_units
+from tasks.tag.loader import plan_batches
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class ChunkResult:
     weights_sha256: str | None
     measured: int = 0
     unmeasured: int = 0
+    devices: frozenset[str] = frozenset()
 
 
 # --- the driver's side ----------------------------------------------------------------------------
@@ -59,27 +60,15 @@ def chunk_size(cfg: TagConfig, limit: int | None = None) -> int:
     return max(1, (CHUNK_FACES if limit is None else limit) // cfg.batch_size) * cfg.batch_size
 
 
-def _shard_order(faces: pa.Table, rows: list[int]) -> list[int]:
-    """Row indices in the local loader's order: shard by shard, face ids sorted; faces
-    without a stored crop are left out (as the local runner leaves them)."""
-    if not rows:
-        return []
-    sub = faces.take(pa.array(rows, pa.int64()))
-    pos = {fid: rows[i] for i, fid in enumerate(sub.column("face_id").to_pylist())}
-    return [pos[f] for _, ids in work_units(sub, 1 << 30) for f in ids]
-
-
-def _cut(rows: list[int], batch: int, size: int, shards: list | None) -> list[list[int]]:
-    """`rows` (in the local order) cut into chunks of whole local batches, so every batch the
-    workers run is one the local runner runs (same composition, same numbers); with `shards`
-    a chunk also ends before a batch that starts in another shard (a batch that straddles two
-    shards reads both, as it does locally)."""
+def _group(batches: list[list[int]], size: int, shard_of: list | None) -> list[list[int]]:
+    """Consecutive batches (row indices) grouped into chunks of at most `size` rows (or one batch);
+    with `shard_of`, a chunk also ends before a batch that starts in another shard than the chunk
+    did, so a worker reads few shards (a batch that straddles two reads both, as it does locally)."""
     chunks: list[list[int]] = []
     cur: list[int] = []
     cur_shard = None
-    for b in range(0, len(rows), batch):
-        part = rows[b:b + batch]
-        shard = shards[part[0]] if shards is not None else None
+    for part in batches:
+        shard = shard_of[part[0]] if shard_of is not None else None
         if cur and (len(cur) + len(part) > size or shard != cur_shard):
             chunks.append(cur)
             cur = []
@@ -89,20 +78,38 @@ def _cut(rows: list[int], batch: int, size: int, shards: list | None) -> list[li
     return chunks + ([cur] if cur else [])
 
 
+def _planned(faces: pa.Table, rows: list[int], batch: int) -> list[list[int]]:
+    """The local loader's batches (tasks.tag.loader.plan_batches) of faces[rows], as row indices."""
+    if not rows:
+        return []
+    sub = faces.take(pa.array(rows, pa.int64()))
+    pos = {fid: rows[i] for i, fid in enumerate(sub.column("face_id").to_pylist())}
+    return [[pos[f] for _, f in b] for b in plan_batches(sub, batch)]
+
+
+def _runs(rows: list[int], batch: int) -> list[list[int]]:
+    return [rows[i:i + batch] for i in range(0, len(rows), batch)]
+
+
 def plan_chunks(faces: pa.Table, backend: str, cfg: TagConfig, size: int) -> list[pa.Table]:
-    """The faces in chunks; concatenated, they are in the order the local runner yields them
-    (with tag.workers <= 1), and cut only at its batch boundaries."""
+    """The faces in chunks made of the local runner's own batches (so every forward a worker runs
+    is one the local runner runs: the same numbers); faces without a stored crop are left out,
+    as the local runner leaves them (the colour backend's faces with detector colours need none)."""
     faces = faces.select([c for c in COLUMNS if c in faces.column_names])
     shards = faces.column("shard").to_pylist()
+    ids = faces.column("face_id").to_pylist()
     bs = cfg.batch_size
-    if backend == "color":  # detector colours first (no crops read), then the faces it measures
+    if backend == "color":  # detector colours: no crop read, any grouping gives the same rows
         hair = faces.column("hair_rgb").to_pylist()
-        known = [i for i, h in enumerate(hair) if h is not None]
+        known = sorted((i for i, h in enumerate(hair) if h is not None), key=ids.__getitem__)
         rest = [i for i, h in enumerate(hair) if h is None]
-        chunks = _cut(known, bs, size, None)
-        chunks += _cut(_shard_order(faces, rest), bs, size, shards) if cfg.color.measure else _cut(rest, bs, size, None)
+        chunks = _group(_runs(known, bs), size, None)
+        if cfg.color.measure:
+            chunks += _group(_planned(faces, rest, bs), size, shards)
+        else:
+            chunks += _group(_runs(sorted(rest, key=ids.__getitem__), bs), size, None)
     else:
-        chunks = _cut(_shard_order(faces, list(range(faces.num_rows))), bs, size, shards)
+        chunks = _group(_planned(faces, list(range(faces.num_rows)), bs), size, shards)
     return [faces.take(pa.array(c, pa.int64())) for c in chunks]
 
 
@@ -120,7 +127,7 @@ def params_key(params: dict, backend: str) -> str:
 
 
 class DaskTagger:
-    """Looks like a backend to `tag_faces`: weights_sha256, measured, batches(faces, crops_dir)."""
+    """Looks like a backend to `tag_faces`: weights_sha256, measured, devices, batches(faces, crops_dir)."""
 
     def __init__(self, cfg: TagConfig, backend: str, chunk_faces: int | None = None):
         self.cfg, self.name = cfg, backend
@@ -128,6 +135,7 @@ class DaskTagger:
         self.weights_sha256 = {"i2v": lambda: sha256_file(cfg.i2v.weights),
                                "onnx": lambda: sha256_file(cfg.onnx.model)}.get(backend, lambda: None)()
         self.measured = self.unmeasured = 0
+        self.devices: set[str] = set()  # where the workers ran their forwards
 
     def _client(self):
         from distributed import Client, LocalCluster
@@ -176,6 +184,7 @@ class DaskTagger:
                                     f"has {self.weights_sha256}: the workers must read the same model files")
                 self.measured += res.measured
                 self.unmeasured += res.unmeasured
+                self.devices |= res.devices
                 yield from res.batches
         finally:
             client.close()
@@ -217,4 +226,5 @@ def tag_chunk(params: dict, key: str, backend: str, chunk: pa.Table, crops_dir: 
     with lock:  # one chunk at a time per backend (its counters; the forward has the threads)
         m0, u0 = getattr(b, "measured", 0), getattr(b, "unmeasured", 0)
         batches = list(b.batches(chunk, crops_dir))
-        return ChunkResult(batches, b.weights_sha256, getattr(b, "measured", 0) - m0, getattr(b, "unmeasured", 0) - u0)
+        return ChunkResult(batches, b.weights_sha256, getattr(b, "measured", 0) - m0, getattr(b, "unmeasured", 0) - u0,
+                           frozenset(b.devices))

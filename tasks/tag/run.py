@@ -1,34 +1,40 @@
 """The tag stage: reviewed faces → data/tags/tags.parquet (+ summary.json).
 
 `run_tag(params)` tags the faces `tasks.review.run.reviewed_faces` keeps, with the backend
-`tag.backend` names (or the best one present, for auto), streams the rows to Parquet in
-batches (memory bounded by one batch) and summarises the tag frequencies next to
-Make.Girls.Moe's."""
+`tag.backend` names (or, for auto, the one tasks.tag.choice picks and says why), and writes
+the rows in face_id order: the same inputs give the same bytes whatever the workers, threads,
+batch size or runner. Batches are spilled to an Arrow file beside the output as they come
+(memory bounded by a batch), then written to Parquet in face_id order in fixed row groups.
+tags.parquet's metadata holds what decides the values (backend, why, weights sha256, the
+params that change tags), never a speed knob or a machine path; the timings go to the log and
+the untracked run report reports/runs/tag.json."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from tasks.config import to_dict
-from tasks.fileio import atomic_open, atomic_write_json
-from tasks.tag.backends import BACKENDS, TagBatch, choose_backend
+from tasks.fileio import atomic_open, atomic_write_json, sha256_file
+from tasks.reports import write_run_report
+from tasks.tag.backends import BACKENDS, TagBatch
+from tasks.tag.choice import Choice, choose_backend, warn_fallback_once
 from tasks.tag.config import TagConfig
 from tasks.tag.schema import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE, MGM_TAGS, tags_schema
+from tasks.tag.summary import TagSummary
 
 log = logging.getLogger(__name__)
 
-# Tag frequencies Make.Girls.Moe reports for its training faces (arXiv 1708.05509); only these
-# are recorded here, the others show as n/a.
-MGM_PUBLISHED = {"long_hair": 0.53, "blue_eyes": 0.28, "glasses": 0.05}
+ROW_GROUP = 4096  # rows per Parquet row group of tags.parquet (fixed: the bytes must not follow the batch size)
 
 
 def binarize(probs: np.ndarray, cfg: TagConfig) -> np.ndarray:
@@ -73,94 +79,146 @@ def batch_table(batch: TagBatch, backend: str, cfg: TagConfig, schema: pa.Schema
     return pa.table(cols, schema=schema)
 
 
-@dataclass
-class TagSummary:
-    backend: str = ""
-    reason: str = ""
-    weights_sha256: str | None = None
-    faces_in: int = 0
-    tagged: int = 0
-    seconds: float = 0.0
-    positive: Counter = field(default_factory=Counter)
-    known: Counter = field(default_factory=Counter)
-    notes: list[str] = field(default_factory=list)
+# --- what decides the values -----------------------------------------------------------------------
 
-    def add(self, att: np.ndarray) -> None:
-        self.tagged += len(att)
-        for j, tag in enumerate(MGM_TAGS):
-            self.positive[tag] += int((att[:, j] == 1).sum())
-            self.known[tag] += int((att[:, j] != -1).sum())
+def value_params(cfg: TagConfig, choice: Choice, devices: set[str], weights_sha256: str | None) -> dict:
+    """The params that change the tags of `choice.backend`, files by their sha256 (no paths, no
+    threads, batch size, workers, runner or device): what tags.parquet's metadata records.
+    `devices` (where the forwards ran) only decides `precision`: bf16 autocast on CUDA changes
+    the values, the device itself does not beyond float rounding."""
+    out: dict = {"backend": choice.backend, "threshold": cfg.threshold, "thresholds": dict(sorted(cfg.thresholds.items())),
+                 "raw_top_k": cfg.raw_top_k, "feature": cfg.feature}
+    if choice.backend == "i2v":
+        out["i2v"] = {"weights_sha256": weights_sha256, "tag_list_sha256": sha256_file(cfg.i2v.tag_list),
+                      "tags": dict(sorted(cfg.i2v.tags.items()))}
+        if cfg.feature:
+            out["i2v"]["feature_weights_sha256"] = sha256_file(cfg.i2v.feature_weights)
+        modes = sorted({"bf16 autocast" if d == "cuda" and cfg.bf16 else "float32" for d in devices})
+        out["precision"] = " + ".join(modes) or "float32"
+    elif choice.backend == "onnx":
+        out["onnx"] = {"model_sha256": weights_sha256, "tags_csv_sha256": sha256_file(cfg.onnx.tags_csv),
+                       "tags": dict(sorted(cfg.onnx.tags.items())), "bgr": cfg.onnx.bgr, "pad_color": cfg.onnx.pad_color}
+    else:
+        out["color"] = to_dict(cfg.color)
+        if cfg.color.measure:
+            out["color"]["measured_with"] = _animeface_version()
+    return out
 
-    def frequency(self, tag: str) -> float | None:
-        return self.positive[tag] / self.known[tag] if self.known[tag] else None
 
-    def to_json(self) -> dict:
-        return {"backend": self.backend, "reason": self.reason, "weights_sha256": self.weights_sha256,
-                "faces_in": self.faces_in, "tagged": self.tagged, "faces_per_second": round(self.tagged / self.seconds, 2) if self.seconds else None,
-                "frequency": {t: (round(f, 4) if (f := self.frequency(t)) is not None else None) for t in MGM_TAGS},
-                "coverage": {t: round(self.known[t] / self.tagged, 4) if self.tagged else 0.0 for t in MGM_TAGS},
-                "mgm_published": MGM_PUBLISHED, "notes": self.notes}
+def _animeface_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    def lines(self) -> list[str]:
-        out = [f"backend {self.backend} ({self.reason}); {self.tagged} of {self.faces_in} reviewed faces tagged"
-               + (f" at {self.tagged / self.seconds:.1f} faces/s" if self.seconds else "")]
-        out += self.notes
-        for tag in MGM_TAGS:
-            f = self.frequency(tag)
-            mgm = MGM_PUBLISHED.get(tag)
-            out.append(f"{tag:<14} {'n/a' if f is None else f'{f:.3f}':>6}  (MGM {'n/a' if mgm is None else f'{mgm:.2f}'})"
-                       f"  known for {self.known[tag]}")
-        return out
+    try:
+        return f"animeface {version('animeface')}"
+    except PackageNotFoundError:
+        return "animeface (version unknown)"
 
-    def markdown(self) -> str:
-        rows = ["| tag | frequency | MGM | faces known |", "|---|---:|---:|---:|"]
-        for tag in MGM_TAGS:
-            f, mgm = self.frequency(tag), MGM_PUBLISHED.get(tag)
-            rows.append(f"| {tag} | {'n/a' if f is None else f'{f:.3f}'} | {'n/a' if mgm is None else f'{mgm:.2f}'} | {self.known[tag]} |")
-        head = f"**tag**: backend `{self.backend}` ({self.reason}); {self.tagged} of {self.faces_in} reviewed faces tagged.\n\n"
-        return head + "".join(f"- {n}\n" for n in self.notes) + "\n" + "\n".join(rows) + "\n"
 
+# --- rows in face_id order -------------------------------------------------------------------------
+
+class SortedTagWriter:
+    """Parquet rows in face_id order, whatever order the batches come in: each batch goes to an
+    Arrow IPC file beside `path`; close() memory-maps it and writes ROW_GROUP rows at a time in
+    face_id order, atomically (the spill is removed, also on failure)."""
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema):
+        self.path, self.schema = Path(path), schema  # the final metadata comes with close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.*.rows.arrow"):  # a killed run's spill
+            stale.unlink(missing_ok=True)
+        self.spill = self.path.with_name(f".{self.path.name}.{os.getpid()}.rows.arrow")
+        self._sink = pa.OSFile(str(self.spill), "wb")
+        self._writer = pa.ipc.new_file(self._sink, schema)
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+
+    def close(self, metadata: dict[str, str]) -> None:
+        self._writer.close()
+        self._sink.close()
+        schema = self.schema.with_metadata({**(self.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
+        try:
+            with pa.memory_map(str(self.spill)) as src:
+                table = pa.ipc.open_file(src).read_all()
+                ids = table.column("face_id")
+                if pc.count_distinct(ids).as_py() != len(ids):
+                    raise ValueError("tag: a face was tagged twice (duplicate face_id in a batch stream)")
+                order = pc.sort_indices(table, sort_keys=[("face_id", "ascending")])
+                with atomic_open(self.path, "wb") as f, pq.ParquetWriter(f, schema, compression="zstd") as out:
+                    for i in range(0, len(order), ROW_GROUP):
+                        rows = table.take(order[i:i + ROW_GROUP]).combine_chunks().replace_schema_metadata(schema.metadata)
+                        out.write_table(rows, row_group_size=ROW_GROUP)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        if not self._sink.closed:
+            self._writer.close()
+            self._sink.close()
+        self.spill.unlink(missing_ok=True)
+
+
+# --- the stage -------------------------------------------------------------------------------------------
 
 def tag_faces(cfg: TagConfig, faces: pa.Table, crops_dir: str) -> TagSummary:
     """Tag `faces` (rows of faces.parquet) and write cfg.out.tags and cfg.out.summary."""
-    name, reason = choose_backend(cfg)
-    log.info("tag: backend %s (%s)%s", name, reason, " on dask" if cfg.runner == "dask" else "")
-    if cfg.runner == "dask":  # same backend and batches, in chunks on the workers; rows in the local order
+    choice = choose_backend(cfg)
+    warn_fallback_once(choice, cfg)
+    log.info("tag: backend %s (%s)%s", choice.backend, choice.reason, " on dask" if cfg.runner == "dask" else "")
+    if cfg.runner == "dask":  # the same backend and batches, in chunks on the workers
         from tasks.tag.dask_runner import DaskTagger
 
-        backend = DaskTagger(cfg, name)
+        backend = DaskTagger(cfg, choice.backend)
     else:
-        backend = BACKENDS[name](cfg)
-    summary = TagSummary(backend=name, reason=reason, weights_sha256=backend.weights_sha256, faces_in=faces.num_rows)
-    if cfg.feature and name != "i2v":
-        summary.notes.append(f"tag.feature is set but the {name} backend has no Illustration2Vec feature: column left null")
-    meta = {"moeflow.backend": name, "moeflow.weights_sha256": backend.weights_sha256 or "",
-            "moeflow.params": json.dumps(to_dict(cfg), sort_keys=True)}
-    schema = tags_schema(raw_top=cfg.raw_top_k > 0, feature=cfg.feature, metadata=meta)
+        backend = BACKENDS[choice.backend](cfg)
+    summary = TagSummary(backend=choice.backend, reason=choice.reason, weights_sha256=backend.weights_sha256,
+                         faces_in=faces.num_rows)
+    if cfg.feature and choice.backend != "i2v":
+        summary.notes.append(f"tag.feature is set but the {choice.backend} backend has no Illustration2Vec feature: "
+                             "column left null")
+    schema = tags_schema(raw_top=cfg.raw_top_k > 0, feature=cfg.feature)
     t0 = time.perf_counter()
-    with atomic_open(cfg.out.tags, "wb") as f, pq.ParquetWriter(f, schema, compression="zstd") as writer, \
-            tqdm(total=faces.num_rows, desc="tag", unit="face", disable=None) as bar:
-        for batch in backend.batches(faces, crops_dir):
-            table = batch_table(batch, name, cfg, schema)
-            writer.write_table(table)
-            summary.add(binarize(batch.probs, cfg))
-            bar.update(len(batch.face_ids))
+    writer = SortedTagWriter(cfg.out.tags, schema)
+    try:
+        with tqdm(total=faces.num_rows, desc="tag", unit="face", disable=None) as bar:
+            for batch in backend.batches(faces, crops_dir):
+                writer.write(batch_table(batch, choice.backend, cfg, schema))
+                summary.add(binarize(batch.probs, cfg))
+                bar.update(len(batch.face_ids))
+    except BaseException:
+        writer.abort()
+        raise
+    params = value_params(cfg, choice, backend.devices, backend.weights_sha256)
+    writer.close({"moeflow.backend": choice.backend, "moeflow.backend_reason": choice.reason,
+                  "moeflow.weights_sha256": backend.weights_sha256 or "",
+                  "moeflow.params": json.dumps(params, sort_keys=True)})
     summary.seconds = time.perf_counter() - t0
     if summary.tagged < faces.num_rows:
         summary.notes.append(f"{faces.num_rows - summary.tagged} reviewed faces have no stored crop and were not tagged")
-    if name == "color":
+    if choice.backend == "color":
         measured = getattr(backend, "measured", 0)
         unknown = summary.tagged - summary.known["blonde_hair"]
         summary.notes.append(f"color: hair/eye colour known for {summary.known['blonde_hair']} faces "
                              f"({measured} measured on the crop with animeface), unknown (-1) for {unknown}; "
                              "styles, blush, smile, open mouth, hat, ribbon, glasses are null without a tagger")
     atomic_write_json(cfg.out.summary, summary.to_json())
+    log.info("tag: %d faces in %.1f s (%s faces/s)", summary.tagged, summary.seconds, summary.faces_per_second())
     return summary
+
+
+def run_report(cfg: TagConfig, summary: TagSummary) -> dict:
+    """How this run went on this machine (reports/runs/tag.json, untracked)."""
+    return {"seconds": round(summary.seconds, 2), "faces": summary.tagged, "faces_per_second": summary.faces_per_second(),
+            "backend": summary.backend, "runner": cfg.runner, "workers": cfg.workers, "threads": cfg.threads,
+            "batch_size": cfg.batch_size, "device": cfg.device}
 
 
 def run_tag(params) -> TagSummary:
     """The stage: the faces the review stage keeps, tagged."""
     from tasks.review.selection import reviewed_faces
 
+    choose_backend(params.tag)  # a tagger path typo fails before any data is read
     faces = reviewed_faces(params)
-    return tag_faces(params.tag, faces, params.detect.out.crops)
+    summary = tag_faces(params.tag, faces, params.detect.out.crops)
+    write_run_report("tag", run_report(params.tag, summary))
+    return summary

@@ -1,13 +1,14 @@
 """The tags dataset: the contract between `tag` and `train` / `render`.
 
-`tags.parquet` (table "tags"): one row per reviewed-kept face.
+`tags.parquet` (table "tags"): one row per reviewed-kept face, in face_id order.
 - `face_id`, `backend`;
 - one float32 probability column per MGM tag, named as in MGM_TAGS (null where the backend cannot say);
 - `attributes`: the binarised vector, int8, in MGM_TAGS order: 1 / 0, or -1 where the backend cannot say.
   Hair colour and eye colour are one-hot (argmax); the other tags are thresholded independently.
 - optional `raw_top` (top-k tagger tags) and `feature` (4,096-d Illustration2Vec feature).
-Metadata: `moeflow.tag_order` (JSON list, = MGM_TAGS), `moeflow.backend`, `moeflow.weights_sha256`,
-`moeflow.params` (JSON)."""
+Metadata: `moeflow.tag_order` (JSON list, = MGM_TAGS), `moeflow.backend`, `moeflow.backend_reason`
+(why that backend ran), `moeflow.weights_sha256`, `moeflow.params` (JSON: only what decides the values,
+tasks.tag.run.value_params; no speed knob, no path)."""
 
 from __future__ import annotations
 
