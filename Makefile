@@ -30,8 +30,8 @@ lock:
 	$(VENV)/bin/dvc config --local core.site_cache_dir $(CURDIR)/.dvc/site-cache
 	$(VENV)/bin/dvc config --local core.analytics false
 
+# The whole DAG (dvc.yaml): fetch -> scrape -> detect -> review -> tag -> train -> render -> export.
 demo: venv .dvc/config.local
-	bash scripts/fetch_cascade.sh
 	$(VENV)/bin/dvc repro
 	$(PY) -m tasks.card
 
@@ -39,7 +39,7 @@ test: venv web-deps
 	$(PY) -m pytest -q
 
 bench: venv web-deps
-	for b in scrape detect tag train web dvc_noop; do $(PY) bench/$$b.py || exit 1; done
+	for b in scrape detect tag train web dvc_noop pipeline; do $(PY) bench/$$b.py || exit 1; done
 
 # The browser generator: npm packages from the lock, Debian's chromium for the tests.
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json

@@ -9,10 +9,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# The Make.Girls.Moe tag layout (= tasks/tag/schema.py MGM_TAGS): 13 hair colours (one-hot),
-# 11 independent tags, 10 eye colours (one-hot). Kept here so models/ needs nothing else.
-N_TAGS = 34
-ONE_HOT_GROUPS = ((0, 13), (24, 34))
+from models.tags import N_TAGS, ONE_HOT_GROUPS  # noqa: F401 - the tag layout, defined once
 
 
 class ConfigValueError(ValueError):

@@ -22,7 +22,7 @@ ACCESS = re.compile(r"\bparams\.((?:[a-z_]\w*)(?:\.[a-z_]\w*)*)")
 PATHLIKE = re.compile(r"^[\w.~-]*[/\\].*|.*\.(?:csv|xml|json|parquet|onnx|safetensors|gz|txt)$")
 # Inputs a stage may read without DVC tracking them, and why.
 NOT_DEPS = {
-    ("scrape", "scrape.http"): "HTTP settings name no input file",
+    ("render", "tag.out"): "render builds the tag stage's backend from tag params; it reads none of its outputs",
 }
 
 

@@ -91,7 +91,8 @@ def test_tiny_shapes_and_finite_losses():
 
 def test_gradient_penalty_matches_finite_differences():
     torch.manual_seed(0)
-    D = Discriminator(ModelConfig(image_size=8, g_channels=4, g_blocks=0, d_channels=(4, 8), d_blocks=1)).double()
+    D = Discriminator(ModelConfig(image_size=8, g_channels=4, g_blocks=0, d_channels=(4, 8), d_blocks=1,
+                                  d_mbstd_group=0)).double()  # per-sample gradients: no cross-sample feature
     x, u = torch.randn(3, 3, 8, 8, dtype=torch.float64), torch.rand(3, 3, 8, 8, dtype=torch.float64)
     gp, norms = L.gradient_penalty(D, x, u, 0.5)
     xp = L.perturb(x, u, 0.5)

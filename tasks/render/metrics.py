@@ -2,7 +2,7 @@
 against their conditioning, next to the same backend against the labels of real crops brought
 to the model's resolution: its ceiling) and a Frechet distance on the tagger's features.
 
-Samples are binarised exactly as the tag stage binarises (`tasks.tag.run.binarize`: argmax in
+Samples are binarised exactly as the tag stage binarises (`tasks.tag.schema.binarize`: argmax in
 the colour groups, `tag.threshold` / `tag.thresholds` elsewhere)."""
 
 from __future__ import annotations

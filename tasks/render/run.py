@@ -20,6 +20,7 @@ from tasks.render.config import RenderConfig
 from tasks.render.metrics import Tagger, agreement, attribute_section, frechet_of_features, load_tagger
 from tasks.render.report import metric_lines, unavailable
 from tasks.render.sheets import generate, load_generator, render_sheets
+from tasks.tag.schema import binarize
 
 log = logging.getLogger(__name__)
 MIN_HELDOUT = 10  # memorisation needs at least this many held-out faces
@@ -126,8 +127,6 @@ def evaluate(G, sampler, params, tagger: Tagger | None, reason: str) -> tuple[di
     fake_view, real_view = Q.resize(fake, view), Q.resize(real, view)
 
     def attributes():
-        from tasks.tag.run import binarize
-
         known_in_data = (export.attributes >= 0).any(0)
         target = np.where(known_in_data, cond.cpu().numpy().round().astype(np.int8), -1).astype(np.int8)
         samples = agreement(target, binarize(tagger.probabilities(fake_view), params.tag))

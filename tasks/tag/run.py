@@ -29,30 +29,12 @@ from tasks.reports import write_run_report
 from tasks.tag.backends import BACKENDS, TagBatch
 from tasks.tag.choice import Choice, choose_backend, warn_fallback_once
 from tasks.tag.config import TagConfig
-from tasks.tag.schema import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE, MGM_TAGS, tags_schema
+from tasks.tag.schema import MGM_TAGS, binarize, tags_schema  # noqa: F401 - binarize: the stage's rule
 from tasks.tag.summary import TagSummary
 
 log = logging.getLogger(__name__)
 
 ROW_GROUP = 4096  # rows per Parquet row group of tags.parquet (fixed: the bytes must not follow the batch size)
-
-
-def binarize(probs: np.ndarray, cfg: TagConfig) -> np.ndarray:
-    """(B, 34) probabilities (NaN = unknown) → int8 attributes: argmax per colour group, thresholds elsewhere."""
-    att = np.full(probs.shape, -1, np.int8)
-    for sl in (HAIR_COLOR_SLICE, EYE_COLOR_SLICE):
-        group = probs[:, sl]
-        known = ~np.isnan(group).all(1)
-        if known.any():
-            block = np.zeros((int(known.sum()), group.shape[1]), np.int8)
-            block[np.arange(len(block)), np.nanargmax(group[known], 1)] = 1
-            sub = att[:, sl]
-            sub[known] = block
-            att[:, sl] = sub
-    for j in range(INDEPENDENT_SLICE.start, INDEPENDENT_SLICE.stop):
-        p = probs[:, j]
-        att[:, j] = np.where(np.isnan(p), -1, (p >= cfg.threshold_of(MGM_TAGS[j])).astype(np.int8))
-    return att
 
 
 def batch_table(batch: TagBatch, backend: str, cfg: TagConfig, schema: pa.Schema) -> pa.Table:

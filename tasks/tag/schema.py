@@ -14,22 +14,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 
 from tasks.fileio import with_version
 
-HAIR_COLORS = ("blonde", "brown", "black", "blue", "pink", "purple", "green", "red", "silver", "white",
-               "orange", "aqua", "grey")
-HAIR_STYLES = ("long_hair", "short_hair", "twintails", "drill_hair", "ponytail")
-OTHER_TAGS = ("blush", "smile", "open_mouth", "hat", "ribbon", "glasses")
-EYE_COLORS = ("blue", "red", "brown", "green", "purple", "yellow", "pink", "aqua", "black", "orange")
-
-MGM_TAGS: tuple[str, ...] = (tuple(f"{c}_hair" for c in HAIR_COLORS) + HAIR_STYLES + OTHER_TAGS
-                             + tuple(f"{c}_eyes" for c in EYE_COLORS))
-assert len(MGM_TAGS) == 34
-HAIR_COLOR_SLICE = slice(0, len(HAIR_COLORS))  # one-hot group
-INDEPENDENT_SLICE = slice(len(HAIR_COLORS), len(HAIR_COLORS) + len(HAIR_STYLES) + len(OTHER_TAGS))
-EYE_COLOR_SLICE = slice(INDEPENDENT_SLICE.stop, len(MGM_TAGS))  # one-hot group
+from models.tags import (EYE_COLOR_SLICE, EYE_COLORS, HAIR_COLOR_SLICE, HAIR_COLORS, HAIR_STYLES,  # noqa: F401
+                         INDEPENDENT_SLICE, MGM_TAGS, OTHER_TAGS)
 
 TAGS_TABLE = "tags"
 TAGS_VERSION = 1
@@ -45,3 +36,22 @@ def tags_schema(*, raw_top: bool = False, feature: bool = False, metadata: dict[
         fields.append(pa.field("feature", pa.list_(pa.float32(), 4096)))
     meta = {"moeflow.tag_order": json.dumps(list(MGM_TAGS)), **(metadata or {})}
     return with_version(pa.schema(fields), TAGS_TABLE, TAGS_VERSION, meta)
+
+
+def binarize(probs: np.ndarray, cfg) -> np.ndarray:
+    """(B, 34) probabilities (NaN = unknown) -> int8 attributes: argmax per colour group, thresholds
+    elsewhere (`cfg.threshold_of`, the tag section). The one rule: the tag stage and render use it."""
+    att = np.full(probs.shape, -1, np.int8)
+    for sl in (HAIR_COLOR_SLICE, EYE_COLOR_SLICE):
+        group = probs[:, sl]
+        known = ~np.isnan(group).all(1)
+        if known.any():
+            block = np.zeros((int(known.sum()), group.shape[1]), np.int8)
+            block[np.arange(len(block)), np.nanargmax(group[known], 1)] = 1
+            sub = att[:, sl]
+            sub[known] = block
+            att[:, sl] = sub
+    for j in range(INDEPENDENT_SLICE.start, INDEPENDENT_SLICE.stop):
+        p = probs[:, j]
+        att[:, j] = np.where(np.isnan(p), -1, (p >= cfg.threshold_of(MGM_TAGS[j])).astype(np.int8))
+    return att
