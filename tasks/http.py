@@ -94,16 +94,14 @@ def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+@dataclass(slots=True)
 class _Gate:
     """Per-host state of the limiter."""
 
-    __slots__ = ("paused_until", "epoch", "probe", "strikes")
-
-    def __init__(self):
-        self.paused_until = 0.0
-        self.epoch = 0  # bumped by every pause: slots handed out before it are void
-        self.probe = "none"  # after a pause: "wanted", then "inflight" until the first answer
-        self.strikes = 0  # consecutive 429s without Retry-After
+    paused_until: float = 0.0
+    epoch: int = 0  # bumped by every pause: slots handed out before it are void
+    probe: str = "none"  # after a pause: "wanted", then "inflight" until the first answer
+    strikes: int = 0  # consecutive 429s without Retry-After
 
 
 class Limiter:

@@ -110,7 +110,7 @@ class FakeBooru:
         '503:<secs>', or a plain status code such as '500'; 'reset'; 'truncate' (half the body,
         Content-Length of the whole); 'truncate-close' (half the body, no Content-Length, then
         close); 'challenge' (200 with a bot-check HTML page); '403-challenge' (403, HTML,
-        cf-mitigated: challenge); 'redirect:<url>', 'noai', 'ctype:<type>'."""
+        cf-mitigated: challenge); 'redirect:<url>', 'noai', 'ctype:<type>'; 'pass' (answer as usual)."""
         self.faults[path].extend(actions)
 
     def throttle(self, prefix: str, n: int, retry_after: str | None = None) -> None:

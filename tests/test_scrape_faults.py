@@ -37,6 +37,19 @@ def test_retry_after_on_a_download_holds_back_every_request_to_the_host(tmp_path
     assert min(gaps) >= 0.8 / rate, gaps  # the limit starts afresh: no burst of the requests that waited
 
 
+def test_a_429_on_a_listing_holds_back_the_downloads_too(tmp_path):
+    rate = 4.0
+    with FakeBooru() as srv:
+        srv.add_real_posts(NAMES[:16])
+        srv.fault("/posts.json", "pass", "429:2")  # page 1 answers, page 2 gets the 429
+        cfg = scrape_cfg(tmp_path, srv.url, http={"rate_limit": rate, "concurrency": 4})
+        s = scrape(cfg, progress=False)
+    assert s.kept_new == 16
+    (t_pause,) = [t for t, path, code in srv.responses if code == 429 and path == "/posts.json"]
+    after = _arrivals_after(srv, t_pause)
+    assert after[0] >= t_pause + 2.0, f"downloads {[round(u - t_pause, 2) for u in after[:4]]}s after the 429"
+
+
 def test_after_a_pause_one_request_goes_first_even_without_a_rate_limit(tmp_path):
     with FakeBooru(latency=0.3) as srv:  # every file takes 0.3 s to answer; the 429 comes at once
         srv.add_real_posts(NAMES[:12])

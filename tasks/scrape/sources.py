@@ -119,8 +119,9 @@ class Extractor:
         h = self.cfg.http
         interval = 1.0 / h.rate_limit if h.rate_limit > 0 else 0.0
         if self.known_site and interval < self.min_interval:
-            log.warning("scrape.http.rate_limit %g/s is above what %s asks for (one request per %gs): using that",
-                        h.rate_limit, urlsplit(self.base).hostname, self.min_interval)
+            log.warning("scrape.http.rate_limit %s is faster than %s asks (one request per %gs): using that",
+                        f"{h.rate_limit:g}/s" if h.rate_limit else "0 (none)", urlsplit(self.base).hostname,
+                        self.min_interval)
             interval = self.min_interval
         return HttpSettings(
             user_agent=self.user_agent(), robots_agent=PRODUCT, interval=interval, pool_size=max(4, 2 * h.concurrency),
