@@ -13,7 +13,7 @@ from tests.scrape_helpers import manifest, scrape_cfg, sha_of
 NAMES = sorted(p.name for p in REAL.iterdir())
 JPG = next(n for n in NAMES if n.endswith(".jpg"))
 PNG = next(n for n in NAMES if n.endswith(".png"))
-IN_FLIGHT = 0.15  # requests that reached the server this soon after an answer left before the client read it
+IN_FLIGHT = 0.2  # requests that reached the server this soon after an answer may have left before it
 
 
 def _arrivals_after(srv, t: float) -> list[float]:
@@ -22,7 +22,7 @@ def _arrivals_after(srv, t: float) -> list[float]:
 
 @pytest.mark.parametrize("fault, pause", [("429:2", 2.0), ("503:1", 1.0)])
 def test_retry_after_on_a_download_holds_back_every_request_to_the_host(tmp_path, fault, pause):
-    rate = 4.0
+    rate = 3.0
     with FakeBooru() as srv:
         srv.add_real_posts(NAMES[:12])
         srv.fault(f"/data/{NAMES[3]}", fault)
@@ -38,7 +38,7 @@ def test_retry_after_on_a_download_holds_back_every_request_to_the_host(tmp_path
 
 
 def test_a_429_on_a_listing_holds_back_the_downloads_too(tmp_path):
-    rate = 4.0
+    rate = 3.0
     with FakeBooru() as srv:
         srv.add_real_posts(NAMES[:16])
         srv.fault("/posts.json", "pass", "429:2")  # page 1 answers, page 2 gets the 429
@@ -66,11 +66,11 @@ def test_after_a_pause_one_request_goes_first_even_without_a_rate_limit(tmp_path
 
 
 def test_429_without_retry_after_backs_off_exponentially_for_the_whole_host(tmp_path):
-    backoff = 0.3
+    backoff = 0.5
     with FakeBooru() as srv:
         srv.add_real_posts(NAMES[:8])
         srv.throttle("/data/", 3)  # the next three downloads, whichever they are, get a bare 429
-        cfg = scrape_cfg(tmp_path, srv.url, http={"rate_limit": 5.0, "concurrency": 4, "backoff": backoff,
+        cfg = scrape_cfg(tmp_path, srv.url, http={"rate_limit": 3.0, "concurrency": 4, "backoff": backoff,
                                                   "backoff_max": 10.0, "retries": 5})
         s = scrape(cfg, progress=False)
     assert s.kept_new == 8 and s.failed == 0
