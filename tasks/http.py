@@ -59,8 +59,7 @@ class FetchRejected(Exception):
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+        self.reason, self.detail = reason, detail
 
 
 class FetchFailed(Exception):
@@ -68,8 +67,7 @@ class FetchFailed(Exception):
 
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        self.reason, self.detail = reason, detail
 
 
 class HostUnreachable(SourceError):
@@ -108,7 +106,8 @@ class Limiter:
     """When each request may start.
 
     Slots are handed out in order, `interval` apart across all threads and hosts, so threads
-    that oversleep do not drift the schedule. `pause(host, until)` holds back every request
+    that oversleep do not drift the schedule; one that starts late pushes the next ones back
+    rather than crowd them. `pause(host, until)` holds back every request
     to that host, including those already holding a slot: such a slot is void and its thread
     queues again once the pause is over. After a pause one request (the probe) goes first and
     the others wait for its answer, so a pause never ends in a burst, even with no rate limit."""
@@ -119,7 +118,8 @@ class Limiter:
         self.interval = interval * self.MARGIN
         self._clock = clock
         self._cond = threading.Condition()
-        self._next = 0.0
+        self._next = 0.0  # the next slot to hand out
+        self._last = float("-inf")  # when the last request actually went
         self._gates: dict[str, _Gate] = {}
         self._stopped = False
 
@@ -149,9 +149,14 @@ class Limiter:
                 epoch, probe = gate.epoch, gate.probe == "wanted"
                 if probe:
                     gate.probe = "inflight"
-                while not self._stopped and gate.epoch == epoch and (now := self._clock()) < start:
-                    self._cond.wait(start - now)
+                while True:  # not before the slot, nor closer than `interval` to a start that came late
+                    ready = max(start, self._last + self.interval)
+                    if self._stopped or gate.epoch != epoch or (now := self._clock()) >= ready:
+                        break
+                    self._cond.wait(ready - now)
                 if gate.epoch == epoch and not self._stopped:
+                    self._last = now
+                    self._next = max(self._next, now + self.interval)
                     return probe
                 # paused while this slot waited: it is void, queue again
 
@@ -260,13 +265,7 @@ def _error_message(resp: requests.Response) -> str:
 def host_allowed(host: str, allowed: Iterable[str]) -> bool:
     """`allowed` holds host names and `*.domain` wildcards (any subdomain of domain)."""
     host = host.lower()
-    for a in allowed:
-        if a.startswith("*."):
-            if host.endswith(a[1:]):
-                return True
-        elif host == a:
-            return True
-    return False
+    return any(host.endswith(a[1:]) if a.startswith("*.") else host == a for a in allowed)
 
 
 class PoliteSession:

@@ -24,7 +24,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL = SHARED / "data" / "real"
 CTYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif"}
 CHALLENGE = b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>Checking your browser</body></html>"
-DEEP_REFUSALS = ("html", "error", "empty")  # how the fake Gelbooru refuses a pid past dapi_max_offset
+DEEP_REFUSALS = ("html", "error", "message", "empty")  # how the fake Gelbooru refuses a pid past dapi_max_offset
 
 
 def variant(data: bytes, tag: str) -> bytes:
@@ -162,8 +162,8 @@ class FakeBooru:
         if self.dapi_max_offset is not None and pid * limit > self.dapi_max_offset:
             if self.deep_refusal == "html":  # what a PHP error page looks like to a JSON client
                 return 200, "<html><body>Too deep! Pull it back some. Holy fuck.</body></html>"
-            if self.deep_refusal == "error":
-                return 400, {"success": False, "message": "Too deep! Pull it back some."}
+            if self.deep_refusal in ("error", "message"):  # an HTTP error, or an error object with 200
+                return 400 if self.deep_refusal == "error" else 200, {"success": False, "message": "Too deep!"}
             return 200, {"@attributes": {"limit": limit, "offset": pid * limit, "count": len(posts)}, "post": []}
         chunk = posts[pid * limit:(pid + 1) * limit]
         out = [{"id": p["id"], "file_url": f"{self.url}/{p['file']}", "tags": p.get("tag_string", ""),

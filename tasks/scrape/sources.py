@@ -60,6 +60,13 @@ def _int(value) -> int | None:
         return None
 
 
+def _error_object(data) -> str | None:
+    """The message of an API error object ({"success": false, "message": ...}), or None."""
+    if isinstance(data, dict) and "post" not in data and (data.get("success") is False or "message" in data):
+        return str(data.get("message") or data)
+    return None
+
+
 def _ext(url: str | None) -> str | None:
     if not url:
         return None
@@ -186,7 +193,7 @@ class Danbooru(Extractor):
             page_param = page if page <= self.page_limit else f"b{cursor}"
             data, _ = self._listing(self.base + self.endpoint, {"tags": self.cfg.tags, "limit": limit, "page": page_param})
             if isinstance(data, dict):  # an error object: {"success": false, "message": ...}
-                raise SourceError(f"danbooru: {data.get('message') or data}")
+                raise SourceError(f"danbooru: {_error_object(data) or data}")
             if not data:
                 return
             for raw in data:
@@ -244,6 +251,11 @@ class Gelbooru(Extractor):
             if isinstance(items, dict):  # a single post is not wrapped in a list
                 items = [items]
             count = _int((data.get("@attributes") or {}).get("count")) if isinstance(data, dict) else None
+            error = _error_object(data)
+            if error and (deep or cursor is None):
+                raise SourceError(f"gelbooru: {error}")
+            if refused is None and error:
+                refused = error
             if refused is None and not items and not deep and pid > 0 and count and count > pid * limit:
                 refused = f"an empty page at offset {pid * limit} of {count} posts"
             if refused is not None:
