@@ -82,7 +82,7 @@ class ScrapeConfig:
     tags: str = "1girl solo"  # booru search tags
     posts_per_page: Optional[int] = None  # None: the source's own page size
     page_limit: Optional[int] = None  # page numbers up to here, then a cursor; None: the source's own limit
-    validate_workers: Optional[int] = None  # processes decoding downloads; None: one per CPU core
+    validate_workers: Optional[int] = None  # processes decoding downloads; None: http.concurrency, at most one per core
     login_env: str = "MOEFLOW_BOORU_LOGIN"  # names of environment variables, never secrets
     api_key_env: str = "MOEFLOW_BOORU_API_KEY"
     folder: str = "../shared/data/real"  # `folder` source

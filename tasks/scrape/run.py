@@ -127,7 +127,7 @@ class _Run:
                  progress: bool | None):
         self.cfg, self.store, self.http, self.summary = cfg, store, http, summary
         self.limit = cfg.filters.max_images
-        self.workers = cfg.validate_workers or os.cpu_count() or 1
+        self.workers = cfg.validate_workers or min(os.cpu_count() or 1, cfg.http.concurrency)
         self.threads = ThreadPoolExecutor(max_workers=cfg.http.concurrency, thread_name_prefix="fetch")
         self.procs: ProcessPoolExecutor | None = None  # started with the first download to judge
         self.max_downloading = 2 * cfg.http.concurrency  # a queue for the threads, no more
