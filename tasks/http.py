@@ -1,7 +1,7 @@
 """One polite HTTP layer shared by every web source (gallery-dl style `request()`).
 
 Starts spaced `HttpSettings.interval` apart across all threads; a 429, or a 503 with
-Retry-After, pauses the whole host (see Limiter); retries with backoff and jitter on connection
+Retry-After, pauses the whole host (tasks.ratelimit.Limiter); retries with backoff and jitter on connection
 errors, 5xx and broken-off bodies; only http/https and allowed hosts, redirects checked by hand;
 robots.txt as RFC 9309 defines it (protego; unreachable = disallow all, so the stage stops;
 4xx = allow all) and its Crawl-delay; downloads streamed to a temp file with a size cap, hashed
@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -28,6 +28,7 @@ from protego import Protego
 
 from tasks.errors import SourceError
 from tasks.fileio import create_temp
+from tasks.ratelimit import Limiter, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,6 @@ class HostUnreachable(SourceError):
     """robots.txt could not be fetched at all: nothing on that host may be fetched, so the stage stops."""
 
 
-class Stopped(Exception):
-    """The session was closed while this request waited for its turn."""
-
-
 @dataclass
 class Download:
     path: str  # temp file; the caller moves or deletes it
@@ -90,111 +87,6 @@ class Download:
 
 def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
-
-
-@dataclass(slots=True)
-class _Gate:
-    """Per-host state of the limiter."""
-
-    paused_until: float = 0.0
-    epoch: int = 0  # bumped by every pause: slots handed out before it are void
-    probe: str = "none"  # after a pause: "wanted", then "inflight" until the first answer
-    strikes: int = 0  # consecutive 429s without Retry-After
-
-
-class Limiter:
-    """When each request may start.
-
-    Slots are handed out in order, `interval` apart across all threads and hosts, so threads
-    that oversleep do not drift the schedule; one that starts late pushes the next ones back
-    rather than crowd them. `pause(host, until)` holds back every request
-    to that host, including those already holding a slot: such a slot is void and its thread
-    queues again once the pause is over. After a pause one request (the probe) goes first and
-    the others wait for its answer, so a pause never ends in a burst, even with no rate limit."""
-
-    MARGIN = 1.01  # the server never sees more than 1/interval, a thread waking 10 ms late included
-
-    def __init__(self, interval: float = 0.0, clock: Callable[[], float] = time.monotonic):
-        self.interval = interval * self.MARGIN
-        self._clock = clock
-        self._cond = threading.Condition()
-        self._next = 0.0  # the next slot to hand out
-        self._last = float("-inf")  # when the last request actually went
-        self._gates: dict[str, _Gate] = {}
-        self._stopped = False
-
-    def _gate(self, host: str) -> _Gate:
-        return self._gates.setdefault(host, _Gate())
-
-    def slow_down(self, interval: float) -> None:
-        with self._cond:
-            self.interval = max(self.interval, interval * self.MARGIN)
-
-    def acquire(self, host: str) -> bool:
-        """Wait for this host's next slot; True when this request is the probe after a pause."""
-        with self._cond:
-            gate = self._gate(host)
-            while True:
-                if self._stopped:
-                    raise Stopped(host)
-                now = self._clock()
-                if now < gate.paused_until:
-                    self._cond.wait(gate.paused_until - now)
-                    continue
-                if gate.probe == "inflight":
-                    self._cond.wait()
-                    continue
-                start = max(now, self._next)
-                self._next = start + self.interval
-                epoch, probe = gate.epoch, gate.probe == "wanted"
-                if probe:
-                    gate.probe = "inflight"
-                while True:  # not before the slot, nor closer than `interval` to a start that came late
-                    ready = max(start, self._last + self.interval)
-                    if self._stopped or gate.epoch != epoch or (now := self._clock()) >= ready:
-                        break
-                    self._cond.wait(ready - now)
-                if gate.epoch == epoch and not self._stopped:
-                    self._last = now
-                    self._next = max(self._next, now + self.interval)
-                    return probe
-                # paused while this slot waited: it is void, queue again
-
-    def release(self, host: str, probe: bool) -> None:
-        """The request's answer (or error) is in; after a probe, let the others go."""
-        if probe:
-            with self._cond:
-                gate = self._gate(host)
-                if gate.probe == "inflight":
-                    gate.probe = "none"
-                self._cond.notify_all()
-
-    def pause(self, host: str, until: float) -> None:
-        with self._cond:
-            gate = self._gate(host)
-            gate.paused_until = max(gate.paused_until, until)
-            gate.epoch += 1
-            gate.probe = "wanted"
-            self._cond.notify_all()
-
-    def back_off(self, host: str, base: float, cap: float, now: float) -> float:
-        """A 429 without Retry-After: pause the host base, 2 base, 4 base, ... (capped, jittered up)."""
-        with self._cond:
-            gate = self._gate(host)
-            gate.strikes += 1
-            wait = min(cap, base * 2 ** (gate.strikes - 1) * random.uniform(1.0, 1.25))
-        self.pause(host, now + wait)
-        return wait
-
-    def answered(self, host: str) -> None:
-        """An answer that is not "slow down": the next 429 backs off from the start."""
-        with self._cond:
-            self._gate(host).strikes = 0
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -442,7 +334,8 @@ class PoliteSession:
                 if status in (401, 403):  # a login wall or a bot challenge: may pass later
                     reason = "challenge" if (is_html(ctype) or "cf-mitigated" in resp.headers) else f"http_{status}"
                     self.record(url, False, f"HTTP {status} on {url}")
-                    raise FetchFailed(reason, f"HTTP {status} on {url}" + (" (a challenge page)" if reason == "challenge" else ""))
+                    note = " (a challenge page)" if reason == "challenge" else ""
+                    raise FetchFailed(reason, f"HTTP {status} on {url}{note}")
                 if status >= 400:
                     self.record(url, True)
                     raise FetchRejected(f"http_{status}", url)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -153,8 +154,12 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_set(tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 12):
             time.sleep(0.02)
+        decoders = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert decoders, "the kill must land while images are being decoded"
+        _, alive = psutil.wait_procs(decoders, timeout=10)
+        assert not alive, "decoder processes outlived the killed stage"
         first = [json.loads(line) for line in journal.read_text().splitlines() if line.endswith("}")]
         kept_before = {r["url"] for r in first if r["kind"] == "kept"}
         assert 0 < len(kept_before) < len(NAMES), "the kill must land mid-run"
@@ -180,3 +185,20 @@ def test_x_robots_tag_opt_out_parsing(value, out):
     from tasks.http import opted_out
 
     assert opted_out({"X-Robots-Tag": value}) is out
+
+
+def test_scrape_from_a_script_without_a_main_guard(tmp_path):
+    """The decoders are plain subprocesses: a caller's unguarded script is never run again in them."""
+    script = tmp_path / "run_scrape.py"
+    script.write_text(f"""import sys
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+from tasks.scrape.run import scrape
+from tests.scrape_helpers import scrape_cfg
+s = scrape(scrape_cfg(Path({str(tmp_path)!r}), "http://unused.invalid", source="folder", folder={str(REAL)!r}),
+           progress=False)
+print("kept", s.kept_new)
+""")
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"kept {len(NAMES)}"

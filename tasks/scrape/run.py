@@ -1,17 +1,15 @@
 """The scrape stage as one plain function: list posts, filter, fetch politely on threads,
-validate in a process pool (so decoding never holds up the network), store by content,
+validate in worker processes (so decoding never holds up the network), store by content,
 journal every decision, and write the manifest."""
 
 from __future__ import annotations
 
 import collections
 import logging
-import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -23,7 +21,7 @@ from tasks.http import Download, FetchFailed, FetchRejected, PoliteSession, Stop
 from tasks.scrape.config import ScrapeConfig
 from tasks.scrape.sources import Extractor, Post
 from tasks.scrape.store import FORMAT_FOR_EXT, Store
-from tasks.scrape.validate import CUT_SHORT, Rejected, exit_with_parent, validate_image
+from tasks.scrape.validate import CUT_SHORT, DecoderCrashed, Decoders, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +127,7 @@ class _Run:
         self.limit = cfg.filters.max_images
         self.workers = cfg.validate_workers or min(os.cpu_count() or 1, cfg.http.concurrency)
         self.threads = ThreadPoolExecutor(max_workers=cfg.http.concurrency, thread_name_prefix="fetch")
-        self.procs: ProcessPoolExecutor | None = None  # started with the first download to judge
+        self.decoders: Decoders | None = None  # started with the first download to judge
         self.max_downloading = 2 * cfg.http.concurrency  # a queue for the threads, no more
         # downloads waiting for a decoder: room to keep fetching while the decoders start or
         # fall behind for a moment; past it the downloads wait (files in .tmp stay bounded)
@@ -206,18 +204,17 @@ class _Run:
             os.unlink(dl.path)
             return self._duplicate(job, dl)
         job.dl = dl
-        if self.procs is None:  # spawn, not fork: this process runs threads (ours, Prefect's)
-            self.procs = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=exit_with_parent)
-        self.inflight[self.procs.submit(validate_image, dl.path, self.cfg.filters)] = job
+        if self.decoders is None:
+            self.decoders = Decoders(self.workers, self.cfg.filters)
+        self.inflight[self.decoders.submit(dl.path)] = job
 
     def _validated(self, job: _Job, fut: Future) -> None:
         dl = job.dl
         try:
             info = fut.result()
-        except BrokenProcessPool as e:
-            raise SourceError(f"the image decoder process died while judging {dl.url} ({e}); "
-                              "what was already kept is saved, rerun to resume") from None
+        except DecoderCrashed as e:  # no verdict: the next run tries again
+            os.unlink(dl.path)
+            return self._fail(job, "decoder_crashed", f"{dl.url}: {e}")
         except Rejected as e:
             os.unlink(dl.path)
             if not dl.framed and e.reason in CUT_SHORT:
@@ -282,8 +279,8 @@ class _Run:
                 except SourceError:
                     pass
         finally:
-            if self.procs is not None:
-                self.procs.shutdown(wait=True, cancel_futures=True)
+            if self.decoders is not None:
+                self.decoders.shutdown()
             self.bar.close()
 
 
