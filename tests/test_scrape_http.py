@@ -202,3 +202,9 @@ print("kept", s.kept_new)
     r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"kept {len(NAMES)}"
+
+
+def test_the_http_layer_does_not_import_the_scrape_stage():
+    code = "import sys, tasks.http; print(sorted(m for m in sys.modules if m.startswith('tasks.scrape')))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
