@@ -196,8 +196,8 @@ class PoliteSession:
             try:
                 resp = self._send("GET", origin + "/robots.txt", stream=False, check_robots=False)
             except FetchFailed as e:  # RFC 9309: unreachable robots.txt = complete disallow, so stop
-                raise HostUnreachable(f"cannot reach {origin}/ ({e}); an unreachable robots.txt "
-                                      "disallows everything (RFC 9309)") from None
+                raise HostUnreachable(f"cannot reach {origin}/: {e} (an unreachable robots.txt "
+                                      "disallows everything, RFC 9309)") from None
             except FetchRejected as e:
                 log.warning("robots.txt at %s refused (%s): treating every path as disallowed", origin, e)
                 robots = Robots(allow_all=False)
