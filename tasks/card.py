@@ -89,21 +89,26 @@ def sources(manifest: str) -> dict | None:
             "bytes": sum(t.column("bytes").to_pylist())}
 
 
+def opt_outs(s) -> dict | None:
+    """Posts left out because their owners (or the user) opted them out, over every scrape run:
+    rejected.parquet holds each post's last verdict, whichever run made it."""
+    path = Path(s.out.rejected)
+    if not path.is_file():
+        return None
+    reasons = collections.Counter(pq.read_table(path, columns=["reason"]).column("reason").to_pylist())
+    return {"noai_header": reasons["noai"], "robots_disallowed": reasons["robots_disallowed"],
+            "blocklist_artist": reasons["blocklist_artist"], "blocklist_tag": reasons["blocklist_tag"],
+            "blocklisted_artists": list(s.filters.blocklist_artists), "blocklisted_tags": list(s.filters.blocklist_tags),
+            "respect_robots": s.http.respect_robots}
+
+
 def build_card(params, root: Path = Path(".")) -> str:
     s = params.scrape
-    scrape_summary = _json(s.out.summary)
-    opt_outs = None
-    if scrape_summary:
-        rej, skip = scrape_summary.get("rejected", {}), scrape_summary.get("skipped", {})
-        opt_outs = {"noai_header": rej.get("noai", 0), "robots_disallowed": rej.get("robots_disallowed", 0),
-                    "blocklist_artist": skip.get("blocklist_artist", 0), "blocklist_tag": skip.get("blocklist_tag", 0),
-                    "blocklisted_artists": list(s.filters.blocklist_artists), "blocklisted_tags": list(s.filters.blocklist_tags),
-                    "respect_robots": s.http.respect_robots}
     run = _json(Path(params.train.out.dir) / "run.json")
     sections = [
         ("Sources and counts", _table(sources(s.out.manifest), "no scrape manifest yet")),
-        ("Last scrape run", _table(scrape_summary, "no scrape summary yet")),
-        ("Opt-outs honoured", _table(opt_outs, "no scrape summary yet")),
+        ("Last scrape run", _table(_json(s.out.summary), "no scrape summary yet")),
+        ("Opt-outs honoured, all scrape runs", _table(opt_outs(s), "no scrape rejections file yet")),
         ("Face detection", _table(_json(params.detect.out.summary), "no detect summary yet")),
         ("Review", _table(_json(params.review.out.stats), "no review statistics yet")),
         ("Tag frequencies", tag_card_section(_json(params.tag.out.summary))),

@@ -6,7 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -31,16 +32,35 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def create_temp(directory: str | os.PathLike, prefix: str = "", suffix: str = ".tmp") -> tuple[int, str]:
+    """A new, uniquely named file in `directory`, opened for writing: (fd, path).
+
+    Unlike tempfile.mkstemp (always 0600) it gets the mode a plain open() would give a new
+    file: 0666 less the umask, so artifacts stay readable by whoever could read a normal write."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {directory}")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
     """Write to a temp file beside `path`, then os.replace it in one step.
 
-    On any exception the temp file is removed and `path` is left untouched."""
+    The result has the mode a plain write would leave: an existing file keeps its own, a new
+    one gets 0666 less the umask. On any exception the temp file is removed and `path` is
+    left untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = create_temp(path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
+            with contextlib.suppress(FileNotFoundError):
+                os.fchmod(f.fileno(), stat.S_IMODE(os.stat(path).st_mode))  # an overwrite keeps its mode
             yield f
             f.flush()
             os.fsync(f.fileno())

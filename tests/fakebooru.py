@@ -1,5 +1,6 @@
 """A real HTTP server on 127.0.0.1 that imitates the booru APIs and Getchu, serving the
-real illustrations in ../shared/data/real, with fault injection and a request log.
+real illustrations in ../shared/data/real, with fault injection and a log of every request
+and response, timed by the server's own clock.
 
 Used by the scrape tests and bench/scrape.py."""
 
@@ -10,6 +11,7 @@ import http.server
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -21,6 +23,21 @@ from PIL import Image
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL = SHARED / "data" / "real"
 CTYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif"}
+CHALLENGE = b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>Checking your browser</body></html>"
+DEEP_REFUSALS = ("html", "error", "message", "empty")  # how the fake Gelbooru refuses a pid past dapi_max_offset
+
+
+def variant(data: bytes, tag: str) -> bytes:
+    """The same image with a comment holding `tag`: other bytes (another sha256), the same pixels.
+    JPEG: a COM segment after SOI; PNG: a tEXt chunk after IHDR."""
+    note = tag.encode()
+    if data[:2] == b"\xff\xd8":
+        return data[:2] + b"\xff\xfe" + struct.pack(">H", len(note) + 2) + note + data[2:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        text = b"Comment\0" + note
+        chunk = struct.pack(">I", len(text)) + b"tEXt" + text + struct.pack(">I", zlib.crc32(b"tEXt" + text))
+        return data[:33] + chunk + data[33:]  # 8 signature + 25 IHDR
+    raise ValueError("variant: not a JPEG or PNG")
 
 
 def bomb_png(side: int = 30000) -> bytes:
@@ -35,19 +52,27 @@ class FakeBooru:
     """posts: dicts with at least id and `file` (a name under /data/ or /special/)."""
 
     def __init__(self, images_dir: Path = REAL, robots: str = "User-agent: *\nDisallow: /private/\n",
-                 max_page: int = 1000):
+                 max_page: int = 1000, dapi_max_offset: int | None = None, deep_refusal: str = "html",
+                 latency: float = 0.0):
+        assert deep_refusal in DEEP_REFUSALS, deep_refusal
         self.images_dir = Path(images_dir)
         self.files = {p.name: p for p in sorted(self.images_dir.iterdir()) if p.suffix.lower() in CTYPES}
+        self.variants: dict[str, tuple[str, str]] = {}  # served name -> (real name, tag): see variant()
         self.special: dict[str, tuple[bytes, str]] = {}
         self.robots = robots
         self.max_page = max_page
+        self.dapi_max_offset = dapi_max_offset
+        self.deep_refusal = deep_refusal
+        self.latency = latency  # seconds each file takes to start arriving (a slow CDN); faults answer at once
         self.posts: list[dict] = []
         self.games: dict[str, str] = {}  # getchu id -> html (EUC-JP encoded when served)
         self.faults: dict[str, collections.deque] = collections.defaultdict(collections.deque)
-        self.log: list[tuple[float, str, str]] = []  # (monotonic time, path, query)
+        self.throttles: list[list] = []  # [path prefix, requests left, Retry-After or None]
+        self.log: list[tuple[float, str, str]] = []  # (monotonic time of arrival, path, query)
+        self.responses: list[tuple[float, str, int]] = []  # (monotonic time the answer went out, path, status)
+        self.user_agents: list[str] = []
         self._lock = threading.Lock()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -76,10 +101,21 @@ class FakeBooru:
         """Serve the real file `real_name` under another file name too."""
         self.files[name] = self.files[real_name]
 
+    def add_variant(self, name: str, real_name: str, tag: str) -> None:
+        """Serve under `name` the image `real_name` with other bytes (see variant())."""
+        self.variants[name] = (real_name, tag)
+
     def fault(self, path: str, *actions: str) -> None:
-        """Queue actions for the next requests of `path`: '429:<secs>', '500', 'reset', 'truncate',
-        'redirect:<url>', 'noai', 'ctype:<type>', or a status code such as '503'."""
+        """Queue actions for the next requests of `path`: '429' (no Retry-After), '429:<secs>',
+        '503:<secs>', or a plain status code such as '500'; 'reset'; 'truncate' (half the body,
+        Content-Length of the whole); 'truncate-close' (half the body, no Content-Length, then
+        close); 'challenge' (200 with a bot-check HTML page); '403-challenge' (403, HTML,
+        cf-mitigated: challenge); 'redirect:<url>', 'noai', 'ctype:<type>'; 'pass' (answer as usual)."""
         self.faults[path].extend(actions)
+
+    def throttle(self, prefix: str, n: int, retry_after: str | None = None) -> None:
+        """Answer the next n requests of any path under `prefix` with 429."""
+        self.throttles.append([prefix, n, retry_after])
 
     def requests_for(self, prefix: str) -> list[tuple[float, str, str]]:
         return [r for r in self.log if r[1].startswith(prefix)]
@@ -123,6 +159,12 @@ class FakeBooru:
         for t in tags:
             if t.startswith("id:<"):
                 posts = [p for p in posts if p["id"] < int(t[4:])]
+        if self.dapi_max_offset is not None and pid * limit > self.dapi_max_offset:
+            if self.deep_refusal == "html":  # what a PHP error page looks like to a JSON client
+                return 200, "<html><body>Too deep! Pull it back some. Holy fuck.</body></html>"
+            if self.deep_refusal in ("error", "message"):  # an HTTP error, or an error object with 200
+                return 400 if self.deep_refusal == "error" else 200, {"success": False, "message": "Too deep!"}
+            return 200, {"@attributes": {"limit": limit, "offset": pid * limit, "count": len(posts)}, "post": []}
         chunk = posts[pid * limit:(pid + 1) * limit]
         out = [{"id": p["id"], "file_url": f"{self.url}/{p['file']}", "tags": p.get("tag_string", ""),
                 "rating": {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit"}[p.get("rating", "g")],
@@ -138,10 +180,14 @@ class FakeBooru:
             def log_message(self, *args):  # quiet
                 pass
 
-            def _send(self, code: int, body: bytes, ctype: str, headers: dict | None = None, length: int | None = None):
+            def _send(self, code: int, body: bytes, ctype: str, headers: dict | None = None, length: int | None = None,
+                      framed: bool = True):
+                with outer._lock:  # stamped before it goes out: no client can have read it earlier
+                    outer.responses.append((time.monotonic(), urlsplit(self.path).path, code))
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body) if length is None else length))
+                if framed:
+                    self.send_header("Content-Length", str(len(body) if length is None else length))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
@@ -155,13 +201,24 @@ class FakeBooru:
                 path, q = parts.path, parse_qs(parts.query)
                 with outer._lock:
                     outer.log.append((time.monotonic(), path, parts.query))
+                    outer.user_agents.append(self.headers.get("User-Agent", ""))
                     action = outer.faults[path].popleft() if outer.faults.get(path) else None
+                    for t in outer.throttles:
+                        if not action and t[1] > 0 and path.startswith(t[0]):
+                            t[1] -= 1
+                            action = "429" if t[2] is None else f"429:{t[2]}"
                 headers = {}
                 if action:
-                    if action.startswith("429"):
-                        return self._send(429, b"slow down", "text/plain", {"Retry-After": action.split(":")[1]})
+                    code, _, retry_after = action.partition(":")
+                    if code in ("429", "503") and (retry_after or code == "429"):
+                        return self._send(int(code), b"slow down", "text/plain",
+                                          {"Retry-After": retry_after} if retry_after else {})
                     if action.isdigit():
                         return self._send(int(action), b"oops", "text/plain")
+                    if action == "403-challenge":
+                        return self._send(403, CHALLENGE, "text/html; charset=UTF-8", {"cf-mitigated": "challenge"})
+                    if action == "challenge":
+                        return self._send(200, CHALLENGE, "text/html; charset=UTF-8")
                     if action == "reset":
                         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                         self.close_connection = True
@@ -176,7 +233,10 @@ class FakeBooru:
                 if path == "/posts.json":
                     return self._json(*outer._danbooru(q))
                 if path == "/index.php" and q.get("page") == ["dapi"]:
-                    return self._json(*outer._dapi(q))
+                    code, obj = outer._dapi(q)
+                    if isinstance(obj, str):
+                        return self._send(code, obj.encode(), "text/html; charset=UTF-8")
+                    return self._json(code, obj)
                 if path == "/soft.phtml":
                     gid = q.get("id", [""])[0]
                     if q.get("gc") != ["gc"]:
@@ -188,22 +248,39 @@ class FakeBooru:
                     return self._send(200, body, "text/html; charset=EUC-JP")
                 body, ctype = None, None
                 if path.startswith("/data/") or path.startswith("/private/") or path.startswith("/brandnew/"):
-                    f = outer.files.get(path.rsplit("/", 1)[1])
+                    name = path.rsplit("/", 1)[1]
+                    f = outer.files.get(name)
                     if f:
                         body, ctype = f.read_bytes(), CTYPES[f.suffix.lower()]
+                    elif name in outer.variants:
+                        real, tag = outer.variants[name]
+                        f = outer.files[real]
+                        body, ctype = variant(f.read_bytes(), tag), CTYPES[f.suffix.lower()]
                 elif path.startswith("/special/"):
                     body, ctype = outer.special.get(path[len("/special/"):], (None, None))
                 if body is None:
                     return self._send(404, b"not found", "text/plain")
+                if outer.latency:
+                    time.sleep(outer.latency)
                 if action and action.startswith("ctype:"):
                     ctype = action.split(":", 1)[1]
-                if action == "truncate":
-                    self._send(200, body[: len(body) // 2], ctype, headers, length=len(body))
+                if action in ("truncate", "truncate-close"):
+                    self._send(200, body[: len(body) // 2], ctype, headers, length=len(body),
+                               framed=action == "truncate")
                     self.close_connection = True
                     return
                 return self._send(200, body, ctype, headers)
 
         return Handler
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that hangs up mid-answer (a cut-off test, a closed session) is no server error."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 GETCHU_PAGE = """<html><head><meta http-equiv="Content-Type" content="text/html; charset=EUC-JP">

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+import pyarrow.parquet as pq
 import pytest
 
 from tasks.errors import SourceError
@@ -77,8 +79,10 @@ def test_bad_downloads_are_rejected_with_reasons_and_not_kept(tmp_path):
         srv.fault(f"/data/{NAMES[2]}", f"redirect:http://localhost:{srv.port}/data/{NAMES[3]}")
         cfg = scrape_cfg(tmp_path, srv.url)
         s = scrape(cfg, progress=False)
-    assert rejected(cfg) == {"901": "truncated", "902": "not_image", "903": "not_image", "904": "too_many_pixels",
+    assert rejected(cfg) == {"901": "truncated", "902": "not_image", "903": "challenge", "904": "too_many_pixels",
                              "905": "format", "906": "noai", "907": "robots_disallowed", "908": "redirect_refused"}
+    # an HTML page on an image URL is a login or a bot check, not a verdict on the post: retried next run
+    assert {r["post_id"] for r in pq.read_table(cfg.out.rejected).to_pylist() if not r["final"]} == {"903"}
     assert s.kept_new == 0 and manifest(cfg) == []
     assert not srv.requests_for("/private/")  # robots.txt said no: never asked
     assert not srv.requests_for(f"/data/{NAMES[3]}")  # the foreign-host redirect was not followed
@@ -150,8 +154,12 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_set(tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 12):
             time.sleep(0.02)
+        decoders = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert decoders, "the kill must land while images are being decoded"
+        _, alive = psutil.wait_procs(decoders, timeout=10)
+        assert not alive, "decoder processes outlived the killed stage"
         first = [json.loads(line) for line in journal.read_text().splitlines() if line.endswith("}")]
         kept_before = {r["url"] for r in first if r["kind"] == "kept"}
         assert 0 < len(kept_before) < len(NAMES), "the kill must land mid-run"
@@ -177,3 +185,26 @@ def test_x_robots_tag_opt_out_parsing(value, out):
     from tasks.http import opted_out
 
     assert opted_out({"X-Robots-Tag": value}) is out
+
+
+def test_scrape_from_a_script_without_a_main_guard(tmp_path):
+    """The decoders are plain subprocesses: a caller's unguarded script is never run again in them."""
+    script = tmp_path / "run_scrape.py"
+    script.write_text(f"""import sys
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+from tasks.scrape.run import scrape
+from tests.scrape_helpers import scrape_cfg
+s = scrape(scrape_cfg(Path({str(tmp_path)!r}), "http://unused.invalid", source="folder", folder={str(REAL)!r}),
+           progress=False)
+print("kept", s.kept_new)
+""")
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"kept {len(NAMES)}"
+
+
+def test_the_http_layer_does_not_import_the_scrape_stage():
+    code = "import sys, tasks.http; print(sorted(m for m in sys.modules if m.startswith('tasks.scrape')))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

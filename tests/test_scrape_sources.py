@@ -6,11 +6,12 @@ from urllib.parse import parse_qs
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.errors import SourceError
+from tasks.errors import ConfigError, SourceError
+from tasks.http import FetchRejected
 from tasks.scrape.run import scrape
-from tasks.scrape.sources import parse_getchu_page, read_game_list
+from tasks.scrape.sources import Extractor, parse_getchu_page, read_game_list
 from tasks.scrape.store import MANIFEST_SCHEMA
-from tests.fakebooru import REAL, FakeBooru, getchu_page
+from tests.fakebooru import DEEP_REFUSALS, REAL, FakeBooru, getchu_page
 from tests.scrape_helpers import manifest, scrape_cfg, sha_of
 
 ALL = sorted(p for p in REAL.iterdir())
@@ -164,3 +165,63 @@ def test_max_images_and_duplicate_bytes_stored_once(tmp_path):
         cfg2 = scrape_cfg(tmp_path / "m", srv.url, filters={"max_images": 2}, http={"concurrency": 1})
         s2 = scrape(cfg2, progress=False)
         assert s2.kept_total == 2 and len(manifest(cfg2)) == 2
+
+
+@pytest.mark.parametrize("refusal", DEEP_REFUSALS)
+def test_gelbooru_takes_the_id_cursor_when_the_site_refuses_a_deep_pid(tmp_path, refusal):
+    names = [p.name for p in ALL]
+    with FakeBooru(dapi_max_offset=20, deep_refusal=refusal) as srv:  # pid 3 x 10 posts is too deep
+        srv.add_real_posts(names)
+        cfg = scrape_cfg(tmp_path, srv.url, source="gelbooru")  # page_limit left to the site: offset 20000
+        s = scrape(cfg, progress=False)
+    qs = [parse_qs(q) for _, p, q in srv.requests_for("/index.php")]
+    assert [q["pid"][0] for q in qs[:4]] == ["0", "1", "2", "3"]
+    ids = sorted((p["id"] for p in srv.posts), reverse=True)
+    assert qs[4]["tags"][0] == f"1girl id:<{ids[29]}" and qs[4]["pid"] == ["0"]  # below the lowest id seen
+    assert all("id:<" in q["tags"][0] for q in qs[4:])
+    assert {r["image_id"] for r in manifest(cfg)} == sha_of(ALL) and s.kept_new == len(ALL)
+
+
+def test_danbooru_user_agent_names_the_login(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOEFLOW_TEST_LOGIN", "alice_b")
+    monkeypatch.setenv("MOEFLOW_TEST_KEY", "secret-key")
+    with FakeBooru() as srv:
+        srv.add_real_posts([ALL[0].name])
+        cfg = scrape_cfg(tmp_path, srv.url, login_env="MOEFLOW_TEST_LOGIN", api_key_env="MOEFLOW_TEST_KEY")
+        scrape(cfg, progress=False)
+        monkeypatch.delenv("MOEFLOW_TEST_LOGIN")
+        n = len(srv.user_agents)
+        scrape(scrape_cfg(tmp_path / "anon", srv.url, login_env="MOEFLOW_TEST_LOGIN"), progress=False)
+    assert n >= 3 and all("alice_b" in ua and "tests@moeflow.local" in ua for ua in srv.user_agents[:n])
+    assert not any("alice_b" in ua or "secret" in ua for ua in srv.user_agents[n:])
+    assert not any("secret" in ua for ua in srv.user_agents)
+
+
+@pytest.mark.parametrize("source, base, per_page, page_limit, interval, cdn", [
+    ("danbooru", "https://danbooru.donmai.us", 200, 1000, 0.1, "https://cdn.donmai.us/original/ab/cd/x.jpg"),
+    ("gelbooru", "https://gelbooru.com", 100, 200, 0.5, "https://img3.gelbooru.com/images/ab/cd/x.jpg"),
+    ("getchu", "https://www.getchu.com", None, None, 1.0, "https://img.getchu.com/brandnew/1/c1chara1.jpg"),
+])
+def test_each_site_declares_its_own_defaults(tmp_path, source, base, per_page, page_limit, interval, cdn):
+    cfg = scrape_cfg(tmp_path, base, source=source, posts_per_page=None, http={"rate_limit": 0})
+    ex = Extractor.registry[source](cfg)
+    try:
+        if per_page is not None:
+            assert (ex.per_page, ex.page_limit) == (per_page, page_limit)
+        assert ex.http.s.interval == interval  # rate_limit 0 lifts our limit, not the site's
+        ex.http.check_url(cdn)  # the site's own file hosts are allowed without scrape.file_hosts
+        with pytest.raises(FetchRejected, match="foreign_host"):
+            ex.http.check_url("https://elsewhere.example/x.jpg")
+    finally:
+        ex.http.close()
+    # the same API on another host: none of the site's hosts or limits apply
+    other = Extractor.registry[source](scrape_cfg(tmp_path, "http://127.0.0.1:9", source=source, http={"rate_limit": 0}))
+    assert other.http.s.interval == 0
+    with pytest.raises(FetchRejected, match="foreign_host"):
+        other.http.check_url(cdn)
+    other.http.close()
+
+
+def test_a_page_size_the_site_does_not_serve_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"^scrape.posts_per_page: danbooru serves at most 200 posts per page, got 500$"):
+        Extractor.registry["danbooru"](scrape_cfg(tmp_path, "https://danbooru.donmai.us", posts_per_page=500))

@@ -18,15 +18,15 @@ class HttpConfig:
     """The polite HTTP layer shared by every web source."""
 
     contact: str = "moeflow-user@example.com"  # named in the User-Agent; set your own
-    rate_limit: float = 1.0  # requests per second, all threads together; 0 = unlimited
+    rate_limit: float = 1.0  # requests/s, all threads together; 0 = no limit of ours (a site's declared interval holds)
     concurrency: int = 4  # parallel downloads
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
-    retries: int = 5  # per request, on connection errors, 5xx and 429
+    retries: int = 5  # per request, on connection errors, 5xx, 429 and broken-off bodies
     backoff: float = 1.0  # first retry waits ~backoff s, doubling, with jitter
     backoff_max: float = 60.0
     retry_after_max: float = 600.0  # longest Retry-After honoured before giving up
-    max_consecutive_failures: int = 20  # then the stage stops, keeping what it has
+    max_consecutive_failures: int = 20  # on one host; then the stage stops, keeping what it has
     max_bytes: int = 50_000_000  # largest download accepted
     respect_robots: bool = True
 
@@ -78,10 +78,11 @@ class ScrapeOut:
 class ScrapeConfig:
     source: Literal["danbooru", "gelbooru", "getchu", "folder"] = "folder"
     base_url: str = "https://danbooru.donmai.us"
-    file_hosts: tuple[str, ...] = ()  # extra hosts images may come from (e.g. cdn.donmai.us)
+    file_hosts: tuple[str, ...] = ()  # extra hosts images may come from ("*.example.org": any subdomain)
     tags: str = "1girl solo"  # booru search tags
-    posts_per_page: int = 100
-    page_limit: int = 1000  # page-number paging up to here, then cursor paging (page=b<id>)
+    posts_per_page: Optional[int] = None  # None: the source's own page size
+    page_limit: Optional[int] = None  # page numbers up to here, then a cursor; None: the source's own limit
+    validate_workers: Optional[int] = None  # processes decoding downloads; None: http.concurrency, at most one per core
     login_env: str = "MOEFLOW_BOORU_LOGIN"  # names of environment variables, never secrets
     api_key_env: str = "MOEFLOW_BOORU_API_KEY"
     folder: str = "../shared/data/real"  # `folder` source
@@ -94,7 +95,11 @@ class ScrapeConfig:
     def validate(self, key: str) -> None:
         if not re.match(r"^https?://[^/\s]+", self.base_url):
             raise ConfigError(f"{key}.base_url: expected an http(s) URL, got {self.base_url!r}")
-        positive(self.posts_per_page, f"{key}.posts_per_page")
-        positive(self.page_limit, f"{key}.page_limit")
+        for name in ("posts_per_page", "page_limit", "validate_workers"):
+            if getattr(self, name) is not None:
+                positive(getattr(self, name), f"{key}.{name}")
+        for h in self.file_hosts:
+            if not re.fullmatch(r"(\*\.)?[a-z0-9.-]+", h.lower()):
+                raise ConfigError(f"{key}.file_hosts: expected a host name or *.domain, got {h!r}")
         if self.min_sellday is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.min_sellday):
             raise ConfigError(f"{key}.min_sellday: expected YYYY-MM-DD, got {self.min_sellday!r}")

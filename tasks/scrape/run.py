@@ -1,5 +1,6 @@
-"""The scrape stage as one plain function: list posts, filter, fetch politely, validate,
-store by content, journal every decision, and write the manifest."""
+"""The scrape stage as one plain function: list posts, filter, fetch politely on threads,
+validate in worker processes (so decoding never holds up the network), store by content,
+journal every decision, and write the manifest."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import collections
 import logging
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -16,11 +16,12 @@ from datetime import datetime, timezone
 from tqdm import tqdm
 
 from tasks.errors import SourceError
-from tasks.fileio import atomic_write_json, sha256_file
-from tasks.http import Download, FetchFailed, FetchRejected, PoliteSession
+from tasks.fileio import atomic_write_json, create_temp, sha256_file
+from tasks.http import Download, FetchFailed, FetchRejected, PoliteSession, Stopped
 from tasks.scrape.config import ScrapeConfig
 from tasks.scrape.sources import Extractor, Post
-from tasks.scrape.store import FORMAT_FOR_EXT, ImageInfo, Rejected, Store, validate_image
+from tasks.scrape.store import FORMAT_FOR_EXT, Store
+from tasks.scrape.validate import CUT_SHORT, DecoderCrashed, Decoders, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,16 @@ class ScrapeSummary:
     duplicate: int = 0
     already_done: int = 0
     listed: int = 0
-    failed: int = 0
+    failures: collections.Counter = field(default_factory=collections.Counter)  # transient, by reason
     rejected: collections.Counter = field(default_factory=collections.Counter)
     skipped: collections.Counter = field(default_factory=collections.Counter)
     requests: int = 0
     seconds: float = 0.0
     stopped: str | None = None
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
 
     def lines(self) -> list[str]:
         def fmt(c):
@@ -49,18 +54,21 @@ class ScrapeSummary:
             f"already done earlier: {self.already_done}",
             f"rejected: {sum(self.rejected.values())} ({fmt(self.rejected)})",
             f"skipped: {sum(self.skipped.values())} ({fmt(self.skipped)})",
-            f"failed (retried next run): {self.failed}; HTTP requests: {self.requests}; time: {self.seconds:.1f}s",
+            f"failed (retried next run): {self.failed} ({fmt(self.failures)}); HTTP requests: {self.requests}; "
+            f"time: {self.seconds:.1f}s",
         ] + ([f"stopped early: {self.stopped}"] if self.stopped else [])
 
     def as_dict(self) -> dict:
         return {"source": self.source, "listed": self.listed, "kept_new": self.kept_new, "kept_total": self.kept_total,
                 "duplicate": self.duplicate, "already_done": self.already_done, "failed": self.failed,
+                "failures": dict(sorted(self.failures.items())),
                 "rejected": dict(sorted(self.rejected.items())), "skipped": dict(sorted(self.skipped.items())),
                 "requests": self.requests, "seconds": round(self.seconds, 2), "stopped": self.stopped}
 
     def markdown(self) -> str:
         rows = [("kept (new)", self.kept_new), ("kept (total)", self.kept_total), ("duplicates", self.duplicate),
-                ("already done", self.already_done), ("failed, retried next run", self.failed)]
+                ("already done", self.already_done)]
+        rows += [(f"failed, retried next run: {k}", v) for k, v in sorted(self.failures.items())]
         rows += [(f"rejected: {k}", v) for k, v in sorted(self.rejected.items())]
         rows += [(f"skipped: {k}", v) for k, v in sorted(self.skipped.items())]
         body = "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -87,120 +95,215 @@ def prefilter(post: Post, cfg: ScrapeConfig) -> str | None:
     return None
 
 
-def _copy_local(path: str, tmp_dir: str) -> Download:
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+def fetch(post: Post, http: PoliteSession | None, tmp_dir: str, max_bytes: int) -> Download:
+    """Download (or copy) one post into tmp_dir. Runs in a worker thread."""
+    if not post.local_path:
+        return http.download(post.file_url, tmp_dir)
+    if os.path.getsize(post.local_path) > max_bytes:
+        raise FetchRejected("too_large", post.local_path)
+    fd, tmp = create_temp(tmp_dir, suffix=".part")
     os.close(fd)
-    shutil.copyfile(path, tmp)
-    return Download(tmp, sha256_file(tmp), os.path.getsize(tmp), path, "")
-
-
-def fetch(post: Post, http: PoliteSession | None, store: Store, cfg: ScrapeConfig) -> tuple[Download, ImageInfo]:
-    """Download (or copy) and validate one post. Runs in a worker thread."""
-    if post.local_path:
-        if os.path.getsize(post.local_path) > cfg.http.max_bytes:
-            raise FetchRejected("too_large", post.local_path)
-        dl = _copy_local(post.local_path, str(store.tmp))
-    else:
-        dl = http.download(post.file_url, str(store.tmp))
-    try:
-        return dl, validate_image(dl.path, cfg.filters)
-    except BaseException:
-        os.unlink(dl.path)
-        raise
+    shutil.copyfile(post.local_path, tmp)
+    return Download(tmp, sha256_file(tmp), os.path.getsize(tmp), post.local_path, "", framed=True)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+@dataclass
+class _Job:
+    post: Post
+    attempt: int = 0
+    dl: Download | None = None  # set once downloaded: the job is then being validated
+
+
+class _Run:
+    """One run's moving parts: downloads on threads, decodes in processes, bookkeeping here."""
+
+    def __init__(self, cfg: ScrapeConfig, store: Store, http: PoliteSession | None, summary: ScrapeSummary,
+                 progress: bool | None):
+        self.cfg, self.store, self.http, self.summary = cfg, store, http, summary
+        self.limit = cfg.filters.max_images
+        self.workers = cfg.validate_workers or min(os.cpu_count() or 1, cfg.http.concurrency)
+        self.threads = ThreadPoolExecutor(max_workers=cfg.http.concurrency, thread_name_prefix="fetch")
+        self.decoders: Decoders | None = None  # started with the first download to judge
+        self.max_downloading = 2 * cfg.http.concurrency  # a queue for the threads, no more
+        # downloads waiting for a decoder: room to keep fetching while the decoders start or
+        # fall behind for a moment; past it the downloads wait (files in .tmp stay bounded)
+        self.max_decoding = max(32, 4 * self.workers)
+        self.inflight: dict[Future, _Job] = {}
+        self.closing = False
+        self.bar = tqdm(total=self.limit, initial=min(len(store.kept), self.limit), desc="scrape: kept", unit="img",
+                        leave=False, disable=None if progress is None else not progress)  # None: on a terminal
+
+    # -- the main loop -------------------------------------------------------------------
+    def go(self, posts) -> None:
+        s, store = self.summary, self.store
+        for post in posts:
+            s.listed += 1
+            while self.inflight and len(store.kept) + len(self.inflight) >= self.limit:
+                self._wait_one()  # enough in flight to reach max_images: wait for one
+            if len(store.kept) >= self.limit:
+                s.skipped["max_images"] += 1
+                break
+            if store.key(post.source, post.post_id) in store.done:
+                s.already_done += 1
+                continue
+            reason = prefilter(post, self.cfg)
+            if reason is None and self.http is not None:
+                try:
+                    self.http.check_url(post.file_url)
+                except FetchRejected as e:
+                    reason = e.reason
+            if reason:
+                s.skipped[reason] += 1
+                store.append({"kind": "skipped", **self._ids(post), "reason": reason, "detail": "", "final": True,
+                              "at": _now()})
+                continue
+            self._download(_Job(post))
+            while self._busy():
+                self._wait_one()
+        while self.inflight:
+            self._wait_one()
+
+    def _busy(self) -> bool:
+        decoding = sum(1 for job in self.inflight.values() if job.dl is not None)
+        return len(self.inflight) - decoding >= self.max_downloading or decoding >= self.max_decoding
+
+    def _download(self, job: _Job) -> None:
+        if self.closing:  # no new work while stopping: the next run fetches it
+            return
+        fut = self.threads.submit(fetch, job.post, self.http, str(self.store.tmp), self.cfg.http.max_bytes)
+        self.inflight[fut] = job
+
+    def _wait_one(self) -> None:
+        for fut in [f for f in self.inflight if f.cancelled()]:  # cancelled at shutdown: wait() never sees them
+            del self.inflight[fut]
+        if not self.inflight:
+            return
+        done, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
+        for fut in done:
+            job = self.inflight.pop(fut)
+            if job.dl is None:
+                self._downloaded(job, fut)
+            else:
+                self._validated(job, fut)
+
+    # -- one post's steps ----------------------------------------------------------------
+    def _downloaded(self, job: _Job, fut: Future) -> None:
+        try:
+            dl = fut.result()
+        except Stopped:  # the run is stopping: the next one fetches it
+            return
+        except FetchRejected as e:
+            return self._reject(job, e.reason, e.detail)
+        except FetchFailed as e:
+            return self._fail(job, e.reason, e.detail)
+        if dl.sha256 in self.store.kept:  # the same bytes as a kept image: judged already
+            os.unlink(dl.path)
+            return self._duplicate(job, dl)
+        job.dl = dl
+        if self.decoders is None:
+            self.decoders = Decoders(self.workers, self.cfg.filters)
+        self.inflight[self.decoders.submit(dl.path)] = job
+
+    def _validated(self, job: _Job, fut: Future) -> None:
+        dl = job.dl
+        try:
+            info = fut.result()
+        except DecoderCrashed as e:  # no verdict: the next run tries again
+            os.unlink(dl.path)
+            return self._fail(job, "decoder_crashed", f"{dl.url}: {e}")
+        except Rejected as e:
+            os.unlink(dl.path)
+            if not dl.framed and e.reason in CUT_SHORT:
+                # The connection closed without a Content-Length: the bytes may be cut short, so the
+                # decoder's complaint is no verdict on the post. Fetch again; failing that, next run.
+                self.http.record(dl.url, False, f"{dl.url} ended without a length and does not decode")
+                if job.attempt < self.cfg.http.retries:
+                    job.attempt, job.dl = job.attempt + 1, None
+                    return self._download(job)
+                return self._fail(job, "truncated", f"{dl.url}: the connection closed without a Content-Length and "
+                                                    f"the file does not decode ({e}), {job.attempt + 1} attempts")
+            self._record_unframed(dl)
+            return self._reject(job, e.reason, e.detail)
+        self._record_unframed(dl)
+        if dl.sha256 in self.store.kept:  # its twin was judged meanwhile
+            os.unlink(dl.path)
+            return self._duplicate(job, dl)
+        post = job.post
+        rel = self.store.commit(dl.path, dl.sha256, info.format)
+        self.store.append({"kind": "kept", **self._ids(post), "image_id": dl.sha256, "path": rel,
+                           "page_url": post.page_url, "width": info.width, "height": info.height,
+                           "format": info.format, "bytes": dl.size, "tags": list(post.tags), "rating": post.rating,
+                           "artist": post.artist, "title": post.title, "character": post.character,
+                           "fetched_at": _now()})
+        self.summary.kept_new += 1
+        self.bar.update(1)
+
+    def _record_unframed(self, dl: Download) -> None:
+        """An unframed body counts as a success for the host only once it decoded."""
+        if not dl.framed and self.http is not None:
+            self.http.record(dl.url, True)
+
+    @staticmethod
+    def _ids(post: Post) -> dict:
+        return {"source": post.source, "post_id": post.post_id, "url": post.file_url}
+
+    def _reject(self, job: _Job, reason: str, detail: str) -> None:
+        self.summary.rejected[reason] += 1
+        self.store.append({"kind": "rejected", **self._ids(job.post), "reason": reason, "detail": detail,
+                           "final": True, "at": _now()})
+
+    def _fail(self, job: _Job, reason: str, detail: str) -> None:
+        self.summary.failures[reason] += 1
+        self.store.append({"kind": "rejected", **self._ids(job.post), "reason": reason, "detail": detail,
+                           "final": False, "at": _now()})
+        log.warning("%s (retried next run)", detail)
+
+    def _duplicate(self, job: _Job, dl: Download) -> None:
+        self.summary.duplicate += 1
+        self.store.append({"kind": "duplicate", **self._ids(job.post), "image_id": dl.sha256, "at": _now()})
+
+    def close(self, failed: bool) -> None:
+        """Start nothing new; judge and keep what was already downloaded, as a full run would."""
+        self.closing = True
+        if failed and self.http is not None:
+            self.http.close()  # wakes threads waiting out a pause, so shutdown does not wait for it
+        self.threads.shutdown(wait=True, cancel_futures=True)
+        try:
+            while self.inflight:
+                try:
+                    self._wait_one()
+                except SourceError:
+                    pass
+        finally:
+            if self.decoders is not None:
+                self.decoders.shutdown()
+            self.bar.close()
+
+
 def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
     """Run the scrape stage; resumable and idempotent. Writes cfg.out.*."""
     t0 = time.monotonic()
     summary = ScrapeSummary(source=cfg.source)
+    extractor = Extractor.registry[cfg.source](cfg)
+    http = extractor.http
     store = Store(cfg.out.images)
-    extractor_cls = Extractor.registry[cfg.source]
-    extractor = extractor_cls(cfg, None)
-    http = None
-    if extractor_cls.uses_http:
-        http = extractor.http = PoliteSession(cfg.http, extractor_cls.allowed_hosts(cfg), auth=extractor.auth())
-    limit = cfg.filters.max_images
-    inflight: dict[Future, Post] = {}
-    bar = tqdm(total=limit, initial=min(len(store.kept), limit), desc="scrape: kept", unit="img", leave=False,
-               disable=None if progress is None else not progress)  # None: on when stderr is a terminal
-
-    def settle(fut: Future, post: Post) -> None:
-        k = dict(source=post.source, post_id=post.post_id, url=post.file_url)
-        try:
-            dl, info = fut.result()
-        except (FetchRejected, Rejected) as e:
-            summary.rejected[e.reason] += 1
-            store.append({"kind": "rejected", **k, "reason": e.reason, "detail": e.detail, "final": True, "at": _now()})
-            return
-        except FetchFailed as e:
-            summary.failed += 1
-            store.append({"kind": "rejected", **k, "reason": "fetch_failed", "detail": str(e), "final": False, "at": _now()})
-            log.warning("%s", e)
-            return
-        if dl.sha256 in store.kept:
-            os.unlink(dl.path)
-            summary.duplicate += 1
-            store.append({"kind": "duplicate", **k, "image_id": dl.sha256, "at": _now()})
-            return
-        rel = store.commit(dl.path, dl.sha256, info.format)
-        store.append({"kind": "kept", **k, "image_id": dl.sha256, "path": rel, "page_url": post.page_url,
-                      "width": info.width, "height": info.height, "format": info.format, "bytes": dl.size,
-                      "tags": list(post.tags), "rating": post.rating, "artist": post.artist, "title": post.title,
-                      "character": post.character, "fetched_at": _now()})
-        summary.kept_new += 1
-        bar.update(1)
-
-    def drain(block_until: int) -> None:
-        while len(inflight) > block_until:
-            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-            for fut in done:
-                settle(fut, inflight.pop(fut))
-
-    pool = ThreadPoolExecutor(max_workers=cfg.http.concurrency, thread_name_prefix="fetch")
+    run = _Run(cfg, store, http, summary, progress)
+    failed = True
     try:
-        for post in extractor.posts():
-            summary.listed += 1
-            while inflight and len(store.kept) + len(inflight) >= limit:
-                drain(len(inflight) - 1)  # enough in flight to reach max_images: wait for one
-            if len(store.kept) >= limit:
-                summary.skipped["max_images"] += 1
-                break
-            if store.key(post.source, post.post_id) in store.done:
-                summary.already_done += 1
-                continue
-            reason = prefilter(post, cfg)
-            if reason is None and http is not None:
-                try:
-                    http.check_url(post.file_url)
-                except FetchRejected as e:
-                    reason = e.reason
-            if reason:
-                summary.skipped[reason] += 1
-                continue
-            inflight[pool.submit(fetch, post, http, store, cfg)] = post
-            drain(2 * cfg.http.concurrency - 1)  # bounded: at most 2x concurrency in flight
-        drain(0)
+        run.go(extractor.posts())
         if summary.listed == 0:
             raise SourceError(f"{cfg.source}: no posts found"
                               + (f" for tags {cfg.tags!r} at {cfg.base_url}" if cfg.source in ("danbooru", "gelbooru") else ""))
+        failed = False
     except SourceError as e:
         summary.stopped = str(e)
-        for fut in inflight:
-            fut.cancel()
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for fut, post in list(inflight.items()):  # finished while shutting down: keep them
-            if fut.done() and not fut.cancelled():
-                try:
-                    settle(fut, post)
-                except SourceError:
-                    pass
-        bar.close()
+        run.close(failed)
         summary.kept_total = len(store.kept)
         summary.requests = http.requests_made if http else 0
         orphans = store.remove_orphans()

@@ -1,5 +1,6 @@
-"""Per-site extractors (gallery-dl style): each declares its endpoint and paging and
-yields `Post`s. Every HTTP call goes through the shared PoliteSession."""
+"""Per-site extractors (gallery-dl style): each declares its URL patterns, page size,
+deep-paging limit and minimum request interval, and yields `Post`s. Every HTTP call goes
+through the shared PoliteSession, configured from scrape.http and the site's declarations."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 from urllib.parse import urljoin, urlsplit
 
 from bs4 import BeautifulSoup
 
-from tasks.errors import SourceError
-from tasks.http import FetchFailed, FetchRejected, PoliteSession
+from tasks.errors import ConfigError, SourceError
+from tasks.http import FetchFailed, FetchRejected, HostUnreachable, HttpSettings, PoliteSession
 from tasks.scrape.config import ScrapeConfig
 
 log = logging.getLogger(__name__)
 
+PRODUCT = "moeflow"
+VERSION = "0.1.0"
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
 
@@ -57,6 +60,13 @@ def _int(value) -> int | None:
         return None
 
 
+def _error_object(data) -> str | None:
+    """The message of an API error object ({"success": false, "message": ...}), or None."""
+    if isinstance(data, dict) and "post" not in data and (data.get("success") is False or "message" in data):
+        return str(data.get("message") or data)
+    return None
+
+
 def _ext(url: str | None) -> str | None:
     if not url:
         return None
@@ -65,44 +75,97 @@ def _ext(url: str | None) -> str | None:
 
 
 class Extractor:
-    """Base class: `name` selects it from params (scrape.source)."""
+    """Base class: `name` selects it from params (scrape.source).
+
+    What a site declares (gallery-dl style); scrape.posts_per_page and scrape.page_limit
+    override the first two, and the minimum interval holds whatever scrape.http.rate_limit says:
+    - `site`: a pattern for the base URLs of the public sites this source knows;
+    - `site_file_hosts`: where those sites serve files from (allowed as well, for them only);
+    - `page_size` / `max_page_size`: posts per listing page, by default and at most;
+    - `max_page` / `max_offset`: the deepest page number, or post offset, the API serves;
+    - `min_interval`: seconds between requests that the site asks for (its own sites only)."""
 
     name: ClassVar[str]
     registry: ClassVar[dict[str, type["Extractor"]]] = {}
+    uses_http: ClassVar[bool] = True
+    site: ClassVar[str | None] = None
+    site_file_hosts: ClassVar[tuple[str, ...]] = ()
+    page_size: ClassVar[int] = 100
+    max_page_size: ClassVar[int | None] = None
+    max_page: ClassVar[int | None] = None
+    max_offset: ClassVar[int | None] = None
+    min_interval: ClassVar[float] = 0.0
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         Extractor.registry[cls.name] = cls
 
-    def __init__(self, cfg: ScrapeConfig, http: PoliteSession | None):
+    def __init__(self, cfg: ScrapeConfig):
         self.cfg = cfg
-        self.http = http
         self.base = cfg.base_url.rstrip("/")
+        self.known_site = bool(self.site and re.match(self.site + r"(?:/|$)", self.base, re.I))
+        self.per_page = cfg.posts_per_page or self.page_size
+        if self.known_site and self.max_page_size and self.per_page > self.max_page_size:
+            raise ConfigError(f"scrape.posts_per_page: {self.name} serves at most {self.max_page_size} posts "
+                              f"per page, got {self.per_page}")
+        self.page_limit = cfg.page_limit or self.default_page_limit()
+        self.http = PoliteSession(self.http_settings(), self.allowed_hosts(), auth=self.auth()) if self.uses_http else None
 
-    uses_http: ClassVar[bool] = True
+    def default_page_limit(self) -> int:
+        limits = [self.max_page or 0, (self.max_offset or 0) // self.per_page]
+        return max(1, min(x for x in limits if x)) if any(limits) else 1_000_000
 
-    @classmethod
-    def allowed_hosts(cls, cfg: ScrapeConfig) -> set[str]:
-        return {urlsplit(cfg.base_url).hostname or "", *cfg.file_hosts}
+    def allowed_hosts(self) -> set[str]:
+        hosts = {urlsplit(self.base).hostname or "", *self.cfg.file_hosts}
+        return hosts | set(self.site_file_hosts) if self.known_site else hosts
+
+    def user_agent(self) -> str:
+        return f"{PRODUCT}/{VERSION} (+mailto:{self.cfg.http.contact})"
+
+    def http_settings(self) -> HttpSettings:
+        h = self.cfg.http
+        interval = 1.0 / h.rate_limit if h.rate_limit > 0 else 0.0
+        if self.known_site and interval < self.min_interval:
+            log.warning("scrape.http.rate_limit %s is faster than %s asks (one request per %gs): using that",
+                        f"{h.rate_limit:g}/s" if h.rate_limit else "0 (none)", urlsplit(self.base).hostname,
+                        self.min_interval)
+            interval = self.min_interval
+        return HttpSettings(
+            user_agent=self.user_agent(), robots_agent=PRODUCT, interval=interval, pool_size=max(4, 2 * h.concurrency),
+            connect_timeout=h.connect_timeout, read_timeout=h.read_timeout, retries=h.retries, backoff=h.backoff,
+            backoff_max=h.backoff_max, retry_after_max=h.retry_after_max,
+            max_consecutive_failures=h.max_consecutive_failures, max_bytes=h.max_bytes,
+            respect_robots=h.respect_robots, key="scrape.http")
+
+    def login(self) -> str | None:
+        return os.environ.get(self.cfg.login_env) or None
 
     def auth(self) -> tuple[str, str] | None:
-        login, key = os.environ.get(self.cfg.login_env), os.environ.get(self.cfg.api_key_env)
+        login, key = self.login(), os.environ.get(self.cfg.api_key_env)
         return (login, key) if login and key else None
 
     def posts(self) -> Iterator[Post]:
         raise NotImplementedError
 
-    def _listing(self, url: str, params: dict):
-        """Fetch one listing page; failures here stop the stage with a clear message."""
+    def _unreachable(self, what: object) -> SourceError:
+        return SourceError(f"{self.name}: {what}. Check scrape.base_url and the network; "
+                           "without internet, use scrape.source: folder")
+
+    def _listing(self, url: str, params: dict, *, refusable: bool = False) -> tuple[Any, str | None]:
+        """Fetch one listing page: (data, None), or with `refusable` (None, the site's words) when
+        the site refuses it. Any other failure stops the stage with a clear message."""
         try:
-            return self.http.get_json(url, params=params)
+            return self.http.get_json(url, params=params), None
+        except HostUnreachable as e:
+            raise self._unreachable(e) from None
         except FetchRejected as e:
             if e.reason == "robots_disallowed":
                 raise SourceError(f"{self.name}: robots.txt disallows {url}") from None
+            if refusable:
+                return None, str(e)
             raise SourceError(f"{self.name}: listing {url} refused ({e})") from None
         except FetchFailed as e:
-            raise SourceError(f"{self.name}: cannot reach {url}: {e}. Check scrape.base_url and the network; "
-                              "without internet, use scrape.source: folder") from None
+            raise self._unreachable(f"cannot reach {url}: {e}") from None
 
 
 class Danbooru(Extractor):
@@ -110,15 +173,27 @@ class Danbooru(Extractor):
 
     name = "danbooru"
     endpoint = "/posts.json"
+    site = r"https?://(?:danbooru|safebooru|testbooru)\.donmai\.us"
+    site_file_hosts = ("*.donmai.us",)
+    page_size = max_page_size = 200  # the API's most per page
+    max_page = 1000  # "You cannot go beyond page 1000" (members); then cursors
+    min_interval = 0.1  # at most 10 requests/s, the site's read limit
+
+    def user_agent(self) -> str:
+        """Danbooru asks scripts to name the account they run for."""
+        login = self.login()
+        if login:
+            return f"{PRODUCT}/{VERSION} (by {login} on Danbooru; +mailto:{self.cfg.http.contact})"
+        return super().user_agent()
 
     def posts(self) -> Iterator[Post]:
         page, cursor, seen = 1, None, set()
-        limit = self.cfg.posts_per_page
+        limit = self.per_page
         while True:
-            page_param = page if page <= self.cfg.page_limit else f"b{cursor}"
-            data = self._listing(self.base + self.endpoint, {"tags": self.cfg.tags, "limit": limit, "page": page_param})
+            page_param = page if page <= self.page_limit else f"b{cursor}"
+            data, _ = self._listing(self.base + self.endpoint, {"tags": self.cfg.tags, "limit": limit, "page": page_param})
             if isinstance(data, dict):  # an error object: {"success": false, "message": ...}
-                raise SourceError(f"danbooru: {data.get('message') or data}")
+                raise SourceError(f"danbooru: {_error_object(data) or data}")
             if not data:
                 return
             for raw in data:
@@ -147,28 +222,46 @@ class Danbooru(Extractor):
 
 
 class Gelbooru(Extractor):
-    """Gelbooru / Safebooru dapi: index.php?page=dapi&s=post&q=index&json=1; pid paging,
-    then an `id:<N` cursor in the tags past page_limit."""
+    """Gelbooru dapi: index.php?page=dapi&s=post&q=index&json=1; pid paging, then an `id:<N`
+    cursor in the tags: at the documented offset limit, or as soon as the site refuses a deep pid
+    (an error, a page that is not JSON, or an empty page while the count says there are more)."""
 
     name = "gelbooru"
     endpoint = "/index.php"
+    site = r"https?://(?:www\.)?gelbooru\.com"
+    site_file_hosts = ("*.gelbooru.com",)
+    page_size = max_page_size = 100
+    max_offset = 20000  # pid * limit beyond this is refused
+    min_interval = 0.5
 
     def posts(self) -> Iterator[Post]:
         pid, cursor, seen = 0, None, set()
-        limit = self.cfg.posts_per_page
+        limit = self.per_page
         creds = self.auth()
+        deep = False  # on the id:< cursor
         while True:
-            tags = self.cfg.tags
-            page = pid
-            if pid >= self.cfg.page_limit:
-                tags, page = f"{tags} id:<{cursor}".strip(), 0
+            if not deep and pid >= self.page_limit and cursor is not None:
+                deep = True
+            tags, page = (f"{self.cfg.tags} id:<{cursor}".strip(), 0) if deep else (self.cfg.tags, pid)
             params = {"page": "dapi", "s": "post", "q": "index", "json": 1, "tags": tags, "pid": page, "limit": limit}
             if creds:
                 params.update({"user_id": creds[0], "api_key": creds[1]})
-            data = self._listing(self.base + self.endpoint, params)
-            items = data.get("post", []) if isinstance(data, dict) else (data or [])
+            data, refused = self._listing(self.base + self.endpoint, params, refusable=not deep and cursor is not None)
+            items = (data.get("post", []) if isinstance(data, dict) else (data or [])) if refused is None else []
             if isinstance(items, dict):  # a single post is not wrapped in a list
                 items = [items]
+            count = _int((data.get("@attributes") or {}).get("count")) if isinstance(data, dict) else None
+            error = _error_object(data)
+            if error and (deep or cursor is None):
+                raise SourceError(f"gelbooru: {error}")
+            if refused is None and error:
+                refused = error
+            if refused is None and not items and not deep and pid > 0 and count and count > pid * limit:
+                refused = f"an empty page at offset {pid * limit} of {count} posts"
+            if refused is not None:
+                log.info("gelbooru: the site refuses pid %d (%s): going on with the id:<%d cursor", pid, refused, cursor)
+                deep = True
+                continue
             if not items:
                 return
             fresh = 0
@@ -257,6 +350,9 @@ class Getchu(Extractor):
 
     name = "getchu"
     endpoint = "/soft.phtml"
+    site = r"https?://(?:www\.)?getchu\.com"
+    site_file_hosts = ("*.getchu.com",)
+    min_interval = 1.0  # a shop, not an API: one page a second
 
     def posts(self) -> Iterator[Post]:
         games = read_game_list(self.cfg.getchu_games)
@@ -269,6 +365,8 @@ class Getchu(Extractor):
             page_url = f"{self.base}{self.endpoint}?id={gid}&gc=gc"
             try:
                 resp = self.http.get_bytes(page_url)
+            except HostUnreachable as e:
+                raise self._unreachable(e) from None
             except FetchRejected as e:
                 log.warning("getchu %s: page skipped (%s)", gid, e)
                 continue
@@ -303,10 +401,6 @@ class Folder(Extractor):
 
     name = "folder"
     uses_http = False
-
-    @classmethod
-    def allowed_hosts(cls, cfg):
-        return set()
 
     def posts(self) -> Iterator[Post]:
         root = Path(self.cfg.folder)

@@ -1,12 +1,18 @@
-"""The content-addressed image store, its append-only journal, and image validation.
+"""The content-addressed image store and its append-only journal.
 
 Layout under `scrape.out.images`:
     ab/abcdef…(sha256).jpg   — every kept image, named by the sha256 of its bytes
-    journal.jsonl            — one JSON line per decision (kept / duplicate / rejected)
+    journal.jsonl            — one JSON line per decision (kept / duplicate / rejected / skipped)
     .tmp/                    — downloads in flight; cleared at every start
 
 A file enters the store by os.replace from .tmp, then its journal line is written, so a
-SIGKILL at any moment leaves no partial file and loses no kept image."""
+SIGKILL at any moment leaves no partial file and loses no kept image.
+
+Journal kinds: `kept` and `duplicate`, and `rejected` with `final` true, are decisions: the
+post is done. `rejected` with `final` false is a transient failure, retried next run.
+`skipped` is a filter's verdict on the listing's metadata (rating, blocklist, size...):
+recorded, so opt-outs are counted over all runs, but checked again every run, so a change of
+scrape.filters takes effect."""
 
 from __future__ import annotations
 
@@ -14,16 +20,12 @@ import json
 import logging
 import os
 import shutil
-import warnings
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
-from PIL import Image, UnidentifiedImageError
 
 from tasks.fileio import with_version, write_parquet
-from tasks.scrape.config import FilterConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,12 @@ MANIFEST_SCHEMA = with_version(pa.schema([
     pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),
 ]), "raw_manifest", MANIFEST_VERSION)
 
-REJECTED_VERSION = 1
+REJECTED_VERSION = 2  # 2: `kind`, and the posts skipped by the filters
 REJECTED_SCHEMA = with_version(pa.schema([
     pa.field("source", pa.string(), nullable=False),
     pa.field("post_id", pa.string(), nullable=False),
     pa.field("url", pa.string()),
+    pa.field("kind", pa.string(), nullable=False),  # skipped (by the listing) | rejected (judged) | failed (transient)
     pa.field("reason", pa.string(), nullable=False),
     pa.field("detail", pa.string()),
     pa.field("final", pa.bool_(), nullable=False),  # false: transient, retried on the next run
@@ -72,44 +75,6 @@ def _row(rec: dict, schema: pa.Schema) -> dict:
     return row
 
 
-class Rejected(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    format: str
-    width: int
-    height: int
-
-
-def validate_image(path: str, filters: FilterConfig) -> ImageInfo:
-    """Decode fully with Pillow; raise Rejected with a reason if the file is not kept."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as im:
-                fmt = im.format or "?"
-                if fmt not in filters.formats:
-                    raise Rejected("format", fmt)
-                w, h = im.size
-                if w * h > filters.max_pixels:
-                    raise Rejected("too_many_pixels", f"{w}x{h}")
-                im.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise Rejected("too_many_pixels", str(e)) from None
-        except UnidentifiedImageError:
-            raise Rejected("not_image", "Pillow cannot identify the file") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            reason = "truncated" if "truncated" in str(e).lower() else "corrupt"
-            raise Rejected(reason, str(e)) from None
-    if w < filters.min_width or h < filters.min_height:
-        raise Rejected("too_small", f"{w}x{h}")
-    return ImageInfo(fmt, w, h)
-
-
 class Store:
     def __init__(self, root: str):
         self.root = Path(root)
@@ -121,6 +86,7 @@ class Store:
         self.kept: dict[str, dict] = {}  # image_id -> kept record
         self.done: dict[str, dict] = {}  # post key -> last final record
         self.failed: dict[str, dict] = {}  # post key -> last transient failure
+        self.skipped: dict[str, dict] = {}  # post key -> last filter verdict (checked again every run)
         self._load()
         self._journal = open(self.journal_path, "a", encoding="utf-8")
 
@@ -144,32 +110,36 @@ class Store:
         for line in data.decode("utf-8").splitlines():
             rec = json.loads(line)
             k = self.key(rec["source"], rec["post_id"])
-            if rec["kind"] == "kept":
-                if not (self.root / rec["path"]).exists():
-                    missing += 1  # deleted by hand: forget it, fetch again
-                    continue
-                self.kept[rec["image_id"]] = rec
-                self.done[k] = rec
-                self.failed.pop(k, None)
-            elif rec["kind"] == "duplicate" or rec.get("final"):
-                self.done[k] = rec
-                self.failed.pop(k, None)
-            else:
-                self.failed[k] = rec
+            if rec["kind"] == "kept" and not (self.root / rec["path"]).exists():
+                missing += 1  # deleted by hand: forget it, fetch again
+                continue
+            self._note(k, rec)
         if missing:
             log.warning("%d kept images are missing from %s and will be fetched again", missing, self.root)
 
-    def append(self, rec: dict) -> None:
-        self._journal.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-        self._journal.flush()
-        k = self.key(rec["source"], rec["post_id"])
-        if rec["kind"] == "kept":
+    def _note(self, k: str, rec: dict) -> None:
+        kind = rec["kind"]
+        if kind == "kept":
             self.kept[rec["image_id"]] = rec
-        if rec["kind"] != "rejected" or rec.get("final"):
+        if kind == "skipped":
+            self.skipped[k] = rec
+            self.failed.pop(k, None)
+            return
+        self.skipped.pop(k, None)
+        if kind == "rejected" and not rec.get("final"):
+            self.failed[k] = rec
+        else:
             self.done[k] = rec
             self.failed.pop(k, None)
-        else:
-            self.failed[k] = rec
+
+    def append(self, rec: dict) -> None:
+        k = self.key(rec["source"], rec["post_id"])
+        last = self.skipped.get(k)
+        if rec["kind"] == "skipped" and last is not None and last["reason"] == rec["reason"]:
+            return  # the same verdict as last run: one line is enough
+        self._journal.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+        self._journal.flush()
+        self._note(k, rec)
 
     def commit(self, tmp_path: str, image_id: str, fmt: str) -> str:
         """Move a validated temp file into place; returns its relative path."""
@@ -201,7 +171,12 @@ class Store:
         return len(rows)
 
     def write_rejected(self, path: str) -> int:
-        rows = [r for r in list(self.done.values()) + list(self.failed.values()) if r["kind"] == "rejected"]
+        """Every post not kept, by its last verdict: skipped, rejected (final) or failed (transient)."""
+        rows = []
+        for rec in [*self.done.values(), *self.failed.values(), *self.skipped.values()]:
+            if rec["kind"] in ("rejected", "skipped"):
+                kind = rec["kind"] if rec.get("final", True) else "failed"
+                rows.append(_row({**rec, "kind": kind, "final": kind != "failed"}, REJECTED_SCHEMA))
         rows.sort(key=lambda r: (r["source"], r["post_id"]))
-        write_parquet(path, [_row(r, REJECTED_SCHEMA) for r in rows], REJECTED_SCHEMA)
+        write_parquet(path, rows, REJECTED_SCHEMA)
         return len(rows)
