@@ -32,6 +32,8 @@ from tasks.ratelimit import Limiter, Stopped
 
 log = logging.getLogger(__name__)
 
+PRODUCT = "moeflow"  # the User-Agent's product token, also looked up in robots.txt groups
+VERSION = "0.1.0"
 ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least the first 500 KiB
 
 

@@ -17,13 +17,11 @@ from urllib.parse import urljoin, urlsplit
 from bs4 import BeautifulSoup
 
 from tasks.errors import ConfigError, SourceError
-from tasks.http import FetchFailed, FetchRejected, HostUnreachable, HttpSettings, PoliteSession
+from tasks.http import PRODUCT, VERSION, FetchFailed, FetchRejected, HostUnreachable, HttpSettings, PoliteSession
 from tasks.scrape.config import ScrapeConfig
 
 log = logging.getLogger(__name__)
 
-PRODUCT = "moeflow"
-VERSION = "0.1.0"
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
 
