@@ -16,8 +16,9 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 # A configuration small enough for CPU: the real illustrations, the real cascade, a tiny GAN.
 TINY = {
-    "scrape": {"source": "folder", "folder": str(SHARED / "data" / "real")},
-    "detect": {"cascade": str(SHARED / "models" / "lbpcascade_animeface.xml"), "workers": 1},
+    "fetch": {"cascade": {"mirrors": [str(SHARED / "models" / "lbpcascade_animeface.xml")]}},
+    "scrape": {"source": "folder", "folder": str(SHARED / "data" / "real"), "filters": {"min_width": 256, "min_height": 256}},
+    "detect": {"workers": 1, "min_face": 80, "box_scale": 1.5},
 }
 
 
@@ -42,7 +43,7 @@ def make_copy(dest: Path, params: dict | None = None) -> Path:
                            check=True).stdout.decode().split("\0")
     for f in filter(None, files):
         src = ROOT / f
-        if not src.is_file() or f.startswith(("data/", "web/node_modules/")) or f == "dvc.lock":
+        if not src.is_file() or f.startswith("web/node_modules/") or f == "dvc.lock":
             continue
         (dest / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest / f)

@@ -163,3 +163,11 @@ def test_stage_order_follows_the_data():
     assert order.index("scrape") < order.index("detect") < order.index("review") < order.index("tag")
     assert order.index("train") < order.index("render") and order.index("train") < order.index("export")
     assert topological_order(DAG) == order
+
+
+@pytest.mark.parametrize("name", list(DAG))
+def test_every_dep_exists_or_is_made_upstream(name):
+    """A dep that is neither on disk (a source file, ../shared) nor an out of an earlier stage fails `dvc repro`."""
+    made = {o for s in DAG.values() for o in (*s.outs, *s.metrics, *s.plots)}
+    missing = [d for d in DAG[name].deps if not (ROOT / d).exists() and not covered(d, made)]
+    assert not missing, f"stage {name}: deps that do not exist: {missing}"

@@ -13,6 +13,8 @@ import os
 import shutil
 import sys
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -26,6 +28,16 @@ TINY_DAG = {
     "render": {"eval_samples": 16, "batch": 16, "grid": 2, "variations": 2},
 }
 AFTER_SCRAPE = ("detect", "review", "tag", "train", "render", "export")
+
+
+def set_param(project, key: tuple[str, ...], value) -> None:
+    path = project / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    node = data
+    for k in key[:-1]:
+        node = node[k]
+    node[key[-1]] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def lock(project) -> dict:
@@ -80,8 +92,7 @@ def test_a_changed_lr_keeps_the_previous_run(two):
     runs = project / "data/train/runs"
     old = {p.name: sorted((q.relative_to(p), q.stat().st_size) for q in p.rglob("*") if q.is_file())
            for p in runs.iterdir()}
-    params = project / "params.yaml"
-    params.write_text(params.read_text().replace("lr: 0.0001 ", "lr: 0.0002 "))
+    set_param(project, ("train", "optim", "lr"), 0.0002)
     out = run(["dvc", "repro", "train"], project, timeout=900).stdout
     assert "Running stage 'train'" in out
     now = {p.name for p in runs.iterdir()}
@@ -92,19 +103,23 @@ def test_a_changed_lr_keeps_the_previous_run(two):
 
 
 def test_dvc_repro_from_a_plain_shell(two):
-    """`.venv/bin/dvc repro` with the system's python first on PATH: the stage finds its environment."""
+    """`.venv/bin/dvc repro` from a shell whose `python` is not the project's: the stage re-runs
+    itself with the project's .venv/bin/python; without one it stops with one line saying what to do."""
     project = two[1]
-    params = project / "params.yaml"
-    params.write_text(params.read_text().replace("grid: 2", "grid: 3"))
     venv_bin = os.path.dirname(sys.executable)
     e = env()
     e["PATH"] = os.pathsep.join(p for p in e["PATH"].split(os.pathsep) if p and os.path.abspath(p) != venv_bin)
-    python = shutil.which("python", path=e["PATH"])
-    if python is None:
+    if shutil.which("python", path=e["PATH"]) is None:
         pytest.skip("no `python` outside the venv on PATH")
-    r = run([os.path.join(venv_bin, "dvc"), "repro", "render"], project, env=e, timeout=900, check=False)
+    dvc = [os.path.join(venv_bin, "dvc"), "repro", "render"]
+    set_param(project, ("render", "grid"), 3)
+    r = run(dvc, project, env=e, timeout=900, check=False)  # this copy has no .venv of its own
+    assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr
+    assert "activate the project's environment" in r.stdout + r.stderr
+    (project / ".venv").symlink_to(Path(venv_bin).parent)  # as `make demo` leaves it
+    r = run(dvc, project, env=e, timeout=900, check=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "Traceback" not in r.stdout + r.stderr
+    assert lock(project)["stages"]["render"]["params"]["params.yaml"]["render"]["grid"] == 3
 
 
 def test_a_stage_flow_honours_params_through_dvc(two):
@@ -115,14 +130,17 @@ def test_a_stage_flow_honours_params_through_dvc(two):
     run(git + ["add", "-A"], project)
     run(git + ["commit", "-qm", "repro"], project)
     other = project / "other.yaml"
-    other.write_text((project / "params.yaml").read_text().replace("grid: 2", "grid: 4"))
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    data["render"]["grid"] = 4
+    other.write_text(yaml.safe_dump(data, sort_keys=False))
     e = env({"PREFECT_HOME": str(project / ".prefect")})
     r = run([sys.executable, "-m", "flows.render", "--params", str(other)], project, env=e, timeout=600, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (project / "params.yaml").read_text() == other.read_text()
     assert lock(project)["stages"]["render"]["params"]["params.yaml"]["render"]["grid"] == 4
     assert (project / "reports/runs/render.md").is_file()  # the summary the flow published
-    other.write_text(other.read_text().replace("grid: 4", "grid: 5"))  # params.yaml is now dirty (uncommitted)
+    data["render"]["grid"] = 5
+    other.write_text(yaml.safe_dump(data, sort_keys=False))  # params.yaml is now dirty (uncommitted)
     r = run([sys.executable, "-m", "flows.render", "--params", str(other)], project, env=e, timeout=600, check=False)
     assert r.returncode == 1 and "uncommitted changes" in r.stderr and "Traceback" not in r.stderr
     assert "grid: 4" in (project / "params.yaml").read_text()

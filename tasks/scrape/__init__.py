@@ -1,0 +1,1 @@
+"""The scrape stage: polite, resumable image collection into a content-addressed store."""
