@@ -163,12 +163,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> None:
-        gens = [self.gen.get_state()]
-        if self.world > 1:
+        gens, digests = [self.gen.get_state()], None
+        if self.world > 1:  # every rank's noise stream, and a check that the ranks' weights still agree
             import torch.distributed as dist
 
-            gens = [None] * self.world
-            dist.all_gather_object(gens, self.gen.get_state())
+            gathered = [None] * self.world
+            dist.all_gather_object(gathered, (self.gen.get_state(), ckpt.params_digest(self.G, self.D, self.G_ema)))
+            gens, digests = [g for g, _ in gathered], [d for _, d in gathered]
+            if len(set(digests)) > 1:
+                raise TrainingError(f"step {self.step}: the {self.world} processes' weights differ (parameter "
+                                    f"digests {', '.join(d[:12] for d in digests)}); checkpoint not written")
         if self.rank == 0:
             tensors = {**ckpt.flat_state("g", self.G), **ckpt.flat_state("d", self.D),
                        **ckpt.flat_state("g_ema", self.G_ema)}
@@ -176,6 +180,7 @@ class Trainer:
                      "rng": {"gen": gens, "cpu": torch.get_rng_state(),
                              "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
                      "lr_scale": self.lr_scale, "nan_recoveries": self.nan_recoveries, "world": self.world,
+                     "params_sha256": digests,
                      "config": to_dict(self.run), "identity": self.rundir.identity, "sampler": self.freqs,
                      "last": self.last, "version": ckpt.package_version()}
             ckpt.save(self.rundir.checkpoints, self.step, tensors, state, self.run.loop.keep_checkpoints)
