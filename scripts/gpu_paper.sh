@@ -8,7 +8,7 @@
 #   bash scripts/gpu_paper.sh data/smoke --cpu-smoke          # the same path on a CPU, ~1 minute
 #
 # Needs torch (CUDA build on a GPU), the project's Python packages and the lbpcascade file
-# (scripts/fetch_cascade.sh: DVC, its public URL, or ../shared). A GPU box without ../shared:
+# (`python -m tasks.fetch`: a verified mirror such as ../shared, or its public URL). A GPU box without ../shared:
 # build the dataset where the faces are (`bash scripts/gpu_paper.sh OUT --prepare-only`, ~43 MB
 # in OUT/faces.parquet) and bring OUT along; the run trains on it when no face image is found.
 set -euo pipefail
@@ -19,5 +19,5 @@ PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-bash scripts/fetch_cascade.sh || echo "gpu_paper: fetch_cascade.sh found no cascade; detect.cascade in the params must name one" >&2
+"$PY" -m tasks.fetch || echo "gpu_paper: python -m tasks.fetch found no cascade; detect.cascade in the params must name one" >&2
 exec "$PY" -m tasks.train.paper_run --out "$OUT" "$@"

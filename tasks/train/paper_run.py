@@ -327,7 +327,7 @@ def paper_run(args: argparse.Namespace) -> dict:
     params = load_params(args.params)
     cascade = Path(params.detect.cascade)
     if params.detect.detector == "lbpcascade" and not cascade.is_file():  # before minutes of training, not after
-        raise DataError(f"detect.cascade {cascade} not found: run `bash scripts/fetch_cascade.sh` (or point "
+        raise DataError(f"detect.cascade {cascade} not found: run `python -m tasks.fetch` (or point "
                         "detect.cascade at a copy) - detectability needs it")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
