@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.config import DEFAULT_PARAMS, load_params
 from tasks.dag import load_dag
 from tasks.errors import MoeflowError
+from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.stage import summary_path
 
 log = logging.getLogger("flows")

@@ -28,9 +28,9 @@ from prefect.input import RunInput
 from flows._stage import (StageFailed, exit_code, publish_markdown, publish_stage, quiet_failures, repro_task,
                           setup_logging, use_params)
 from tasks.card import DEFAULT_OUT, write_card
-from tasks.config import DEFAULT_PARAMS, load_params
 from tasks.dag import load_dag
 from tasks.errors import MoeflowError
+from tasks.params import DEFAULT_PARAMS, load_params
 
 log = logging.getLogger(__name__)
 REVIEW_STAGE = "review"

@@ -1,19 +1,15 @@
 """Configuration of the model, the loss, the optimiser and the training loop (nanoGPT style:
 plain frozen dataclasses, no Prefect, no tasks/). `tasks/train/config.py` builds them from
-params.yaml; a standalone run reads them from a run.json with `from_dict` (strict too)."""
+params.yaml; a standalone run reads them from a run.json; both with models.typed.build (strict)."""
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from models.tags import N_TAGS, ONE_HOT_GROUPS  # noqa: F401 - the tag layout, defined once
-
-
-class ConfigValueError(ValueError):
-    """A bad configuration value; the message names the dotted key."""
+from models.typed import ConfigValueError, device_name
 
 
 @dataclass(frozen=True)
@@ -32,7 +28,7 @@ class ModelConfig:
     # differ, so a generator that draws one face for every input is caught; 0 = off (the paper)
     d_mbstd_group: int = 4
 
-    def check(self, key: str) -> None:
+    def validate(self, key: str) -> None:
         if self.image_size % 8 or self.image_size < 8:
             raise ConfigValueError(f"{key}.image_size: expected a multiple of 8, got {self.image_size}")
         if not self.d_channels:
@@ -59,7 +55,7 @@ class LossConfig:
     gp_perturb: float = 0.5  # x + gp_perturb * U(0,1) * std(x)
     lambda_cls: float = 1.0  # weight of the tag classification terms
 
-    def check(self, key: str) -> None:
+    def validate(self, key: str) -> None:
         for f in dataclasses.fields(self):
             if getattr(self, f.name) < 0:
                 raise ConfigValueError(f"{key}.{f.name}: must be >= 0")
@@ -80,7 +76,7 @@ class OptimConfig:
     nan_lr_factor: float = 0.5  # after a non-finite loss: restore the checkpoint, lr *= this
     max_nan_recoveries: int = 5  # then the run fails
 
-    def check(self, key: str) -> None:
+    def validate(self, key: str) -> None:
         if self.lr <= 0 or self.lr_d <= 0 or not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise ConfigValueError(f"{key}: lr and lr_d must be > 0 and betas in [0, 1)")
         if self.ema_rampup < 0:
@@ -109,14 +105,13 @@ class LoopConfig:
     max_minutes: float = 0.0  # wall-clock budget: stop at the first log window past it (0 = none; not reproducible)
     keep_runs: int = 3  # run directories kept (by last use; another param set or data is another run)
 
-    def check(self, key: str) -> None:
+    def validate(self, key: str) -> None:
         for name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "loader_threads", "keep_runs"):
             if getattr(self, name) < 1:
                 raise ConfigValueError(f"{key}.{name}: must be > 0")
         if self.cache_gb < 0 or self.threads < 0 or self.max_minutes < 0:
             raise ConfigValueError(f"{key}: cache_gb, threads and max_minutes must be >= 0")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigValueError(f"{key}.device: expected auto | cpu | cuda | cuda:N, got {self.device!r}")
+        device_name(self.device, f"{key}.device")
 
 
 @dataclass(frozen=True)
@@ -148,53 +143,3 @@ def apply_preset(run: "RunConfig", name: str) -> "RunConfig":
     changes = {section: dataclasses.replace(getattr(run, section), **values)
                for section, values in PRESETS[name].items()}
     return dataclasses.replace(run, **changes)
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigValueError(f"{key}: expected one of {typing.get_args(tp)}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigValueError(f"{key}: expected a list, got {value!r}")
-        return tuple(_convert(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, bool, str) and type(value) is tp:
-        return value
-    raise ConfigValueError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-
-
-def from_dict(cls: type, data: Any, key: str = "run"):
-    """Build config `cls` from a plain mapping: unknown keys and wrong types are errors."""
-    if not isinstance(data, dict):
-        raise ConfigValueError(f"{key}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigValueError(f"unknown key {', '.join(f'{key}.{k}' for k in unknown)}")
-    obj = cls(**{k: _convert(v, hints[k], f"{key}.{k}") for k, v in data.items()})
-    validate_all(obj, key)
-    return obj
-
-
-def validate_all(obj, key: str = "run") -> None:
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        if dataclasses.is_dataclass(v):
-            validate_all(v, f"{key}.{f.name}")
-    if hasattr(obj, "check"):
-        obj.check(key)
-
-
-def to_dict(obj) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple):
-        return [to_dict(v) for v in obj]
-    return obj

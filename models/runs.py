@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from models.checkpoint import write_json
-from models.config import RunConfig, to_dict
+from models.config import RunConfig
+from models.typed import to_dict
 
 log = logging.getLogger(__name__)
 

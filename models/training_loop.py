@@ -28,11 +28,12 @@ import torch
 from models import checkpoint as ckpt
 from models import loss as L
 from models.conditioning import TagSampler, tag_frequencies
-from models.config import RunConfig, from_dict, to_dict
+from models.config import RunConfig
 from models.data import FaceData
 from models.device import choose_threads, cpu_has_fast_bf16, resolve_device
 from models.dragan import Discriminator, Generator
 from models.runs import PlotsLog, RunDir, describe_change
+from models.typed import build, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +366,7 @@ def train(run: RunConfig) -> dict:
 
 def load_run(path: str | os.PathLike) -> RunConfig:
     with open(path, encoding="utf-8") as f:
-        return from_dict(RunConfig, json.load(f))
+        return build(RunConfig, json.load(f), "run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("steps", "device", "threads"):
             if getattr(args, key) is not None:
                 data.setdefault("loop", {})[key] = getattr(args, key)
-        summary = train(from_dict(RunConfig, data))
+        summary = train(build(RunConfig, data, "run"))
     except (TrainingError, ValueError, OSError) as e:
         log.error("%s", e)
         return 1

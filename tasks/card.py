@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tasks.config import load_params, to_dict
+from models.typed import to_dict
 from tasks.errors import MoeflowError
 from tasks.fileio import atomic_write_text
+from tasks.params import load_params
 from tasks.render.report import metric_lines
 from tasks.tag.summary import card_section as tag_card_section
 

@@ -3,6 +3,8 @@ message on one line and exits non-zero, without a traceback."""
 
 from __future__ import annotations
 
+from models.typed import ConfigValueError
+
 
 class MoeflowError(Exception):
     """Base class for errors a user can act on."""
@@ -10,8 +12,10 @@ class MoeflowError(Exception):
     exit_code = 1
 
 
-class ConfigError(MoeflowError):
-    """params.yaml (or a file it names) is wrong: unknown key, wrong type, bad value."""
+class ConfigError(MoeflowError, ConfigValueError):
+    """params.yaml (or a file it names) is wrong: unknown key, wrong type, bad value. The CLI's
+    kind of models.typed.ConfigValueError, which the config machinery and the models/ configs
+    raise (tasks.config.build turns those into this)."""
 
     exit_code = 2
 

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
-from tasks.config import DEFAULT_PARAMS, load_params
 from tasks.errors import MoeflowError
 from tasks.fileio import atomic_write_text
+from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.reports import RUN_REPORTS, report_path, write_run_report
 
 log = logging.getLogger("tasks.stage")

@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from models.config import ModelConfig, to_dict
+from models.config import ModelConfig
 from models.dragan import Generator
+from models.typed import to_dict
 from tasks.web.config import ExportConfig, ExportOut
 
 TINY = dict(image_size=32, g_channels=8, g_blocks=1, d_channels=(8, 16))

@@ -5,9 +5,10 @@ import textwrap
 
 import pytest
 
-from tasks.config import build, load_params, to_dict
+from models.typed import to_dict
+from tasks.config import build
 from tasks.errors import ConfigError
-from tasks.params import Params
+from tasks.params import Params, load_params
 from tests.conftest import ROOT
 
 
@@ -71,3 +72,51 @@ def test_cli_missing_params_file(tmp_path):
         r = subprocess.run([sys.executable, "-m", module, "--params", str(tmp_path / "nope.yaml")], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "params file not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_config_machinery_is_a_leaf():
+    """models.typed imports nothing of the project; models/ configs load without tasks/ or Prefect;
+    tasks.config (the builder) does not import tasks.params (the sections), so nothing needs a
+    function-level import to dodge a cycle."""
+    import ast
+
+    def project_imports(path):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        return {m for m in names if m and m.split(".")[0] in ("models", "tasks", "flows")}
+
+    assert project_imports(ROOT / "models" / "typed.py") == set()
+    assert project_imports(ROOT / "tasks" / "config.py") == {"models", "tasks.errors"}  # `from models import typed`
+    code = ("import sys, models.config, models.typed; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tasks', 'prefect', 'torch')))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_models_configs_use_the_same_builder(tmp_path):
+    """run.json (the standalone trainer) and params.yaml get the same strict, one-line messages."""
+    from models.config import RunConfig
+    from models.typed import ConfigValueError, build as typed_build
+
+    run = typed_build(RunConfig, {"loop": {"steps": 5, "device": "cpu"}}, "run")
+    assert run.loop.steps == 5 and typed_build(RunConfig, to_dict(run), "run") == run
+    for data, message in [({"loop": {"step": 5}}, "unknown key run.loop.step (known: "),
+                          ({"optim": {"batch": "64"}}, "run.optim.batch: expected an integer, got '64'"),
+                          ({"model": {"image_size": 30}}, "run.model.image_size: expected a multiple of 8"),
+                          ({"loop": {"device": "cuda:x"}}, "run.loop.device: expected auto | cpu | cuda | cuda:N")]:
+        with pytest.raises(ConfigValueError) as e:
+            typed_build(RunConfig, data, "run")
+        assert message in str(e.value) and "\n" not in str(e.value)
+    f = tmp_path / "run.json"
+    f.write_text('{"loop": {"steps": "many"}}')
+    r = subprocess.run([sys.executable, "-m", "models.training_loop", "--config", str(f)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith(": run.loop.steps: expected an integer, got 'many'")
+
+
+def test_a_models_validator_is_a_config_error_at_the_cli():
+    """A check in models/ (ModelConfig.validate) reached through params.yaml is tasks' ConfigError."""
+    with pytest.raises(ConfigError, match=r"^train\.model\.z_dim: must be > 0$"):
+        build(Params, {"train": {"model": {"z_dim": 0}}})

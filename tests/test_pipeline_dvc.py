@@ -10,9 +10,9 @@ from dataclasses import replace
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import load_params
 from tasks.detect.config import DetectOut
 from tasks.detect.run import detect
+from tasks.params import load_params
 from tests.detect_helpers import tree
 from tests.project import env, make_copy, run
 

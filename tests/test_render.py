@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.config import to_dict
+from models.typed import to_dict
 from tasks.config import build
 from tasks.detect.dataset import read_faces
 from tasks.params import Params

@@ -350,7 +350,7 @@ def test_config_validation():
 
 
 def test_params_yaml_review_section():
-    from tasks.config import load_params
+    from tasks.params import load_params
 
     cfg = load_params(ROOT / "params.yaml").review
     assert cfg == ReviewConfig()  # params.yaml spells out the defaults

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from tasks.card import build_card
-from tasks.config import load_params
 from tasks.fileio import atomic_write_text
+from tasks.params import load_params
 from tasks.scrape.run import scrape
 from tests.fakebooru import REAL, FakeBooru
 from tests.scrape_helpers import scrape_cfg

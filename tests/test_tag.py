@@ -18,7 +18,8 @@ import torch
 
 from models.caffemodel import encode_net
 from models.convert import convert
-from tasks.config import build, read_yaml, to_dict
+from models.typed import to_dict
+from tasks.config import build, read_yaml
 from tasks.errors import ConfigError, DataError
 from tasks.params import Params
 from tasks.tag.colors import ColorNamer, ciede2000, srgb_to_lab

@@ -20,9 +20,10 @@ from safetensors.torch import load_file
 
 from models import loss as L
 from models.conditioning import TagSampler, tag_frequencies
-from models.config import LossConfig, ModelConfig, OptimConfig, to_dict
+from models.config import LossConfig, ModelConfig, OptimConfig
 from models.dragan import Discriminator, Generator
 from models.training_loop import GENERATOR, PLOTS, train
+from models.typed import to_dict
 from tasks.config import build
 from tasks.detect.dataset import read_faces
 from tasks.errors import ConfigError

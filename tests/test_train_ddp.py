@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file
 
 from models.checkpoint import params_digest, split_state
-from models.config import to_dict
 from models.data import FaceData
 from models.dragan import Discriminator, Generator
+from models.typed import to_dict
 from tasks.detect.dataset import read_faces
 from tasks.train.dataset import export_training_data
 from tests.conftest import ROOT

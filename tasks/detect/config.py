@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from tasks.config import positive
+from models.typed import positive
 from tasks.errors import ConfigError
 
 MAX_DEDUP_HAMMING = 12  # the multi-index hash search stays fast up to here (64-bit pHash)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from models.typed import http_url
 from tasks.errors import ConfigError
 
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
@@ -21,8 +22,7 @@ class ExternalFile:
     def validate(self, key: str) -> None:
         if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             raise ConfigError(f"{key}.sha256: expected 64 lowercase hex digits, got {self.sha256!r}")
-        if not self.url.startswith(("https://", "http://")):  # the sha256 pins the content either way
-            raise ConfigError(f"{key}.url: expected an http(s) URL, got {self.url!r}")
+        http_url(self.url, f"{key}.url")  # http or https: the sha256 pins the content either way
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tasks.config import positive
+from models.typed import device_name, positive
 from tasks.errors import ConfigError
 
 
@@ -37,5 +37,4 @@ class RenderConfig:
         positive(self.eval_samples, f"{key}.eval_samples", allow_zero=True)
         if self.interpolation_steps < 2:
             raise ConfigError(f"{key}.interpolation_steps: must be >= 2, got {self.interpolation_steps}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"{key}.device: expected auto | cpu | cuda | cuda:N, got {self.device!r}")
+        device_name(self.device, f"{key}.device")

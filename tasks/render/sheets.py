@@ -14,8 +14,9 @@ from PIL import Image
 from safetensors import safe_open
 
 from models.conditioning import TagSampler
-from models.config import ModelConfig, from_dict
+from models.config import ModelConfig
 from models.dragan import Generator
+from models.typed import build
 from tasks.errors import DataError
 from tasks.fileio import atomic_open
 from tasks.tag.schema import HAIR_COLOR_SLICE, MGM_TAGS
@@ -33,7 +34,7 @@ def load_generator(path: str | os.PathLike, device="cpu") -> tuple[Generator, Ta
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if "model" not in meta:
         raise DataError(f"{path}: no model metadata (not written by models.training_loop)")
-    cfg = from_dict(ModelConfig, json.loads(meta["model"]), "model")
+    cfg = build(ModelConfig, json.loads(meta["model"]), "model")
     G = Generator(cfg).to(device)
     G.load_state_dict({k.removeprefix("g_ema."): v for k, v in tensors.items()})
     G.eval().requires_grad_(False)

@@ -8,8 +8,8 @@ import argparse
 import logging
 import sys
 
-from tasks.config import DEFAULT_PARAMS, load_params
 from tasks.errors import MoeflowError
+from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.review.merge import merge
 from tasks.review.run import inputs_from
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from tasks.config import positive
+from models.typed import http_url, positive
 from tasks.errors import ConfigError
 
 RATINGS = ("general", "sensitive", "questionable", "explicit")
@@ -93,8 +93,7 @@ class ScrapeConfig:
     out: ScrapeOut = field(default_factory=ScrapeOut)
 
     def validate(self, key: str) -> None:
-        if not re.match(r"^https?://[^/\s]+", self.base_url):
-            raise ConfigError(f"{key}.base_url: expected an http(s) URL, got {self.base_url!r}")
+        http_url(self.base_url, f"{key}.base_url")
         for name in ("posts_per_page", "page_limit", "validate_workers"):
             if getattr(self, name) is not None:
                 positive(getattr(self, name), f"{key}.{name}")

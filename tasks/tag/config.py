@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tasks.config import positive
+from models.typed import positive
 from tasks.errors import ConfigError
 from tasks.tag.schema import EYE_COLORS, HAIR_COLORS, MGM_TAGS
 

@@ -26,7 +26,8 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from tasks.config import build, to_dict
+from models.typed import to_dict
+from tasks.config import build
 from tasks.errors import DataError
 from tasks.fileio import sha256_file
 from tasks.tag.backends import BACKENDS, TagBatch

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from tasks.config import to_dict
+from models.typed import to_dict
 from tasks.fileio import atomic_open, atomic_write_json, sha256_file
 from tasks.reports import write_run_report
 from tasks.tag.backends import BACKENDS, TagBatch

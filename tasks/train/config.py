@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import Literal
 
-from models.config import (ConfigValueError, LoopConfig, LossConfig, ModelConfig, OptimConfig, RunConfig,
-                           apply_preset, validate_all)
+from models.config import LoopConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, apply_preset
 from tasks.errors import ConfigError
 
 
@@ -33,11 +31,7 @@ class TrainConfig:
     out: TrainOut = field(default_factory=TrainOut)
 
     def validate(self, key: str) -> None:
-        try:
-            for name in ("model", "loss", "optim", "loop"):
-                validate_all(getattr(self, name), f"{key}.{name}" if key else name)
-        except ConfigValueError as e:
-            raise ConfigError(str(e)) from None
+        # model, loss, optim and loop validate themselves (models.typed.build checks every section)
         if not 0 <= self.holdout < 1:
             raise ConfigError(f"{key}.holdout: expected a share in [0, 1), got {self.holdout!r}")
         if (Path(self.out.dir) / "runs").resolve() in Path(self.out.data).resolve().parents:

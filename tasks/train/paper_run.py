@@ -45,14 +45,15 @@ import torch
 from PIL import Image
 
 from models import loss as L
-from models.config import ConfigValueError, LoopConfig, LossConfig, ModelConfig, validate_all
+from models.config import LoopConfig, LossConfig, ModelConfig
 from models.data import EXPORT_TABLE, FINGERPRINT_KEY, HOLDOUT, decode
 from models.device import cores
 from models.dragan import Discriminator, Generator
 from models.training_loop import GENERATOR, Trainer, TrainingError
-from tasks.config import DEFAULT_PARAMS, load_params, to_dict
+from models.typed import ConfigValueError, to_dict, validate_all
 from tasks.errors import ConfigError, DataError, MoeflowError
 from tasks.fileio import atomic_write_json, read_parquet
+from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.render import quality as Q
 from tasks.render.config import RenderOut
 from tasks.render.metrics import load_tagger
@@ -315,7 +316,7 @@ def run_config(params, args, data: Path, out: Path):
                               out=TrainOut(data=str(data), dir=str(out / "train")))
     run = cfg.run_config()
     try:
-        validate_all(run)
+        validate_all(run, "run")
     except ConfigValueError as e:
         raise ConfigError(str(e)) from None
     return cfg, run

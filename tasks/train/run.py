@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.config import to_dict
 from models.training_loop import SUMMARY, TrainingError, train
+from models.typed import to_dict
 from tasks.errors import MoeflowError
 from tasks.fileio import atomic_write_json
 from tasks.reports import write_run_report

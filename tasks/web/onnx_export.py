@@ -33,8 +33,9 @@ def load_generator(path: str | Path):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from models.config import ConfigValueError, ModelConfig, from_dict
+    from models.config import ModelConfig
     from models.dragan import Generator
+    from models.typed import build
 
     path = Path(path)
     if not path.is_file():
@@ -48,8 +49,8 @@ def load_generator(path: str | Path):
     if "model" not in meta:
         raise DataError(f"{path}: no model config in its metadata (not written by models/training_loop.py)")
     try:
-        cfg = from_dict(ModelConfig, json.loads(meta["model"]), "model")
-    except (ValueError, ConfigValueError) as e:
+        cfg = build(ModelConfig, json.loads(meta["model"]), "model")
+    except ValueError as e:  # bad JSON, or models.typed.ConfigValueError
         raise DataError(f"{path}: bad model config in its metadata: {e}") from None
     prefix = EMA_PREFIX + "."
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)} or tensors
