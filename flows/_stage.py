@@ -13,7 +13,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from tasks.dag import load_dag
 from tasks.errors import MoeflowError
+from tasks.fileio import atomic_copy
 from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.stage import summary_path
 
@@ -52,9 +52,7 @@ def use_params(params_path: str | os.PathLike, root: Path) -> None:
     if dirty:
         raise StageFailed(f"--params {params_path}: {dest} has uncommitted changes that this would overwrite; "
                           "commit or stash them, or edit params.yaml itself")
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    atomic_copy(src, dest)
     log.info("params: %s is now %s (DVC tracks params.yaml; `git checkout params.yaml` restores it)", params_path, dest)
 
 

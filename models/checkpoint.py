@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_save
 
+from models.fileio import atomic_write_bytes, atomic_write_json
+
 log = logging.getLogger(__name__)
 LATEST = "latest.json"
 
@@ -26,16 +28,6 @@ def package_version() -> str:
         return metadata.version("moeflow")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def flat_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -70,12 +62,7 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, str]) ->
 
 
 def save_weights(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(safetensors_bytes(tensors, meta))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, safetensors_bytes(tensors, meta))
 
 
 def save(root: str | os.PathLike, step: int, tensors: dict[str, torch.Tensor], state: dict, keep: int) -> Path:
@@ -93,7 +80,7 @@ def save(root: str | os.PathLike, step: int, tensors: dict[str, torch.Tensor], s
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    write_json(root / LATEST, {"step": step, "dir": final.name})
+    atomic_write_json(root / LATEST, {"step": step, "dir": final.name})
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)

@@ -14,42 +14,20 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from models.caffemodel import read_caffemodel
+from models.fileio import atomic_path, atomic_write_text, sha256_file
 from models.illust2vec import FEATURE_OUTPUT, MEAN_BGR, TAG_OUTPUT, Illust2Vec, layer_specs, specs_json, state_dict_from
 
 log = logging.getLogger(__name__)
 FORMAT = "moeflow-caffe-net/1"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_replace(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_tag_list(path: str | Path) -> list[str]:
@@ -82,16 +60,17 @@ def convert(caffemodel: str | Path, out: str | Path, kind: str = "tag", output: 
         last = [s for s in model.net.specs if s["type"] in ("Convolution", "InnerProduct")][-1]
         n_out = last["params"]["num_output"]
     meta = {"format": FORMAT, "kind": kind, "output": output, "layers": specs_json(model.net.specs),
-            "mean_bgr": json.dumps(list(MEAN_BGR)), "source": caffemodel.name, "source_sha256": _sha256(caffemodel)}
+            "mean_bgr": json.dumps(list(MEAN_BGR)), "source": caffemodel.name, "source_sha256": sha256_file(caffemodel)}
     if tags is not None:
         names = read_tag_list(tags)
         if n_out is not None and len(names) != n_out:
             raise ValueError(f"{tags}: {len(names)} tag names, but {output} has {n_out} outputs")
         dest = Path(tag_list_out) if tag_list_out else out.parent / "tag_list.json"
-        _atomic_replace(dest, lambda tmp: Path(tmp).write_text(json.dumps(names, ensure_ascii=False), encoding="utf-8"))
+        atomic_write_text(dest, json.dumps(names, ensure_ascii=False))
         meta["num_tags"] = str(len(names))
     tensors = {k: v.contiguous() for k, v in state.items()}
-    _atomic_replace(out, lambda tmp: save_file(tensors, tmp, metadata={f"moeflow.{k}": v for k, v in meta.items()}))
+    with atomic_path(out) as tmp:
+        save_file(tensors, tmp, metadata={f"moeflow.{k}": v for k, v in meta.items()})
     log.info("converted %s (%s, %d layers) -> %s", caffemodel, kind, len(model.net.specs), out)
     return meta
 

@@ -25,8 +25,8 @@ import shutil
 import time
 from pathlib import Path
 
-from models.checkpoint import write_json
 from models.config import RunConfig
+from models.fileio import atomic_copy, atomic_write_json
 from models.typed import to_dict
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class RunDir:
     def open(self, run: RunConfig) -> None:
         """Create (or touch) the directory and record the config; newer sessions overwrite run.json."""
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.path / "run.json", {"id": self.id, "identity": self.identity, "config": to_dict(run)})
+        atomic_write_json(self.path / "run.json", {"id": self.id, "identity": self.identity, "config": to_dict(run)})
         now = time.time()
         os.utime(self.path / "run.json", (now, now))
 
@@ -123,6 +123,4 @@ class PlotsLog:
 
     def copy_to(self, dest: Path) -> None:
         """The run's plots as the stage's plots file (written atomically)."""
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        shutil.copyfile(self.path, tmp)
-        os.replace(tmp, dest)
+        atomic_copy(self.path, dest)

@@ -32,6 +32,7 @@ from models.config import RunConfig
 from models.data import FaceData
 from models.device import choose_threads, cpu_has_fast_bf16, resolve_device
 from models.dragan import Discriminator, Generator
+from models.fileio import atomic_write_json
 from models.runs import PlotsLog, RunDir, describe_change
 from models.typed import build, to_dict
 
@@ -344,7 +345,7 @@ class Trainer:
         if self.rank == 0:
             self.export_generator()
             self.plots.copy_to(self.out / PLOTS)
-            ckpt.write_json(self.out / SUMMARY, summary)
+            atomic_write_json(self.out / SUMMARY, summary)
         self.data.close()
         return {**summary, **report}
 

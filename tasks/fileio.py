@@ -1,88 +1,24 @@
-"""Atomic file writes, content hashing and Parquet with explicit schemas."""
+"""Atomic file writes, content hashing and Parquet with explicit schemas.
+
+The atomic writes and hashes are models.fileio's (the one implementation, stdlib only, which
+models/ uses too); they are re-exported here so that tasks/ code imports all its file I/O from
+one place."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import secrets
-import stat
 from pathlib import Path
-from typing import IO, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.fileio import (atomic_copy, atomic_open, atomic_path, atomic_write_bytes,  # noqa: F401 - re-exported
+                           atomic_write_json, atomic_write_text, create_temp, create_temp_dir, sha256_bytes,
+                           sha256_file)
 from tasks.errors import DataError
 
 SCHEMA_VERSION_KEY = b"moeflow.schema_version"
 TABLE_KEY = b"moeflow.table"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def create_temp(directory: str | os.PathLike, prefix: str = "", suffix: str = ".tmp") -> tuple[int, str]:
-    """A new, uniquely named file in `directory`, opened for writing: (fd, path).
-
-    Unlike tempfile.mkstemp (always 0600) it gets the mode a plain open() would give a new
-    file: 0666 less the umask, so artifacts stay readable by whoever could read a normal write."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        path = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
-        try:
-            return os.open(path, flags, 0o666), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {directory}")
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
-    """Write to a temp file beside `path`, then os.replace it in one step.
-
-    The result has the mode a plain write would leave: an existing file keeps its own, a new
-    one gets 0666 less the umask. On any exception the temp file is removed and `path` is
-    left untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp(path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            with contextlib.suppress(FileNotFoundError):
-                os.fchmod(f.fileno(), stat.S_IMODE(os.stat(path).st_mode))  # an overwrite keeps its mode
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_open(path, "wb") as f:
-        f.write(data)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def with_version(schema: pa.Schema, table_name: str, version: int, extra: dict[str, str] | None = None) -> pa.Schema:

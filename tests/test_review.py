@@ -336,6 +336,18 @@ def test_faces_without_crop_and_empty_queue(tmp_path):
     assert "Nothing to review" in Path(cfg.out.html).read_text()
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o755), (0o027, 0o750)], ids=["022", "027"])
+def test_thumbnail_pages_get_the_mode_a_plain_mkdir_would_have(tmp_path, umask, mode):
+    build_faces_tiny(tmp_path, 3)
+    cfg = review_config(tmp_path)
+    old = os.umask(umask)
+    try:
+        stats = run_review(cfg, replace(inputs(tmp_path), manifest=None))
+    finally:
+        os.umask(old)
+    assert oct(os.stat(Path(cfg.out.thumbs) / stats.version).st_mode & 0o777) == oct(mode)
+
+
 def build_faces_tiny(root: Path, n: int) -> list[dict]:
     return build_faces(root, [(f"img{i}", tiny_png(i)) for i in range(n)])
 

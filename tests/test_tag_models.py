@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -144,3 +146,29 @@ def test_legacy_blob_dims_and_transpose(tmp_path):
         m.load_state_dict(state_dict_from(back, m))
         x = rng.normal(size=(2, 6)).astype(np.float32)
         np.testing.assert_allclose(m(torch.from_numpy(x)).detach().numpy(), x @ w.T + b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)], ids=["022", "027"])
+def test_models_writes_get_the_mode_a_plain_write_would_have(tmp_path, umask, mode):
+    """convert, the checkpoint writers and the run's files use models.fileio (the one atomic
+    write): 0666 less the umask, not mkstemp's 0600; an overwrite keeps the file's own mode."""
+    from models import checkpoint as ckpt
+    from models.fileio import atomic_copy
+
+    model, tags = _write(tmp_path, synthetic_net(seed=3, feature=True))
+    old = os.umask(umask)
+    try:
+        out = tmp_path / "conv" / "i2v_tag.safetensors"
+        convert(model, out, "tag", tags=tags)
+        w = tmp_path / "g.safetensors"
+        ckpt.save_weights(w, {"x": torch.zeros(2)}, {"k": "v"})
+        step = ckpt.save(tmp_path / "ckpt", 1, {"x": torch.zeros(2)}, {"step": 1}, keep=2)
+        atomic_copy(w, tmp_path / "copy.safetensors")
+        files = [out, out.parent / "tag_list.json", w, tmp_path / "ckpt" / ckpt.LATEST, tmp_path / "copy.safetensors"]
+        assert {p.name: oct(stat.S_IMODE(os.stat(p).st_mode)) for p in files} == {p.name: oct(mode) for p in files}
+        assert step.is_dir() and not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temp file left
+        os.chmod(w, 0o600)
+        ckpt.save_weights(w, {"x": torch.ones(2)}, {"k": "v"})
+        assert stat.S_IMODE(os.stat(w).st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.errors import SourceError
 from tasks.fetch.config import ExternalFile, FetchConfig, FetchHttp
-from tasks.fileio import create_temp, sha256_file
+from tasks.fileio import atomic_copy, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +29,6 @@ class FetchSummary:
 
 def _verified(path: Path, sha256: str) -> bool:
     return path.is_file() and sha256_file(path) == sha256
-
-
-def _place(src: Path, dest: Path) -> None:
-    """Copy src to dest atomically (a real file: DVC caches it; an old symlink is replaced)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp(str(dest.parent), suffix=".part")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _download(f: ExternalFile, http: FetchHttp, dest: Path) -> None:
@@ -73,7 +59,7 @@ def fetch_file(f: ExternalFile, http: FetchHttp) -> str:
         return "present, sha256 verified"
     for m in f.mirrors:
         if _verified(Path(m), f.sha256):
-            _place(Path(m), dest)
+            atomic_copy(m, dest)  # a real file: DVC caches it; an old symlink is replaced
             return f"copied from the mirror {m}, sha256 verified"
         if Path(m).exists():
             log.warning("fetch: the mirror %s does not match sha256 %s: skipped", m, f.sha256)

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import pyarrow as pa
 
 from tasks.detect.dataset import CropReader
 from tasks.errors import DataError
-from tasks.fileio import atomic_write_bytes, atomic_write_text, read_parquet
+from tasks.fileio import atomic_write_bytes, atomic_write_text, create_temp_dir, read_parquet
 from tasks.review.config import ReviewConfig
 from tasks.review.csvio import QUEUE_COLUMNS, Decision, render_csv
 from tasks.review.html import PAGE_STEM, render_html, render_index_js, render_page_js
@@ -140,7 +139,7 @@ def _write_version(root: Path, rows: list[dict], thumbs: dict[str, bytes], cfg: 
     page's faces ([face_id, detector, score, url])."""
     size, cols, per = cfg.thumb_size, cfg.columns, cfg.page_size
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".new-", suffix=".tmp", dir=root))
+    tmp = Path(create_temp_dir(root, prefix=".new-"))
     try:
         digest = hashlib.sha256(json.dumps({"size": size, "columns": cols, "page_size": per}).encode())
         pages = []
@@ -158,7 +157,6 @@ def _write_version(root: Path, rows: list[dict], thumbs: dict[str, bytes], cfg: 
             stem = PAGE_STEM.format(n)
             (tmp / f"{stem}.js").write_text(render_page_js(n, f"{stem}.jpg", cols, version, faces), encoding="utf-8")
         (tmp / "index.js").write_text(render_index_js(version, [r["face_id"] for r in rows]), encoding="utf-8")
-        os.chmod(tmp, 0o755)
         final = root / version
         if final.is_dir():  # this very queue is there already (same name, same content)
             shutil.rmtree(tmp)

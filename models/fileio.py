@@ -1,0 +1,130 @@
+"""Atomic file writes and content hashes: the one implementation, for models/ and tasks/.
+
+It lives here, stdlib only and importing nothing of the project, because models/ must not
+import tasks/ (models/ stays usable without Prefect and without the pipeline); tasks.fileio
+re-exports it next to its Parquet helpers, so tasks/ code has one import path too.
+
+Every write goes to a temp file beside the target, is fsynced and then os.replace'd onto it in
+one step; on any exception the temp file is removed and the target left untouched. The result
+has the mode a plain write would leave: an existing file keeps its own, a new one gets 0666
+less the umask (tempfile.mkstemp would make it 0600, readable by the owner only)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+from typing import IO, Iterator
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def create_temp(directory: str | os.PathLike, prefix: str = "", suffix: str = ".tmp") -> tuple[int, str]:
+    """A new, uniquely named file in `directory`, opened for writing: (fd, path).
+
+    Unlike tempfile.mkstemp (always 0600) it gets the mode a plain open() would give a new
+    file: 0666 less the umask, so artifacts stay readable by whoever could read a normal write."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {directory}")
+
+
+def create_temp_dir(directory: str | os.PathLike, prefix: str = "", suffix: str = ".tmp") -> str:
+    """A new, uniquely named directory in `directory`, with the mode mkdir gives (0777 less the
+    umask; tempfile.mkdtemp's is 0700), to fill and then rename into place."""
+    for _ in range(100):
+        path = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {directory}")
+
+
+def _keep_mode(fd: int, path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))  # an overwrite keeps its mode
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
+    """open(path, mode) that replaces `path` in one step when the block ends without an error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = create_temp(path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            _keep_mode(f.fileno(), path)
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temp file's path for writers that want a file name (safetensors' save_file,
+    shutil.copyfile); it replaces `path` in one step when the block ends without an error.
+    The writer may recreate the file (save_file makes it 0600): its mode is set again after."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = create_temp(path.parent, prefix=f".{path.name}.")
+    try:
+        _keep_mode(fd, path)
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        os.close(fd)
+        yield tmp
+        os.chmod(tmp, mode)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    """Indented, sorted JSON with a final newline (deterministic bytes for the same object)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy src's bytes to dest atomically (a real file: an old symlink at dest is replaced)."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
