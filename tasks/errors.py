@@ -30,3 +30,18 @@ class DataError(MoeflowError):
 
 class ReviewError(MoeflowError):
     """The reviewer's CSV cannot be accepted (bad column, value, conflict)."""
+
+
+class Rejected(Exception):
+    """One item (a URL, a download, an input image) is set aside: not a user's mistake but a
+    verdict that a stage records. `reason` is a stable code (records, counts), `detail` says why
+    for a person. Whether a later run tries the item again is the stage's rule, by reason
+    (scrape: tasks.scrape.validate.CUT_SHORT on an unframed body; detect:
+    tasks.detect.work.TRANSIENT_REASONS). A transient network failure is tasks.http.FetchFailed."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason, detail)  # both in args: it pickles across processes
+        self.reason, self.detail = reason, detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason

@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from protego import Protego
 
-from tasks.errors import SourceError
+from tasks.errors import Rejected, SourceError
 from tasks.fileio import create_temp
 from tasks.ratelimit import Limiter, Stopped
 
@@ -55,14 +55,6 @@ class HttpSettings:
     max_bytes: int = 50_000_000
     respect_robots: bool = True
     key: str = "http"  # the config key these came from, for messages
-
-
-class FetchRejected(Exception):
-    """A URL that will not be fetched or kept, for a stable reason (no retry helps)."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail = reason, detail
 
 
 class FetchFailed(Exception):
@@ -185,9 +177,9 @@ class PoliteSession:
     def check_url(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
-            raise FetchRejected("bad_scheme", url)
+            raise Rejected("bad_scheme", url)
         if not host_allowed(parts.hostname or "", self.allowed_hosts):
-            raise FetchRejected("foreign_host", url)
+            raise Rejected("foreign_host", url)
 
     def _robots_for(self, url: str) -> Robots:
         parts = urlsplit(url)
@@ -200,7 +192,7 @@ class PoliteSession:
             except FetchFailed as e:  # RFC 9309: unreachable robots.txt = complete disallow, so stop
                 raise HostUnreachable(f"cannot reach {origin}/: {e} (an unreachable robots.txt "
                                       "disallows everything, RFC 9309)") from None
-            except FetchRejected as e:
+            except Rejected as e:
                 log.warning("robots.txt at %s refused (%s): treating every path as disallowed", origin, e)
                 robots = Robots(allow_all=False)
             else:
@@ -239,7 +231,7 @@ class PoliteSession:
         """Send with retries, backoff, host pauses on 429/503, and hand-checked redirects."""
         self.check_url(url)
         if check_robots and not self.allowed_by_robots(url):
-            raise FetchRejected("robots_disallowed", url)
+            raise Rejected("robots_disallowed", url)
         attempt = redirects = 0
         while True:
             host = host_of(url)
@@ -264,13 +256,13 @@ class PoliteSession:
                         self.limiter.answered(host)
                         redirects += 1
                         if redirects > 5:
-                            raise FetchRejected("too_many_redirects", url)
+                            raise Rejected("too_many_redirects", url)
                         try:
                             self.check_url(target)
-                        except FetchRejected as e:
-                            raise FetchRejected("redirect_refused", f"{url} -> {target} ({e.reason})") from None
+                        except Rejected as e:
+                            raise Rejected("redirect_refused", f"{url} -> {target} ({e.reason})") from None
                         if check_robots and not self.allowed_by_robots(target):
-                            raise FetchRejected("robots_disallowed", target)
+                            raise Rejected("robots_disallowed", target)
                         url, params = target, None
                         continue
                     if status == 429 or (status == 503 and retry_after is not None):
@@ -306,22 +298,22 @@ class PoliteSession:
             attempt += 1
 
     def get_json(self, url: str, params: dict | None = None) -> Any:
-        """A JSON answer; an error status or a body that is not JSON is a FetchRejected with the server's words."""
+        """A JSON answer; an error status or a body that is not JSON is a Rejected with the server's words."""
         resp = self._send("GET", url, stream=False, params=params)
         if resp.status_code >= 400:
-            raise FetchRejected(f"http_{resp.status_code}", f"{resp.url}: {_error_message(resp)}")
+            raise Rejected(f"http_{resp.status_code}", f"{resp.url}: {_error_message(resp)}")
         try:
             data = resp.json()
         except ValueError:
             kind = "an HTML page" if is_html(resp.headers.get("Content-Type", ""), resp.content[:512]) else "no JSON"
-            raise FetchRejected("not_json", f"{resp.url} answered {kind}: {_error_message(resp)[:120]}") from None
+            raise Rejected("not_json", f"{resp.url} answered {kind}: {_error_message(resp)[:120]}") from None
         self.record(url, True)
         return data
 
     def get_bytes(self, url: str, params: dict | None = None) -> requests.Response:
         resp = self._send("GET", url, stream=False, params=params)
         if resp.status_code >= 400:
-            raise FetchRejected(f"http_{resp.status_code}", resp.url)
+            raise Rejected(f"http_{resp.status_code}", resp.url)
         self.record(url, True)
         return resp
 
@@ -340,14 +332,14 @@ class PoliteSession:
                     raise FetchFailed(reason, f"HTTP {status} on {url}{note}")
                 if status >= 400:
                     self.record(url, True)
-                    raise FetchRejected(f"http_{status}", url)
+                    raise Rejected(f"http_{status}", url)
                 if opted_out(resp.headers):
                     self.record(url, True)
-                    raise FetchRejected("noai", url)
+                    raise Rejected("noai", url)
                 length = resp.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > self.s.max_bytes:
                     self.record(url, True)
-                    raise FetchRejected("too_large", f"{url} ({length} bytes)")
+                    raise Rejected("too_large", f"{url} ({length} bytes)")
                 framed = length is not None or "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
                 dl = self._stream(resp, url, ctype, tmp_dir, framed)
                 if dl is None:
@@ -379,7 +371,7 @@ class PoliteSession:
                         return None
                     size += len(chunk)
                     if size > self.s.max_bytes:
-                        raise FetchRejected("too_large", f"{url} (> {self.s.max_bytes} bytes)")
+                        raise Rejected("too_large", f"{url} (> {self.s.max_bytes} bytes)")
                     h.update(chunk)
                     f.write(chunk)
         except BaseException:

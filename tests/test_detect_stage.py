@@ -12,8 +12,8 @@ from PIL import Image
 
 from tasks.detect.dataset import CropReader, iter_kept_faces, read_faces
 from tasks.detect.run import detect
-from tasks.detect.work import BadImage, load_image
-from tasks.errors import ConfigError
+from tasks.detect.work import load_image
+from tasks.errors import ConfigError, Rejected
 from tests.detect_helpers import REAL, config, sha, write_manifest
 
 SUBSET = ["afdr_detect_07.jpg", "s2p_13.png", "s2p_16.png", "renpy_sylvie_green_normal.png", "afdr_detect_01.jpg"]
@@ -157,7 +157,7 @@ def test_bad_inputs_recorded_not_fatal(tmp_path):
     assert reasons[sha(CLOSE_UP)] is None
     assert summary.bad == {"unreadable": 1, "truncated": 1, "too_large": 1}
     assert sha(CLOSE_UP) in set(faces["image_id"].to_pylist())
-    with pytest.raises(BadImage):
+    with pytest.raises(Rejected):
         load_image(str(tmp_path / "missing.png"), 10**8)
 
 

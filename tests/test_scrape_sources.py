@@ -6,8 +6,7 @@ from urllib.parse import parse_qs
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.errors import ConfigError, SourceError
-from tasks.http import FetchRejected
+from tasks.errors import ConfigError, Rejected, SourceError
 from tasks.scrape.run import scrape
 from tasks.scrape.sources import Extractor, parse_getchu_page, read_game_list
 from tasks.scrape.store import MANIFEST_SCHEMA
@@ -210,14 +209,14 @@ def test_each_site_declares_its_own_defaults(tmp_path, source, base, per_page, p
             assert (ex.per_page, ex.page_limit) == (per_page, page_limit)
         assert ex.http.s.interval == interval  # rate_limit 0 lifts our limit, not the site's
         ex.http.check_url(cdn)  # the site's own file hosts are allowed without scrape.file_hosts
-        with pytest.raises(FetchRejected, match="foreign_host"):
+        with pytest.raises(Rejected, match="foreign_host"):
             ex.http.check_url("https://elsewhere.example/x.jpg")
     finally:
         ex.http.close()
     # the same API on another host: none of the site's hosts or limits apply
     other = Extractor.registry[source](scrape_cfg(tmp_path, "http://127.0.0.1:9", source=source, http={"rate_limit": 0}))
     assert other.http.s.interval == 0
-    with pytest.raises(FetchRejected, match="foreign_host"):
+    with pytest.raises(Rejected, match="foreign_host"):
         other.http.check_url(cdn)
     other.http.close()
 
@@ -225,3 +224,18 @@ def test_each_site_declares_its_own_defaults(tmp_path, source, base, per_page, p
 def test_a_page_size_the_site_does_not_serve_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"^scrape.posts_per_page: danbooru serves at most 200 posts per page, got 500$"):
         Extractor.registry["danbooru"](scrape_cfg(tmp_path, "https://danbooru.donmai.us", posts_per_page=500))
+
+
+def test_one_rejected_for_urls_downloads_and_images():
+    """tasks.errors.Rejected is what the HTTP layer, the scrape decoder and detect's image loader
+    raise; it keeps reason and detail across a process boundary."""
+    import pickle
+
+    from tasks import http
+    from tasks.detect import work
+    from tasks.scrape import validate
+
+    assert http.Rejected is validate.Rejected is work.Rejected is Rejected
+    e = pickle.loads(pickle.dumps(Rejected("too_large", "9000x9000")))
+    assert (e.reason, e.detail, str(e)) == ("too_large", "9000x9000", "too_large: 9000x9000")
+    assert str(Rejected("noai")) == "noai"

@@ -19,6 +19,7 @@ from tasks.detect.config import DetectConfig
 from tasks.detect.dataset import face_id
 from tasks.detect.detectors import AnimeFace, Detection, LbpCascade, read_cascade
 from tasks.detect.filters import chroma, phash
+from tasks.errors import Rejected
 
 ALGO_VERSION = 1  # bump when the per-image work changes its output: every image is redone
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 6]
@@ -110,22 +111,16 @@ class ImageResult:
     faces: list[FaceResult] = field(default_factory=list)
 
 
-class BadImage(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
 def load_image(path: str, max_pixels: int) -> Image.Image:
     """Decode to RGB: EXIF orientation applied, transparency composited on white.
-    Raises BadImage with a reason for anything unusable."""
+    Raises Rejected with a reason for anything unusable."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # our own max_pixels check replaces Pillow's bomb warning
             im = Image.open(path)
             w, h = im.size
             if w * h > max_pixels:
-                raise BadImage("too_large", f"{w}x{h} > {max_pixels} pixels")
+                raise Rejected("too_large", f"{w}x{h} > {max_pixels} pixels")
             im.load()
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
@@ -133,21 +128,21 @@ def load_image(path: str, max_pixels: int) -> Image.Image:
                 im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
             elif im.mode != "RGB":
                 im = im.convert("RGB")
-    except BadImage:
+    except Rejected:
         raise
     except FileNotFoundError as e:
-        raise BadImage("missing", str(e)) from None
+        raise Rejected("missing", str(e)) from None
     except UnidentifiedImageError:
-        raise BadImage("unreadable", "not an image Pillow can identify") from None
+        raise Rejected("unreadable", "not an image Pillow can identify") from None
     except Image.DecompressionBombError as e:
-        raise BadImage("too_large", str(e)) from None
+        raise Rejected("too_large", str(e)) from None
     except (OSError, SyntaxError, EOFError, ValueError) as e:
         msg = str(e)
         if "truncated" in msg.lower():
-            raise BadImage("truncated", msg) from None
+            raise Rejected("truncated", msg) from None
         if "mode" in msg.lower() or "conversion" in msg.lower():
-            raise BadImage("unsupported", msg) from None
-        raise BadImage("corrupt", msg or type(e).__name__) from None
+            raise Rejected("unsupported", msg) from None
+        raise Rejected("corrupt", msg or type(e).__name__) from None
     return im
 
 
@@ -219,7 +214,7 @@ def process_image(task: ImageTask, settings: WorkSettings) -> ImageResult:
             if face.face_id not in seen:  # two boxes shifted onto the same crop: keep the first
                 seen.add(face.face_id)
                 res.faces.append(face)
-    except BadImage as e:
+    except Rejected as e:
         res.status, res.reason, res.detail, res.faces = "bad", e.reason, _detail(e.detail, task), []
     except MemoryError as e:  # this machine's limit, not the file's: transient
         res.status, res.reason, res.detail, res.faces = "bad", "error", _detail(f"out of memory: {e}", task), []

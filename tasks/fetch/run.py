@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.errors import SourceError
+from tasks.errors import Rejected, SourceError
 from tasks.fetch.config import ExternalFile, FetchConfig, FetchHttp
 from tasks.fileio import atomic_copy, sha256_file
 
@@ -32,7 +32,7 @@ def _verified(path: Path, sha256: str) -> bool:
 
 
 def _download(f: ExternalFile, http: FetchHttp, dest: Path) -> None:
-    from tasks.http import PRODUCT, VERSION, FetchFailed, FetchRejected, HttpSettings, PoliteSession, host_of
+    from tasks.http import PRODUCT, VERSION, FetchFailed, HttpSettings, PoliteSession, host_of
 
     # one pinned file, not a crawl: robots.txt (for crawlers, RFC 9309) is not consulted
     settings = HttpSettings(user_agent=f"{PRODUCT}/{VERSION} (+mailto:{http.contact})", robots_agent=PRODUCT,
@@ -42,7 +42,7 @@ def _download(f: ExternalFile, http: FetchHttp, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         dl = session.download(f.url, str(dest.parent))
-    except (FetchFailed, FetchRejected, SourceError) as e:
+    except (FetchFailed, Rejected, SourceError) as e:
         raise SourceError(f"fetch: cannot download {f.url} ({e}); put a verified copy at {dest} or list one "
                           "in its mirrors") from None
     finally:

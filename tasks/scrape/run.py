@@ -15,14 +15,14 @@ from datetime import datetime, timezone
 
 from tqdm import tqdm
 
-from tasks.errors import SourceError
+from tasks.errors import Rejected, SourceError
 from tasks.fileio import atomic_write_json, create_temp, sha256_file
-from tasks.http import Download, FetchFailed, FetchRejected, PoliteSession, Stopped
+from tasks.http import Download, FetchFailed, PoliteSession, Stopped
 from tasks.reports import write_run_report
 from tasks.scrape.config import ScrapeConfig
 from tasks.scrape.sources import Extractor, Post
 from tasks.scrape.store import FORMAT_FOR_EXT, Store
-from tasks.scrape.validate import CUT_SHORT, DecoderCrashed, Decoders, Rejected
+from tasks.scrape.validate import CUT_SHORT, DecoderCrashed, Decoders
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def fetch(post: Post, http: PoliteSession | None, tmp_dir: str, max_bytes: int) 
     if not post.local_path:
         return http.download(post.file_url, tmp_dir)
     if os.path.getsize(post.local_path) > max_bytes:
-        raise FetchRejected("too_large", post.local_path)
+        raise Rejected("too_large", post.local_path)
     fd, tmp = create_temp(tmp_dir, suffix=".part")
     os.close(fd)
     shutil.copyfile(post.local_path, tmp)
@@ -158,7 +158,7 @@ class _Run:
             if reason is None and self.http is not None:
                 try:
                     self.http.check_url(post.file_url)
-                except FetchRejected as e:
+                except Rejected as e:
                     reason = e.reason
             if reason:
                 s.skipped[reason] += 1
@@ -200,7 +200,7 @@ class _Run:
             dl = fut.result()
         except Stopped:  # the run is stopping: the next one fetches it
             return
-        except FetchRejected as e:
+        except Rejected as e:
             return self._reject(job, e.reason, e.detail)
         except FetchFailed as e:
             return self._fail(job, e.reason, e.detail)

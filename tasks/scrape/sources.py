@@ -16,8 +16,8 @@ from urllib.parse import urljoin, urlsplit
 
 from bs4 import BeautifulSoup
 
-from tasks.errors import ConfigError, SourceError
-from tasks.http import PRODUCT, VERSION, FetchFailed, FetchRejected, HostUnreachable, HttpSettings, PoliteSession
+from tasks.errors import ConfigError, Rejected, SourceError
+from tasks.http import PRODUCT, VERSION, FetchFailed, HostUnreachable, HttpSettings, PoliteSession
 from tasks.scrape.config import ScrapeConfig
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class Extractor:
             return self.http.get_json(url, params=params), None
         except HostUnreachable as e:
             raise self._unreachable(e) from None
-        except FetchRejected as e:
+        except Rejected as e:
             if e.reason == "robots_disallowed":
                 raise SourceError(f"{self.name}: robots.txt disallows {url}") from None
             if refusable:
@@ -365,7 +365,7 @@ class Getchu(Extractor):
                 resp = self.http.get_bytes(page_url)
             except HostUnreachable as e:
                 raise self._unreachable(e) from None
-            except FetchRejected as e:
+            except Rejected as e:
                 log.warning("getchu %s: page skipped (%s)", gid, e)
                 continue
             except FetchFailed as e:

@@ -22,23 +22,13 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from tasks.errors import Rejected
 from tasks.scrape.config import FilterConfig
 
 # What a decoder says about bytes that may have been cut short: a verdict only when the
 # transport confirmed the body was complete (see tasks.http.Download.framed).
 CUT_SHORT = ("truncated", "corrupt", "not_image")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where the `tasks` package lives
-
-
-class Rejected(Exception):
-    """A judged download that is not kept: `reason` is stable, `detail` says why."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(reason, detail)
-        self.reason, self.detail = reason, detail
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}" if self.detail else self.reason
 
 
 class DecoderCrashed(Exception):
