@@ -93,7 +93,8 @@ def stage(tmp: Path, workers: int, tag: str) -> tuple[int, float]:
     out = tmp / f"stage-{tag}"
     shutil.rmtree(out, ignore_errors=True)
     o = DetectOut(crops=str(out / "crops"), faces=str(out / "faces.parquet"), images=str(out / "images.parquet"),
-                  contact_sheet=str(out / "sheet.png"), summary=str(out / "summary.json"))
+                  contact_sheet=str(out / "sheet.png"), summary=str(out / "summary.json"),
+                  metrics=str(out / "metrics.json"))
     cfg = DetectConfig(cascade=str(CASCADE), workers=workers, out=o)
     t0 = time.perf_counter()
     s = detect(cfg, tmp / "manifest.parquet", REAL, progress=False)

@@ -88,7 +88,8 @@ def bench_color(args, tmp: Path) -> int:
     faces = read_faces(faces_path)
     print(f"{len(crops)} real crops -> {args.faces} faces in {time.perf_counter() - t:.0f} s")
     cfg = build(TagConfig, {"backend": "color", "workers": args.workers,
-                            "out": {"tags": str(tmp / "tags.parquet"), "summary": str(tmp / "summary.json")}}, "tag")
+                            "out": {"tags": str(tmp / "tags.parquet"), "summary": str(tmp / "summary.json"),
+                                    "metrics": str(tmp / "metrics.json")}}, "tag")
     procs = default_workers("cpu", args.workers, args.faces, kind="measure") or 1
     measure = partial(measure_colors, refine_delta_e=cfg.color.refine_delta_e)
     first = faces.slice(0, args.bare_faces)
@@ -141,7 +142,8 @@ def bench_i2v(args, tmp: Path) -> int:
     cfg = build(TagConfig, {"backend": "i2v", "device": args.device, "batch_size": args.batch, "workers": args.workers,
                             "threads": args.threads,
                             "i2v": {"weights": str(weights), "tag_list": str(tmp / "tag_list.json")},
-                            "out": {"tags": str(tmp / "tags.parquet"), "summary": str(tmp / "summary.json")}}, "tag")
+                            "out": {"tags": str(tmp / "tags.parquet"), "summary": str(tmp / "summary.json"),
+                                    "metrics": str(tmp / "metrics.json")}}, "tag")
     backend = I2VBackend(cfg)  # same device, threads, channels_last, autocast as the stage
     x = torch.randint(0, 256, (args.batch, 3, 224, 224), dtype=torch.uint8)
     backend.forward(x)  # warm-up (allocations, cuDNN / oneDNN algorithm choice)

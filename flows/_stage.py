@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +29,8 @@ log = logging.getLogger("flows")
 
 NETWORK_STAGES = ("scrape",)  # the only stage that talks to the network: the only one retried
 LOCK_WAIT_S = 600  # how long a stage waits for another DVC command's repository lock
+# a stage's own log line (tasks.stage.setup_logging: `LEVEL logger: message`, no timestamp)
+STAGE_LINE = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)")
 
 
 class StageFailed(MoeflowError):
@@ -56,6 +59,16 @@ def use_params(params_path: str | os.PathLike, root: Path) -> None:
     log.info("params: %s is now %s (DVC tracks params.yaml; `git checkout params.yaml` restores it)", params_path, dest)
 
 
+def relay(stage: str, line: str) -> None:
+    """One line of `dvc repro` output as one log record of this process (Prefect adds the one
+    timestamp): a stage's own `LEVEL logger: message` keeps its level, DVC's lines are INFO."""
+    m = STAGE_LINE.fullmatch(line)
+    if m:
+        log.log(logging.getLevelName(m[1]), "[%s] %s: %s", stage, m[2], m[3])
+    else:
+        log.info("[%s] %s", stage, line)
+
+
 def repro(stage: str, root: str | os.PathLike | None = None) -> None:
     """`dvc repro <stage>`, its output logged line by line; waits for another DVC command's lock;
     raises StageFailed with the stage's own `error:` line on failure."""
@@ -70,7 +83,7 @@ def repro(stage: str, root: str | os.PathLike | None = None) -> None:
         for line in proc.stdout:
             line = line.rstrip()
             if line:
-                log.info("[%s] %s", stage, line)
+                relay(stage, line)
                 tail = (tail + [line])[-20:]
         if proc.wait() == 0:
             return

@@ -34,68 +34,44 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _fresh(directory: str | os.PathLike, prefix: str, suffix: str, make):
+    """make(path) on a new random name in `directory` (until one is free)."""
+    for _ in range(100):
+        path = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            return make(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {directory}")
+
+
 def create_temp(directory: str | os.PathLike, prefix: str = "", suffix: str = ".tmp") -> tuple[int, str]:
     """A new, uniquely named file in `directory`, opened for writing: (fd, path).
 
     Unlike tempfile.mkstemp (always 0600) it gets the mode a plain open() would give a new
     file: 0666 less the umask, so artifacts stay readable by whoever could read a normal write."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        path = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
-        try:
-            return os.open(path, flags, 0o666), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {directory}")
+    return _fresh(directory, prefix, suffix, lambda path: (os.open(path, flags, 0o666), path))
 
 
 def create_temp_dir(directory: str | os.PathLike, prefix: str = "", suffix: str = ".tmp") -> str:
     """A new, uniquely named directory in `directory`, with the mode mkdir gives (0777 less the
     umask; tempfile.mkdtemp's is 0700), to fill and then rename into place."""
-    for _ in range(100):
-        path = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
-        try:
-            os.mkdir(path, 0o777)
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {directory}")
-
-
-def _keep_mode(fd: int, path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))  # an overwrite keeps its mode
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
-    """open(path, mode) that replaces `path` in one step when the block ends without an error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp(path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            _keep_mode(f.fileno(), path)
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    return _fresh(directory, prefix, suffix, lambda path: (os.mkdir(path, 0o777), path)[1])
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """A temp file's path for writers that want a file name (safetensors' save_file,
-    shutil.copyfile); it replaces `path` in one step when the block ends without an error.
-    The writer may recreate the file (save_file makes it 0600): its mode is set again after."""
+    """A temp file's path beside `path`; it replaces `path` in one step when the block ends
+    without an error (and is removed when it does not). For writers that want a file name
+    (safetensors' save_file, shutil.copyfile): one that recreates the file (save_file makes it
+    0600) gets the mode set again after."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = create_temp(path.parent, prefix=f".{path.name}.")
     try:
-        _keep_mode(fd, path)
+        with contextlib.suppress(FileNotFoundError):
+            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))  # an overwrite keeps its mode
         mode = stat.S_IMODE(os.fstat(fd).st_mode)
         os.close(fd)
         yield tmp
@@ -107,6 +83,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
+    """open(path, mode) that replaces `path` in one step when the block ends without an error."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

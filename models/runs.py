@@ -8,7 +8,7 @@ may change between sessions of the same run: raising `loop.steps` resumes and ex
     <out>/runs/<identity>/run.json            the resolved RunConfig and the fingerprint
     <out>/runs/<identity>/checkpoints/...     models.checkpoint (step-N dirs + latest.json)
     <out>/runs/<identity>/plots.csv           one metrics row per log window
-    <out>/runs/<identity>/last.json           the last window's losses (what metrics.json reports)
+    <out>/runs/<identity>/last.json           the last window's losses (what summary.json reports)
 
 Another param set or new data makes a new directory beside the old ones; the newest
 `loop.keep_runs` run directories are kept (by last use), older ones are deleted, and nothing

@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 METRICS = ("loss_d", "loss_g", "adv_d", "adv_g", "cls_real", "cls_fake", "gp", "acc_real", "acc_fake",
            "d_real", "d_fake")
-PLOTS, SUMMARY, GENERATOR, REPORT = "plots.csv", "metrics.json", "generator.safetensors", "report.json"
+PLOTS, SUMMARY, GENERATOR, REPORT = "plots.csv", "summary.json", "generator.safetensors", "report.json"
+# the DVC metric: the headline numbers of SUMMARY (which also has the run, the data and every loss term)
+HEADLINE, HEADLINE_KEYS = "metrics.json", ("step", "faces", "loss_d", "loss_g")
 
 
 class TrainingError(RuntimeError):
@@ -346,6 +348,7 @@ class Trainer:
             self.export_generator()
             self.plots.copy_to(self.out / PLOTS)
             atomic_write_json(self.out / SUMMARY, summary)
+            atomic_write_json(self.out / HEADLINE, {k: summary[k] for k in HEADLINE_KEYS if k in summary})
         self.data.close()
         return {**summary, **report}
 
@@ -360,8 +363,9 @@ class Trainer:
 
 
 def train(run: RunConfig) -> dict:
-    """Train (or resume) one run; returns the summary (written to <out>/metrics.json) and the
-    session's timings (the caller's run report: they are not a property of the model)."""
+    """Train (or resume) one run; returns the summary (written to <out>/summary.json, its headline
+    to <out>/metrics.json) and the session's timings (the caller's run report: they are not a
+    property of the model)."""
     return Trainer(run).fit()
 
 

@@ -115,8 +115,8 @@ def build_card(params, root: Path = Path(".")) -> str:
         ("Tag frequencies", tag_card_section(_json(params.tag.out.summary))),
         ("Model", _table(to_dict(params.train.model), "")),
         ("Training run", _table(run, "no training run yet", limit=40)),
-        ("Training metrics", _table(_json(Path(params.train.out.dir) / "metrics.json"), "no training metrics yet")),
-        ("Generator quality", _quality(_json(params.render.out.metrics))),
+        ("Training metrics", _table(_json(Path(params.train.out.dir) / "summary.json"), "no training metrics yet")),
+        ("Generator quality", _quality(_json(params.render.out.summary))),
         ("Export", _table(_json(params.export.out.report), "no export report yet")),
         ("DVC data version", _table(data_version(root), "")),
     ]

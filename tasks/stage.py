@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,10 @@ class Summary(Protocol):
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """`LEVEL logger: message` on stderr, no timestamps (a Prefect flow around `dvc repro` adds its own)."""
+    """`LEVEL logger: message` on stderr, no timestamps (a Prefect flow around `dvc repro` adds its own).
+    Dask's scheduler and nanny log a dozen INFO lines per local cluster: warnings only, unless -v
+    (the environment reaches the workers too; a DASK_LOGGING__DISTRIBUTED of the user's wins)."""
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if verbose else "warning")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

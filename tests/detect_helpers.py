@@ -45,7 +45,8 @@ def _rel(f: Path, base: Path) -> str:
 
 def config(out: Path, **kw) -> DetectConfig:
     o = DetectOut(crops=str(out / "crops"), faces=str(out / "faces.parquet"), images=str(out / "images.parquet"),
-                  contact_sheet=str(out / "sheet.png"), summary=str(out / "summary.json"))
+                  contact_sheet=str(out / "sheet.png"), summary=str(out / "summary.json"),
+                  metrics=str(out / "metrics.json"))
     return replace(DetectConfig(cascade=str(CASCADE), workers=2, out=o), **kw)
 
 

@@ -44,5 +44,6 @@ def make_generator_file(path: Path, seed: int = 0, sampler: dict | None = None, 
 
 def export_config(root: Path, **kw) -> ExportConfig:
     out = ExportOut(onnx=str(root / "export/generator.onnx"), web=str(root / "model/generator.onnx"),
-                    manifest=str(root / "model/model.json"), report=str(root / "export/report.json"))
+                    manifest=str(root / "model/model.json"), report=str(root / "export/report.json"),
+                    metrics=str(root / "export/metrics.json"))
     return ExportConfig(out=out, **kw)

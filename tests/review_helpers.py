@@ -15,6 +15,7 @@ from tasks.fileio import write_parquet
 from tasks.review.config import ReviewConfig, ReviewOut
 from tasks.review.run import ReviewInputs
 from tasks.scrape.store import MANIFEST_SCHEMA
+from tests.conftest import ROOT
 
 DETECTORS = ("lbpcascade", "animeface")
 
@@ -73,9 +74,24 @@ def write_manifest(path: Path, image_ids: list[str]) -> None:
     write_parquet(path, rows, MANIFEST_SCHEMA)
 
 
+def params_file(root: Path, cfg: ReviewConfig, inp: ReviewInputs) -> Path:
+    """The repo's params.yaml with the review section and its inputs pointed at `cfg` and `inp`,
+    written to root/params.yaml (for the stage and merge commands)."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["detect"]["out"].update(faces=inp.faces, crops=inp.crops)
+    params["scrape"]["out"]["manifest"] = inp.manifest
+    params["review"].update(decisions=cfg.decisions, out=dict(vars(cfg.out)))
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
 def review_config(root: Path, **kw) -> ReviewConfig:
     out = ReviewOut(queue=str(root / "review/queue.csv"), html=str(root / "review/queue.html"),
-                    thumbs=str(root / "review/thumbs"), stats=str(root / "review/stats.json"))
+                    thumbs=str(root / "review/thumbs"), stats=str(root / "review/stats.json"),
+                    metrics=str(root / "review/metrics.json"))
     decisions = root / "review/false_positives.csv"
     if not decisions.exists():
         decisions.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ def scrape_cfg(tmp: Path, base_url: str, **over) -> ScrapeConfig:
     data = {"source": "danbooru", "base_url": base_url, "tags": "1girl", "posts_per_page": 10,
             "http": dict(FAST_HTTP), "filters": {"min_width": 0, "min_height": 0},
             "out": {"images": str(tmp / "images"), "manifest": str(tmp / "manifest.parquet"),
-                    "rejected": str(tmp / "rejected.parquet"), "summary": str(tmp / "summary.json")}}
+                    "rejected": str(tmp / "rejected.parquet"), "summary": str(tmp / "summary.json"),
+                    "metrics": str(tmp / "metrics.json")}}
     return build(ScrapeConfig, deep_update(data, over), "scrape")
 
 

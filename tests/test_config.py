@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import subprocess
 import sys
 import textwrap
@@ -120,3 +121,12 @@ def test_a_models_validator_is_a_config_error_at_the_cli():
     """A check in models/ (ModelConfig.validate) reached through params.yaml is tasks' ConfigError."""
     with pytest.raises(ConfigError, match=r"^train\.model\.z_dim: must be > 0$"):
         build(Params, {"train": {"model": {"z_dim": 0}}})
+
+
+@pytest.mark.parametrize("verbose, level", [(False, 30), (True, 20)])
+def test_stage_logging_keeps_dask_to_warnings_unless_verbose(verbose, level):
+    code = (f"from tasks.stage import setup_logging; setup_logging({verbose}); import logging, distributed; "
+            "print(logging.getLogger('distributed').getEffectiveLevel())")
+    env = {k: v for k, v in os.environ.items() if k != "DASK_LOGGING__DISTRIBUTED"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == str(level), r.stderr

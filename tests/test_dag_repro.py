@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tasks.dag import load_dag
 from tests.project import env, make_copy, run
 
 TINY_DAG = {
@@ -67,10 +69,23 @@ def test_two_clean_repros_give_the_same_bytes(two):
     assert "changed" not in status and "frozen" not in status.lower(), status
 
 
+def test_dvc_metrics_show_is_a_readable_table(two):
+    """`dvc metrics show`: a row per metrics file and a column per headline number, nothing but
+    numbers; the per-tag, per-reason and per-detector detail lives in files of its own (DVC outs)."""
+    shown = run(["dvc", "metrics", "show"], two[0]).stdout.splitlines()
+    header, rows = shown[0].split(), [line.split() for line in shown[1:]]
+    assert [r[0] for r in rows] == [m for s in load_dag(two[0]).values() for m in s.metrics]
+    assert len(header) - 1 <= 22 and max(map(len, shown)) <= 250, "\n".join(shown)
+    for r in rows:
+        assert len(r) == len(header), r  # one cell per column: no value with a space in it
+        for cell in r[1:]:
+            assert cell in ("-", "True", "False") or re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", cell), (r[0], cell)
+
+
 def test_a_merged_false_positive_reaches_the_model(two):
     project = two[0]
     before = pq.read_table(project / "data/train/faces.parquet")
-    metrics = json.loads((project / "data/train/metrics.json").read_text())
+    metrics = json.loads((project / "data/train/summary.json").read_text())
     gen = (project / "data/train/generator.safetensors").read_bytes()
     victim = before.column("face_id")[0].as_py()
     with open(project / "review/false_positives.csv", "a", encoding="utf-8") as f:
@@ -79,7 +94,7 @@ def test_a_merged_false_positive_reaches_the_model(two):
     assert "Running stage 'review'" in out and "Running stage 'train'" in out
     after = pq.read_table(project / "data/train/faces.parquet")
     assert victim not in after.column("face_id").to_pylist() and after.num_rows == before.num_rows - 1
-    new = json.loads((project / "data/train/metrics.json").read_text())
+    new = json.loads((project / "data/train/summary.json").read_text())
     assert new["run"] != metrics["run"] and new["data_fingerprint"] != metrics["data_fingerprint"]
     assert new["resumed_from"] is None and new["step"] == 4 and new["loss_d"] is not None  # it trained
     report = json.loads((project / "reports/runs/train.json").read_text())
@@ -136,6 +151,9 @@ def test_a_stage_flow_honours_params_through_dvc(two):
     e = env({"PREFECT_HOME": str(project / ".prefect")})
     r = run([sys.executable, "-m", "flows.render", "--params", str(other)], project, env=e, timeout=600, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
+    # the flow's log: one line per record, one timestamp (Prefect's), the stage's lines at their level
+    assert "\r" not in r.stderr and max(len(re.findall(r"\d\d:\d\d:\d\d", line)) for line in r.stderr.splitlines()) == 1
+    assert "| INFO    | flows - [render] tasks.render.run: render: " in r.stderr and "[render] INFO " not in r.stderr
     assert (project / "params.yaml").read_text() == other.read_text()
     assert lock(project)["stages"]["render"]["params"]["params.yaml"]["render"]["grid"] == 4
     assert (project / "reports/runs/render.md").is_file()  # the summary the flow published

@@ -25,13 +25,15 @@ def test_flow_cli(tmp_path):
           cascade: {CASCADE}
           workers: 2
           out: {{crops: {out}/crops, faces: {out}/faces.parquet, images: {out}/images.parquet,
-                 contact_sheet: {out}/sheet.png, summary: {out}/summary.json}}
+                 contact_sheet: {out}/sheet.png, summary: {out}/summary.json, metrics: {out}/metrics.json}}
         """))
     r = subprocess.run([sys.executable, "-m", "tasks.detect", "--params", str(params)], cwd=ROOT,
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     assert "unusable images: 1 (unreadable 1)" in r.stderr  # the summary reaches the log
+    assert "\r" not in r.stderr  # stderr is no terminal: no progress bar, a log of lines
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 4 and summary["bad"] == {"unreadable": 1} and summary["kept"] >= 2
     assert read_faces(out / "faces.parquet").num_rows == summary["faces"]
+    assert json.loads((out / "metrics.json").read_text()) == {"images": 4, "faces": summary["faces"], "kept": summary["kept"]}
     assert (out / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -104,6 +104,8 @@ def test_export_stage_writes_models_manifest_and_report(tmp_path, variant, max_m
     stored = json.loads((tmp_path / "export/report.json").read_text())
     assert stored == {k: v for k, v in report.items() if k not in ("cpu_ms_per_image", "seconds")}
     assert "cpu_ms_per_image" not in stored  # a timing: the run report's, not the DVC metric's
+    assert json.loads((tmp_path / "export/metrics.json").read_text()) == {"web_mb": report["web_mb"],
+                                                                        "parity": report["parity_web"]["max_abs"]}
     man = json.loads((tmp_path / "model/model.json").read_text())
     assert man["model"] == "generator.onnx" and man["bytes"] == web.stat().st_size
     assert man["tags"] == list(MGM_TAGS) and man["z_dim"] == 128 and man["image_size"] == 32

@@ -16,7 +16,7 @@ from tasks.params import load_params
 from tests.detect_helpers import tree
 from tests.project import env, make_copy, run
 
-FIRST = ["scrape", "detect", "review"]
+FIRST = ["fetch", "scrape", "detect", "review"]  # fetch: the cascade detect needs (a DVC out, pushed and pulled)
 SHARD_ROWS = 4  # crops per shard: the state is saved every few images, so a kill lands mid-run
 
 
@@ -28,9 +28,10 @@ def project(tmp_path_factory):
 def clean_detect(project, out):
     """detect on the copy's own manifest and params, from nothing, into `out`."""
     cfg = load_params(project / "params.yaml").detect
-    cfg = replace(cfg, out=DetectOut(crops=str(out / "crops"), faces=str(out / "faces.parquet"),
-                                     images=str(out / "images.parquet"), contact_sheet=str(out / "contact_sheet.png"),
-                                     summary=str(out / "summary.json")))
+    out_cfg = DetectOut(crops=str(out / "crops"), faces=str(out / "faces.parquet"), images=str(out / "images.parquet"),
+                        contact_sheet=str(out / "contact_sheet.png"), summary=str(out / "summary.json"),
+                        metrics=str(out / "metrics.json"))
+    cfg = replace(cfg, cascade=str(project / cfg.cascade), out=out_cfg)  # the copy's cascade (its fetch stage's)
     detect(cfg, project / "data/raw/manifest.parquet", project / "data/raw/images", progress=False)
     return tree(out)
 

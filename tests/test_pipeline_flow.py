@@ -9,7 +9,7 @@ ORDER = list(load_dag(ROOT))
 
 def test_stages_run_in_dag_order_whatever_order_they_are_given():
     assert in_dag_order(["tag", "review", "scrape"], ORDER) == ["scrape", "review", "tag"]
-    assert in_dag_order(None, ORDER)[0] == "scrape" and in_dag_order(None, ORDER)[-1] in ("render", "export")
+    assert in_dag_order(None, ORDER)[0] == "fetch" and in_dag_order(None, ORDER)[-1] in ("render", "export")
     with pytest.raises(StageFailed, match="unknown stage"):
         in_dag_order(["scrape", "deploy"], ORDER)
 
@@ -26,4 +26,28 @@ def test_the_order_comes_from_dvc_yaml(tmp_path):
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     order = list(load_dag(tmp_path))
-    assert order.index("audit") > order.index("render") and order[0] == "scrape"
+    assert order.index("audit") > order.index("render") and order[0] == "fetch"
+
+
+def test_dvc_repro_output_is_one_record_a_line_at_the_stage_s_level(tmp_path, monkeypatch, caplog):
+    """flows._stage.repro relays `dvc repro`: a stage's own `LEVEL logger: message` (no timestamp
+    of its own) keeps its level, DVC's lines are INFO, so Prefect adds the one timestamp."""
+    import logging
+    import stat
+    import sys
+
+    from flows import _stage
+
+    fake = tmp_path / "dvc"
+    fake.write_text(f"#!{sys.executable}\nimport sys\n"
+                    "print(\"Running stage 'review':\")\n"
+                    "print('INFO tasks.stage: review: 52 faces', file=sys.stderr, flush=True)\n"
+                    "print('WARNING tasks.tag.choice: NO TAGGER WEIGHTS', file=sys.stderr, flush=True)\n"
+                    "print('  indented DVC hint')\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(_stage, "_dvc", lambda: str(fake))
+    with caplog.at_level(logging.INFO, logger="flows"):
+        _stage.repro("review", tmp_path)
+    got = sorted((r.levelname, r.getMessage()) for r in caplog.records if r.name == "flows")
+    assert got == sorted([("INFO", "[review] Running stage 'review':"), ("INFO", "[review] tasks.stage: review: 52 faces"),
+                          ("WARNING", "[review] tasks.tag.choice: NO TAGGER WEIGHTS"), ("INFO", "[review]   indented DVC hint")])

@@ -45,7 +45,7 @@ def params(shared, tmp_path_factory):
                        "fixed_tag_rows": 2, "interpolation_pairs": 2, "interpolation_steps": 3, "eval_samples": 12,
                        "batch": 8, "device": "cpu", "tagger": "none",
                        "out": {"samples": str(root / "samples"), "metrics": str(root / "metrics.json"),
-                               "attributes": str(root / "attributes.json")}}}
+                               "summary": str(root / "summary.json"), "attributes": str(root / "attributes.json")}}}
     return build(Params, data)
 
 
@@ -98,7 +98,7 @@ def test_render_writes_every_sheet_at_the_right_size(params):
     sheets = sorted(p.stem for p in (samples / "attributes").glob("*.png"))
     assert sheets == sorted(MGM_TAGS)
     assert Image.open(samples / "attributes" / "blonde_hair.png").size == (2 * 32, 2 * 32)
-    m = json.loads(Path(params.render.out.metrics).read_text())
+    m = json.loads(Path(params.render.out.summary).read_text())
     assert m["step"] == 3 and m["samples"] == 12 and m["model_px"] == 32
     no_nulls_when_available(m)
     d = m["detectability"]
@@ -107,6 +107,10 @@ def test_render_writes_every_sheet_at_the_right_size(params):
     assert m["diversity"]["available"] and m["diversity"]["real"] > 0
     assert m["memorisation"]["available"] and m["memorisation"]["n_heldout"] >= 10
     assert m["attributes"] == {"available": False, "reason": "render.tagger is none"}
+    # the DVC metric: one number per metric, null (left out of `dvc metrics show`) where unavailable
+    assert json.loads(Path(params.render.out.metrics).read_text()) == {
+        "step": 3, "detectability": d["ratio"], "diversity": m["diversity"]["ratio"],
+        "memorisation": m["memorisation"]["ratio"], "attributes": None, "frechet": None}
     assert "unavailable (render.tagger is none)" in s.markdown() and "face detectability" in s.markdown()
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.review_helpers import (build_faces, cell_diff, crop_of, inputs, params_of, png_bytes, read_queue,
-                                  review_config, snapshot, tiny_png, write_manifest, write_queue)
+from tests.review_helpers import (build_faces, cell_diff, crop_of, inputs, params_file, params_of, png_bytes,
+                                  read_queue, review_config, snapshot, tiny_png, write_manifest, write_queue)
 from tasks.config import build
 from tasks.detect.dataset import write_faces
 from tasks.errors import ConfigError, ReviewError
@@ -66,6 +66,7 @@ def test_export_edit_merge_excludes_false_positives(dataset, tmp_path):
     review_dir = Path(cfg.out.queue).parent
     version = stats.version
     assert len(version) == 12 and json.loads(Path(cfg.out.stats).read_text())["queue_version"] == version
+    assert json.loads(Path(cfg.out.metrics).read_text()) == {"faces": 54, "reviewed": 0, "pending": 54, "fp_rate": None}
     for q in queue[::7]:
         sprite, cell = q["thumbnail"].split("#")
         assert sprite.startswith(f"thumbs/{version}/page-")
@@ -371,19 +372,12 @@ def test_params_yaml_review_section():
 
 def test_cli_stage_and_merge(dataset, tmp_path, capsys):
     """`python -m tasks.review` (the DVC stage command), then `merge` as a reviewer runs it."""
-    import yaml
-
     from tasks.review.cli import main
 
     data, rows = dataset
     cfg = review_config(tmp_path)
     inp = inputs(data)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["detect"]["out"].update(faces=inp.faces, crops=inp.crops)
-    params["scrape"]["out"]["manifest"] = inp.manifest
-    params["review"].update(decisions=cfg.decisions, out=dict(vars(cfg.out)))
-    ppath = tmp_path / "params.yaml"
-    ppath.write_text(yaml.safe_dump(params))
+    ppath = params_file(tmp_path, cfg, inp)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "tasks.review", "--params", str(ppath)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=240)

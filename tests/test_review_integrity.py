@@ -21,8 +21,8 @@ from tasks.review.selection import reviewed_faces
 from tasks.review.csvio import read_decisions
 from tasks.review.merge import merge
 from tasks.review.run import run_review
-from tests.review_helpers import (build_faces, cell_diff, crop_of, inputs, params_of, png_bytes, read_queue,
-                                  review_config, snapshot, sprite_cell)
+from tests.review_helpers import (build_faces, cell_diff, crop_of, inputs, params_file, params_of, png_bytes,
+                                  read_queue, review_config, snapshot, sprite_cell)
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "face_id,false_positive,reviewer,note\n"
@@ -112,18 +112,6 @@ def test_a_killed_export_never_points_the_csv_at_other_faces(tmp_path, crops, mo
     assert all(q["thumbnail"].startswith(f"thumbs/{stats.version}/") for q in read_queue(Path(cfg.out.queue)))
 
 
-def _params_file(tmp_path: Path, cfg, inp) -> Path:
-    import yaml
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["detect"]["out"].update(faces=inp.faces, crops=inp.crops)
-    params["scrape"]["out"]["manifest"] = inp.manifest
-    params["review"].update(decisions=cfg.decisions, out=dict(vars(cfg.out)))
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
-
 def _merge_cmd(params: Path, source: Path, reviewer: str) -> list[str]:
     return [sys.executable, "-m", "tasks.review", "merge", "--params", str(params), "--from", str(source),
             "--reviewer", reviewer]
@@ -136,7 +124,7 @@ def test_a_second_process_is_refused_while_a_merge_holds_the_csv(tmp_path, crops
     rows = build_faces(tmp_path, crops[:8])
     cfg = review_config(tmp_path)
     inp = inputs(tmp_path)
-    params = _params_file(tmp_path, cfg, inp)
+    params = params_file(tmp_path, cfg, inp)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     fifo = tmp_path / "slow.csv"
     os.mkfifo(fifo)
@@ -185,7 +173,7 @@ def test_concurrent_merges_never_lose_a_verdict(tmp_path, crops):
     rows = build_faces(tmp_path, crops[:12])
     cfg = review_config(tmp_path)
     inp = inputs(tmp_path)
-    params = _params_file(tmp_path, cfg, inp)
+    params = params_file(tmp_path, cfg, inp)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     sources = []
     for n in range(6):

@@ -1,6 +1,9 @@
 """Faults on file downloads against a real local server, judged by the server's own clock:
 host-wide pauses on 429/503, and which failures are transient (retried) or final."""
 
+import json
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -101,9 +104,13 @@ def test_a_body_always_cut_short_is_a_transient_failure_retried_next_run(tmp_pat
         cfg = scrape_cfg(tmp_path, srv.url, http={"retries": 1})
         s1 = scrape(cfg, progress=False)
         rows = pq.read_table(cfg.out.rejected).to_pylist()
+        m1 = json.loads(Path(cfg.out.metrics).read_text())
         s2 = scrape(cfg, progress=False)
     assert s1.kept_new == 0 and s2.kept_new == 1 and pq.read_table(cfg.out.rejected).num_rows == 0
     assert [(r["reason"], r["final"]) for r in rows] == [("truncated", False)]
+    # the DVC metric: headline counts (by reason: the summary)
+    assert m1 == {"images": 0, "rejected": 0, "skipped": 0, "failed": 1}
+    assert json.loads(Path(cfg.out.metrics).read_text()) == {"images": 1, "rejected": 0, "skipped": 0, "failed": 0}
     assert dict(s1.failures) == {"truncated": 1} and s1.rejected == {} and rows[0]["kind"] == "failed"
 
 

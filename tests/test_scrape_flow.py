@@ -21,7 +21,8 @@ def test_flow_cli_folder_source_and_source_error(tmp_path):
         scrape:
           source: folder
           folder: {SHARED / "data" / "real"}
-          out: {{images: {out}/images, manifest: {out}/manifest.parquet, rejected: {out}/rejected.parquet, summary: {out}/summary.json}}
+          out: {{images: {out}/images, manifest: {out}/manifest.parquet, rejected: {out}/rejected.parquet, summary: {out}/summary.json,
+                metrics: {out}/metrics.json}}
         """))
     r = run_cli(good)
     assert r.returncode == 0, r.stderr

@@ -43,9 +43,10 @@ def make_params(tmp_path: Path, faces: Path, crops: Path, tag: dict | None = Non
     dec = tmp_path / "false_positives.csv"
     dec.write_text("face_id,false_positive,reviewer,note\n" + decisions, encoding="utf-8")
     over = {"detect": {"out": {"faces": str(faces), "crops": str(crops)}},
-            "review": {"decisions": str(dec), "out": {k: str(tmp_path / "review" / k) for k in ("queue", "html", "thumbs", "stats")}},
+            "review": {"decisions": str(dec), "out": {k: str(tmp_path / "review" / k) for k in ("queue", "html", "thumbs", "stats", "metrics")}},
             "tag": deep_update({"workers": 0, "threads": 1, "batch_size": 8,
-                                "out": {"tags": str(tmp_path / "tags" / "tags.parquet"), "summary": str(tmp_path / "tags" / "summary.json")}},
+                                "out": {"tags": str(tmp_path / "tags" / "tags.parquet"), "summary": str(tmp_path / "tags" / "summary.json"),
+                                        "metrics": str(tmp_path / "tags" / "metrics.json")}},
                                tag or {})}
     data = deep_update(data, over)
     data["review"]["out"]["queue"] = str(tmp_path / "review" / "queue.csv")
@@ -125,7 +126,8 @@ def test_hair_color_is_the_dominant_non_skin_tone():
 
 def test_color_backend_agrees_with_canonical_hair(tmp_path, labelled):
     _, faces, crops, chars = labelled
-    cfg = build(TagConfig, {"backend": "color", "workers": 1, "out": {"tags": str(tmp_path / "t.parquet"), "summary": str(tmp_path / "s.json")}}, "tag")
+    cfg = build(TagConfig, {"backend": "color", "workers": 1, "out": {"tags": str(tmp_path / "t.parquet"), "summary": str(tmp_path / "s.json"),
+                                                                      "metrics": str(tmp_path / "m.json")}}, "tag")
     from tasks.detect.dataset import read_faces
 
     summary = tag_faces(cfg, read_faces(faces), str(crops))
@@ -152,7 +154,8 @@ def test_i2v_schema_and_metadata(tmp_path, labelled, i2v_files):
 
     few = read_faces(faces).slice(0, 10)
     cfg = build(TagConfig, {"backend": "i2v", "workers": 1, "threads": 1, "batch_size": 4, "raw_top_k": 3, "feature": True,
-                            "i2v": i2v_files, "out": {"tags": str(tmp_path / "t.parquet"), "summary": str(tmp_path / "s.json")}}, "tag")
+                            "i2v": i2v_files, "out": {"tags": str(tmp_path / "t.parquet"), "summary": str(tmp_path / "s.json"),
+                                                      "metrics": str(tmp_path / "m.json")}}, "tag")
     summary = tag_faces(cfg, few, str(crops))
     table = pq.read_table(tmp_path / "t.parquet")
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
@@ -281,7 +284,8 @@ def test_onnx_backend_maps_the_tagger_tags(tmp_path, labelled, in_tmp):
     few = read_faces(faces).slice(0, 6)
     cfg = build(TagConfig, {"backend": "auto", "workers": 1, "threads": 1, "raw_top_k": 2,
                             "onnx": {"model": str(tmp_path / "model.onnx"), "tags_csv": str(tmp_path / "selected_tags.csv")},
-                            "out": {"tags": str(tmp_path / "t.parquet"), "summary": str(tmp_path / "s.json")}}, "tag")
+                            "out": {"tags": str(tmp_path / "t.parquet"), "summary": str(tmp_path / "s.json"),
+                                    "metrics": str(tmp_path / "m.json")}}, "tag")
     summary = tag_faces(cfg, few, str(crops))
     assert summary.backend == "onnx" and summary.reason == "auto: the onnx tagger is present (no Illustration2Vec weights)"
     reader = CropReader(few, crops)
@@ -319,10 +323,13 @@ def test_stage_entry_point_writes_tags_summary_and_run_report(tmp_path, labelled
     log_text = res.stdout + res.stderr
     assert res.returncode == 0, log_text[-3000:]
     assert "backend color (set in params (tag.backend: color))" in log_text
+    assert "\r" not in log_text  # stderr is no terminal: no progress bar, a log of lines
     assert "long_hair" in log_text and "0.5299" in log_text and "makegirlsmoe_web src/Config.js @154fdcf" in log_text
     assert pq.read_table(params.tag.out.tags).num_rows == 3
     s = json.loads(Path(params.tag.out.summary).read_text())
     assert s["tagged"] == 3 and s["backend"] == "color" and s["backend_reason"] == "set in params (tag.backend: color)"
+    m = json.loads(Path(params.tag.out.metrics).read_text())  # the DVC metric; per tag: the summary
+    assert m == {"faces": 3, "coverage": pytest.approx(sum(s["coverage"].values()) / len(MGM_TAGS), abs=1e-3)}
     assert not {"faces_per_second", "seconds", "mgm_published"} & set(s)  # a metric holds what the tags are
     report = json.loads((run / "reports" / "runs" / "tag.json").read_text())
     assert report["stage"] == "tag" and report["faces"] == 3 and report["faces_per_second"] > 0

@@ -32,7 +32,8 @@ TAG_LIST_DEFAULT = "models/i2v/tag_list.json"
 
 def cfg_of(out: Path, **over) -> TagConfig:
     return build(TagConfig, {"workers": 0, "threads": 1, "batch_size": 4,
-                             "out": {"tags": str(out / "tags.parquet"), "summary": str(out / "summary.json")}} | over, "tag")
+                             "out": {"tags": str(out / "tags.parquet"), "summary": str(out / "summary.json"),
+                                     "metrics": str(out / "metrics.json")}} | over, "tag")
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from tests.tag_helpers import labelled_faces, png_bytes, synthetic_net, write_fa
 
 def _cfg(out, **over) -> TagConfig:
     return build(TagConfig, {"backend": "color", "workers": 0, "threads": 1, "batch_size": 4,
-                             "out": {"tags": str(out / "tags.parquet"), "summary": str(out / "summary.json")}} | over, "tag")
+                             "out": {"tags": str(out / "tags.parquet"), "summary": str(out / "summary.json"),
+                                     "metrics": str(out / "metrics.json")}} | over, "tag")
 
 
 @pytest.fixture(scope="module")

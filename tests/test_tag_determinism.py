@@ -28,7 +28,8 @@ def md5(path) -> str:
 
 
 def cfg_of(out: Path, **over) -> TagConfig:
-    return build(TagConfig, {"out": {"tags": str(out / "tags.parquet"), "summary": str(out / "summary.json")}} | over, "tag")
+    return build(TagConfig, {"out": {"tags": str(out / "tags.parquet"), "summary": str(out / "summary.json"),
+                                     "metrics": str(out / "metrics.json")}} | over, "tag")
 
 
 @pytest.fixture(scope="module")

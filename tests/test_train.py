@@ -51,7 +51,7 @@ def run_dirs(out: Path) -> list[Path]:
 
 
 def weights(out: Path, run: str | None = None) -> dict[str, torch.Tensor]:
-    run = run or json.loads((out / "metrics.json").read_text())["run"]
+    run = run or json.loads((out / "summary.json").read_text())["run"]
     ck = out / "runs" / run / "checkpoints"
     d = json.loads((ck / "latest.json").read_text())["dir"]
     return load_file(str(ck / d / "weights.safetensors"))
@@ -175,7 +175,7 @@ def test_sigkill_and_resume_is_bit_exact(export, tmp_path):
 
     proc = subprocess.Popen(_cli(tmp_path / "killed.json"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    run_id = json.loads((tmp_path / "full" / "metrics.json").read_text())["run"]  # same identity
+    run_id = json.loads((tmp_path / "full" / "summary.json").read_text())["run"]  # same identity
     latest = tmp_path / "killed" / "runs" / run_id / "checkpoints" / "latest.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -191,7 +191,7 @@ def test_sigkill_and_resume_is_bit_exact(export, tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"resuming run {run_id} from" in r.stderr
     assert_same(weights(tmp_path / "full"), weights(tmp_path / "killed"))
-    assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["resumed_from"] >= killed_at
+    assert json.loads((tmp_path / "killed" / "summary.json").read_text())["resumed_from"] >= killed_at
     assert (tmp_path / "full" / PLOTS).read_text() == (tmp_path / "killed" / PLOTS).read_text()
 
 
@@ -248,8 +248,11 @@ def test_a_complete_run_reports_its_losses_without_training(export, tmp_path):
     assert again["steps_trained"] == 0 and again["resumed_from"] == 3
     assert all(again[k] == first[k] for k in ("loss_d", "loss_g", "gp")) and first["loss_d"] is not None
     assert (tmp_path / "r" / GENERATOR).read_bytes() == gen
-    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert m["loss_g"] == first["loss_g"] and "wall_s" not in m and "images_per_s" not in m
+    # the DVC metric: the summary's headline numbers only
+    headline = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert headline == {k: m[k] for k in ("step", "faces", "loss_d", "loss_g")}
 
 
 def test_new_data_is_a_new_run(shared, export, tmp_path):

@@ -57,7 +57,7 @@ def test_two_ranks_stay_in_sync_and_resume_on_one(export, tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stderr.count("on cpu x2") == 2  # both ranks trained, as one run of world size 2
-    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     run_id = summary["run"]
     made = checkpoints(tmp_path / "out", run_id)
     assert [p.name for p in made] == ["step-00000000", "step-00000003", "step-00000006"]
@@ -73,8 +73,9 @@ def test_two_ranks_stay_in_sync_and_resume_on_one(export, tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert one.returncode == 0, one.stderr[-3000:]
     assert f"resuming run {run_id} from" in one.stderr and "(step 6)" in one.stderr
+    assert "\r" not in one.stderr + ddp.stderr  # stderr is no terminal: no progress bar, a log of lines
     assert "checkpoint made with 2 processes, now 1: noise streams reseeded" in one.stderr
-    resumed = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert resumed["run"] == run_id and resumed["resumed_from"] == 6 and resumed["step"] == 9
     assert resumed["data_fingerprint"] == summary["data_fingerprint"]
     last = checkpoints(tmp_path / "out", run_id)[-1]

@@ -17,7 +17,8 @@ class DetectOut:
     faces: str = "data/faces/faces.parquet"  # one row per detected face (tasks.detect.dataset)
     images: str = "data/faces/images.parquet"  # one row per input image: ok, or why it was unusable
     contact_sheet: str = "data/faces/contact_sheet.png"
-    summary: str = "data/faces/summary.json"  # counts, also a DVC metric
+    summary: str = "data/faces/summary.json"  # counts, by reason
+    metrics: str = "data/faces/metrics.json"  # the headline counts (DVC metric)
 
 
 @dataclass(frozen=True)

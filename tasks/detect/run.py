@@ -68,11 +68,15 @@ class DetectSummary:
         ]
 
     def as_dict(self) -> dict:
-        """summary.json (a DVC metric): what the data is, the same for the same inputs and params,
-        however many runs it took."""
+        """summary.json: what the data is, the same for the same inputs and params, however many
+        runs it took."""
         return {"detector": self.detector, "images": self.images, "bad": dict(sorted(self.bad.items())),
                 "with_face": self.with_face, "faces": self.faces, "kept": self.kept,
                 "dropped": dict(sorted(self.dropped.items())), "monochrome": self.monochrome}
+
+    def metrics(self) -> dict:
+        """The headline numbers (detect.out.metrics, the DVC metric); by reason: as_dict()."""
+        return {"images": self.images, "faces": self.faces, "kept": self.kept}
 
     def markdown(self, sheet_png: Optional[bytes] = None) -> str:
         rows = [("images in manifest", self.images), ("processed this run", self.processed),
@@ -196,6 +200,7 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
     summary.contact_sheet = cfg.out.contact_sheet
     summary.seconds = time.perf_counter() - t0
     atomic_write_json(cfg.out.summary, summary.as_dict())
+    atomic_write_json(cfg.out.metrics, summary.metrics())
     if cfg.detector == "animeface" and summary.images - sum(summary.bad.values()) >= 20 and summary.faces == 0:
         log.warning("animeface found no face in %d images: check the Pillow version (10.4 works, 13 does not)",
                     summary.images)

@@ -12,7 +12,8 @@ from tasks.errors import ConfigError
 @dataclass(frozen=True)
 class RenderOut:
     samples: str = "data/render/samples"  # grid.png, hair_colors.png, fixed_tags.png, interpolation.png, attributes/
-    metrics: str = "data/render/metrics.json"  # detectability, diversity, memorisation, attributes, Frechet (DVC metrics)
+    summary: str = "data/render/summary.json"  # detectability, diversity, memorisation, attributes, Frechet: each in full
+    metrics: str = "data/render/metrics.json"  # one number per metric (DVC metrics)
     attributes: str = "data/render/attributes.json"  # per-attribute agreement and why an attribute is not scored
 
 

@@ -9,6 +9,17 @@ def unavailable(e: BaseException | str) -> dict:
     return {"available": False, "reason": e if isinstance(e, str) else f"{type(e).__name__}: {e}"}
 
 
+HEADLINE = {"detectability": "ratio", "diversity": "ratio", "memorisation": "ratio", "attributes": "mean",
+            "frechet": "value"}
+
+
+def headline(m: dict) -> dict:
+    """render.out.metrics (the DVC metric): one number per metric, null where it is unavailable
+    (`dvc metrics show` leaves it out); why, and the rest: render.out.summary."""
+    return {"step": m.get("step"),
+            **{k: (m[k][v] if m.get(k, {}).get("available") else None) for k, v in HEADLINE.items()}}
+
+
 def metric_lines(m: dict) -> list[str]:
     def why(s):
         return f"unavailable ({s.get('reason', 'not in the metrics file')})"

@@ -1,6 +1,7 @@
 """The render stage: sheets from the EMA generator, then its metrics (tasks.render.quality and
-tasks.render.metrics) in `render.out.metrics` (compact, a DVC metric) and the per-attribute
-detail in `render.out.attributes`."""
+tasks.render.metrics) in `render.out.summary` (each metric's section, or why it is unavailable),
+one number per metric in `render.out.metrics` (the DVC metric) and the per-attribute detail in
+`render.out.attributes`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tasks.fileio import atomic_write_json
 from tasks.render import quality as Q
 from tasks.render.config import RenderConfig
 from tasks.render.metrics import Tagger, agreement, attribute_section, frechet_of_features, load_tagger
-from tasks.render.report import metric_lines, unavailable
+from tasks.render.report import headline, metric_lines, unavailable
 from tasks.render.sheets import generate, load_generator, render_sheets
 from tasks.tag.schema import binarize
 
@@ -167,7 +168,8 @@ def run_render(params, tagger: Tagger | None = None) -> RenderSummary:
         tagger, reason = load_tagger(params, cfg.tagger)
     metrics, detail = evaluate(G, sampler, params, tagger, reason)
     metrics = {"step": step, **metrics}
-    atomic_write_json(cfg.out.metrics, metrics)
+    atomic_write_json(cfg.out.summary, metrics)
+    atomic_write_json(cfg.out.metrics, headline(metrics))
     atomic_write_json(cfg.out.attributes, detail)
     summary = RenderSummary(sheets, metrics, step, cfg.out.samples)
     for line in summary.lines():

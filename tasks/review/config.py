@@ -13,7 +13,8 @@ class ReviewOut:
     queue: str = "review/queue.csv"  # faces waiting for a verdict, for a spreadsheet
     html: str = "review/queue.html"  # the contact sheet, opens from disk
     thumbs: str = "review/thumbs"  # sprite pages (page-NNNNN.jpg) + their face lists (page-NNNNN.js)
-    stats: str = "review/stats.json"  # DVC metrics: reviewed / pending / false-positive rate
+    stats: str = "review/stats.json"  # reviewed / pending / false-positive rate, per detector
+    metrics: str = "review/metrics.json"  # the headline numbers (DVC metric)
 
 
 @dataclass(frozen=True)

@@ -72,4 +72,5 @@ def run_review(cfg: ReviewConfig, inputs: ReviewInputs) -> ReviewStats:
         export = export_queue(cfg, rows, kept, inputs.crops)
         stats.pages, stats.version = export.pages, export.version
         atomic_write_json(cfg.out.stats, stats.as_dict())
+        atomic_write_json(cfg.out.metrics, stats.metrics())
     return stats

@@ -59,6 +59,11 @@ class ReviewStats:
                 "decided_via_duplicates": self.via_duplicates,
                 "orphaned_decisions": len(self.orphaned), "orphaned": self.orphaned}
 
+    def metrics(self) -> dict:
+        """The headline numbers (review.out.metrics, the DVC metric); per detector: as_dict()."""
+        t = self.total
+        return {"faces": self.downstream, "reviewed": t.reviewed, "pending": t.pending, "fp_rate": t.fp_rate}
+
     def lines(self) -> list[str]:
         def fmt(name: str, d: DetectorStats) -> str:
             rate = "n/a" if d.fp_rate is None else f"{d.fp_rate:.1%}"

@@ -71,7 +71,8 @@ class ScrapeOut:
     images: str = "data/raw/images"
     manifest: str = "data/raw/manifest.parquet"
     rejected: str = "data/raw/rejected.parquet"
-    summary: str = "data/raw/summary.json"  # the last run's counts (DVC metric)
+    summary: str = "data/raw/summary.json"  # the last run's counts, by reason
+    metrics: str = "data/raw/metrics.json"  # the headline counts (DVC metric)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,11 @@ class ScrapeSummary:
                 "rejected": dict(sorted(self.rejected.items())), "skipped": dict(sorted(self.skipped.items())),
                 "requests": self.requests, "stopped": self.stopped}
 
+    def metrics(self) -> dict:
+        """The headline numbers (scrape.out.metrics, the DVC metric); by reason: as_dict()."""
+        return {"images": self.kept_total, "rejected": sum(self.rejected.values()),
+                "skipped": sum(self.skipped.values()), "failed": self.failed}
+
     def markdown(self) -> str:
         rows = [("kept (new)", self.kept_new), ("kept (total)", self.kept_total), ("duplicates", self.duplicate),
                 ("already done", self.already_done)]
@@ -331,5 +336,6 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
             http.close()
         summary.seconds = time.monotonic() - t0
         atomic_write_json(cfg.out.summary, summary.as_dict())  # the run's time: reports/runs/scrape.json
+        atomic_write_json(cfg.out.metrics, summary.metrics())
         write_run_report("scrape", {"seconds": round(summary.seconds, 2), "requests": summary.requests})
     return summary

@@ -98,7 +98,8 @@ class ColorConfig:
 @dataclass(frozen=True)
 class TagOut:
     tags: str = "data/tags/tags.parquet"
-    summary: str = "data/tags/summary.json"  # backend and why, frequencies, coverage (DVC metric; no timings)
+    summary: str = "data/tags/summary.json"  # backend and why, frequencies and coverage per tag (no timings)
+    metrics: str = "data/tags/metrics.json"  # faces tagged, mean coverage (DVC metric)
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,7 @@ def tag_faces(cfg: TagConfig, faces: pa.Table, crops_dir: str) -> TagSummary:
                              f"({measured} measured on the crop with animeface), unknown (-1) for {unknown}; "
                              "styles, blush, smile, open mouth, hat, ribbon, glasses are null without a tagger")
     atomic_write_json(cfg.out.summary, summary.to_json())
+    atomic_write_json(cfg.out.metrics, summary.metrics())
     log.info("tag: %d faces in %.1f s (%s faces/s)", summary.tagged, summary.seconds, summary.faces_per_second())
     return summary
 

@@ -1,5 +1,6 @@
-"""What the tag stage says about its run: data/tags/summary.json (a DVC metric: what the tags are,
-never how fast), the log lines, the Prefect artifact and the dataset card's tag section.
+"""What the tag stage says about its run: data/tags/summary.json (what the tags are, per tag, never
+how fast), data/tags/metrics.json (the DVC metric: its headline numbers), the log lines, the Prefect
+artifact and the dataset card's tag section.
 
 The reference column is Make.Girls.Moe's own attribute priors, copied exactly: the `prob` arrays
 of src/Config.js in makegirlsmoe_web, the site's front end (github.com/makegirlsmoe/makegirlsmoe_web,
@@ -64,6 +65,12 @@ class TagSummary:
                 "frequency": {t: (round(f, 4) if (f := self.frequency(t)) is not None else None) for t in MGM_TAGS},
                 "coverage": {t: round(self.known[t] / self.tagged, 4) if self.tagged else 0.0 for t in MGM_TAGS},
                 "notes": self.notes}
+
+    def metrics(self) -> dict:
+        """The headline numbers (tag.out.metrics, the DVC metric): faces tagged and the mean share
+        of faces whose tag is known, over the MGM tags; per tag: to_json()."""
+        coverage = [self.known[t] / self.tagged for t in MGM_TAGS] if self.tagged else [0.0]
+        return {"faces": self.tagged, "coverage": round(sum(coverage) / len(coverage), 4)}
 
     def lines(self) -> list[str]:
         fps = self.faces_per_second()

@@ -13,7 +13,7 @@ from tasks.errors import ConfigError
 @dataclass(frozen=True)
 class TrainOut:
     data: str = "data/train/faces.parquet"  # the training export: face_id, png, attributes
-    dir: str = "data/train"  # run.json, runs/<identity>/ (checkpoints), generator.safetensors, metrics.json, plots.csv
+    dir: str = "data/train"  # run.json, runs/<identity>/ (checkpoints), generator.safetensors, summary.json, metrics.json, plots.csv
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,6 @@ def run_train(params) -> TrainSummary:
         raise TrainError(str(e)) from None
     write_run_report("train", {k: result[k] for k in ("run", "step", "steps_trained", "wall_s", "images_per_s",
                                                       "threads", "device", "world")})
-    log.info("train: run %s at step %d (%d trained this session, %s images/s); metrics in %s", result["run"],
+    log.info("train: run %s at step %d (%d trained this session, %s images/s); summary in %s", result["run"],
              result["step"], result["steps_trained"], result["images_per_s"], Path(cfg.out.dir) / SUMMARY)
     return TrainSummary(export, result)

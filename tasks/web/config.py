@@ -13,7 +13,8 @@ class ExportOut:
     onnx: str = "data/export/generator.onnx"  # fp32, dynamic batch: the reference export
     web: str = "web/public/model/generator.onnx"  # the file the page loads: the variant (or a copy of fp32)
     manifest: str = "web/public/model/model.json"  # tags, groups, sizes, noise algorithm: the page's controls
-    report: str = "data/export/report.json"  # sizes + parity (DVC metric)
+    report: str = "data/export/report.json"  # sizes + parity
+    metrics: str = "data/export/metrics.json"  # web_mb, parity: the web model's max |difference| (DVC metric)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class ExportConfig:
         for name in ("onnx", "web"):
             if not getattr(self.out, name).endswith(".onnx"):
                 raise ConfigError(f"{key}.out.{name}: expected an .onnx path, got {getattr(self.out, name)!r}")
-        for name in ("manifest", "report"):
+        for name in ("manifest", "report", "metrics"):
             if not getattr(self.out, name).endswith(".json"):
                 raise ConfigError(f"{key}.out.{name}: expected a .json path, got {getattr(self.out, name)!r}")
         if self.fast_tail and not self.fold_batchnorm:

@@ -71,8 +71,14 @@ def cpu_ms_per_image(model: bytes, z_dim: int, n_tags: int, runs: int = 5) -> fl
     return (time.perf_counter() - t0) * 1000 / runs
 
 
+def metrics(report: dict) -> dict:
+    """The headline numbers (export.out.metrics, the DVC metric): the web model's size and its
+    largest difference from PyTorch on the parity seeds; the rest: the report."""
+    return {"web_mb": report["web_mb"], "parity": report["parity_web"]["max_abs"]}
+
+
 def run_export(cfg: ExportConfig, generator: str | Path) -> dict:
-    """Write out.onnx, out.web, out.manifest and out.report; return the report.
+    """Write out.onnx, out.web, out.manifest, out.report and out.metrics; return the report.
     Raises ParityError when onnxruntime disagrees with PyTorch beyond the tolerances."""
     t0 = time.perf_counter()
     g, model_cfg, meta = load_generator(generator)
@@ -117,6 +123,7 @@ def run_export(cfg: ExportConfig, generator: str | Path) -> dict:
         "parity_fp32": par_fp32, "parity_web": par_web,
     }
     atomic_write_json(cfg.out.report, report)
+    atomic_write_json(cfg.out.metrics, metrics(report))
     timing = {"cpu_ms_per_image": round(cpu_ms_per_image(web, model_cfg.z_dim, model_cfg.n_tags), 2),
               "seconds": round(time.perf_counter() - t0, 2)}
     write_run_report("export", timing)
