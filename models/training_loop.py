@@ -8,7 +8,9 @@ is another run, and never touches this one's checkpoints. Resume is automatic (t
 checkpoint) and exact on CPU: weights, optimisers, step, the device generator that draws data
 order flips / noise / tags / GP noise, the torch RNG, the lr scale. The only host
 synchronisations are at log / checkpoint boundaries, where a non-finite loss restores the last
-checkpoint with a lower learning rate."""
+checkpoint with a lower learning rate. This module is the loop (one step, then a log window's
+flush, a checkpoint or a NaN recovery at its boundaries); what it keeps — checkpoints with every
+RNG state, the metrics window and plots.csv, the agreement between ranks — is models.bookkeeping."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import torch
 
 from models import checkpoint as ckpt
 from models import loss as L
+from models.bookkeeping import Checkpoints, MetricsWindow, Ranks, TrainingError
 from models.conditioning import TagSampler, tag_frequencies
 from models.config import RunConfig
 from models.data import FaceData
@@ -43,10 +46,6 @@ METRICS = ("loss_d", "loss_g", "adv_d", "adv_g", "cls_real", "cls_fake", "gp", "
 PLOTS, SUMMARY, GENERATOR, REPORT = "plots.csv", "summary.json", "generator.safetensors", "report.json"
 # the DVC metric: the headline numbers of SUMMARY (which also has the run, the data and every loss term)
 HEADLINE, HEADLINE_KEYS = "metrics.json", ("step", "faces", "loss_d", "loss_g")
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (bad checkpoint, config mismatch, repeated non-finite losses)."""
 
 
 class Trainer:
@@ -79,7 +78,10 @@ class Trainer:
         if self.data.attributes.shape[1] != run.model.n_tags:
             raise TrainingError(f"{run.data} has {self.data.attributes.shape[1]} tags, model.n_tags is {run.model.n_tags}")
         self.rundir = RunDir(self.out, run, self.data.fingerprint)
+        self.ranks = Ranks(self.world, self.rank, self.device)
         self.plots = PlotsLog(self.rundir.plots, (*METRICS, "lr"))
+        self.window = MetricsWindow(METRICS, self.plots, self.ranks)
+        self.checkpoints = Checkpoints(self)
         self.freqs = tag_frequencies(self.data.attributes)
         self.sampler = TagSampler(self.freqs, self.device)
         # G's tag loss covers only the tags some face knows (D's tag head never learns the others)
@@ -99,7 +101,6 @@ class Trainer:
         self.gen.manual_seed(cfg.seed * 7919 + self.rank)
         self.ema_p, self.g_p = list(self.G_ema.parameters()), list(self.G.parameters())
         self.ema_b, self.g_b = list(self.G_ema.buffers()), list(self.G.buffers())
-        self.acc = torch.zeros(len(METRICS), device=self.device)
         self.step, self.lr_scale, self.nan_recoveries, self.resumed_from = 0, 1.0, 0, None
         self.last: dict = {}
         self.n_params = sum(p.numel() for p in self.G.parameters()) + sum(p.numel() for p in self.D.parameters())
@@ -135,121 +136,28 @@ class Trainer:
             loss_d, pd = L.discriminator_loss(self.D_fwd, real, fake, tags, known, u, self.run.loss, D_gp=self.D)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
-        self._allreduce(self.D)
+        self.ranks.mean_grads(self.D)
         self.opt_d.step()
         with self._autocast():
             loss_g, pg = L.generator_loss(self.D_fwd, fake, cond, self.run.loss, self.tag_mask)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        self._allreduce(self.G)
+        self.ranks.mean_grads(self.G)
         self.opt_g.step()
         with torch.no_grad():
-            # torch._foreach_lerp_ is the fused form of `ema += (1 - beta) * (g - ema)` over the list;
-            # torch.optim's own EMA helpers (swa_utils) call it the same way
+            # torch._foreach_lerp_ is the fused form of `ema += (1 - beta) * (g - ema)` over the list.
+            # Private but safe here: the public EMA helper torch.optim.swa_utils.get_ema_multi_avg_fn
+            # is this very call (for float tensors), torch is pinned (==2.13.0), and were the op ever
+            # renamed, the first step raises an AttributeError: no silent change of the numbers.
+            # Kept over the public helper because its decay is fixed, and ours ramps up (ema_beta).
             torch._foreach_lerp_(self.ema_p, self.g_p, 1.0 - self.ema_beta(step))
             torch._foreach_copy_(self.ema_b, self.g_b)
-            parts = {**pd, **pg}
-            self.acc += torch.stack([parts[k].float() for k in METRICS])
+            self.window.add({**pd, **pg})
 
-    def _allreduce(self, module: torch.nn.Module) -> None:
-        if self.world == 1:
-            return
-        import torch.distributed as dist
-
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        o = 0
-        for g in grads:
-            g.copy_(flat[o:o + g.numel()].view(g.shape))
-            o += g.numel()
-
-    # ---------------------------------------------------------------- checkpoints
-    def save(self) -> None:
-        gens, digests = [self.gen.get_state()], None
-        if self.world > 1:  # every rank's noise stream, and a check that the ranks' weights still agree
-            import torch.distributed as dist
-
-            gathered = [None] * self.world
-            dist.all_gather_object(gathered, (self.gen.get_state(), ckpt.params_digest(self.G, self.D, self.G_ema)))
-            gens, digests = [g for g, _ in gathered], [d for _, d in gathered]
-            if len(set(digests)) > 1:
-                raise TrainingError(f"step {self.step}: the {self.world} processes' weights differ (parameter "
-                                    f"digests {', '.join(d[:12] for d in digests)}); checkpoint not written")
-        if self.rank == 0:
-            tensors = {**ckpt.flat_state("g", self.G), **ckpt.flat_state("d", self.D),
-                       **ckpt.flat_state("g_ema", self.G_ema)}
-            state = {"step": self.step, "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                     "rng": {"gen": gens, "cpu": torch.get_rng_state(),
-                             "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
-                     "lr_scale": self.lr_scale, "nan_recoveries": self.nan_recoveries, "world": self.world,
-                     "params_sha256": digests,
-                     "config": to_dict(self.run), "identity": self.rundir.identity, "sampler": self.freqs,
-                     "last": self.last, "version": ckpt.package_version()}
-            ckpt.save(self.rundir.checkpoints, self.step, tensors, state, self.run.loop.keep_checkpoints)
-        self._barrier()
-
-    def load(self, path: Path, *, counters: bool = True) -> None:
-        tensors, state = ckpt.load(path, "cpu")
-        if state.get("identity") != self.rundir.identity:  # only a corrupted or hand-moved checkpoint
-            raise TrainingError(f"{path} belongs to another run ({describe_change(state.get('identity') or {}, self.rundir.identity)})")
-        for name, module in (("g", self.G), ("d", self.D), ("g_ema", self.G_ema)):
-            module.load_state_dict(ckpt.split_state(tensors, name))
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        gens = state["rng"]["gen"]
-        if len(gens) == self.world:
-            self.gen.set_state(gens[self.rank])
-        else:
-            log.warning("checkpoint made with %d processes, now %d: noise streams reseeded", len(gens), self.world)
-            self.gen.manual_seed(self.run.loop.seed * 7919 + self.rank + 104729 * state["step"])
-        torch.set_rng_state(state["rng"]["cpu"])
-        if self.device.type == "cuda" and len(state["rng"]["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.step, self.last = int(state["step"]), dict(state.get("last") or {})
-        if counters:
-            self.lr_scale, self.nan_recoveries = float(state["lr_scale"]), int(state["nan_recoveries"])
-        for opt, lr in ((self.opt_g, self.run.optim.lr), (self.opt_d, self.run.optim.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * self.lr_scale
-
-    def _agree(self, flag: bool) -> bool:
-        """`flag` on rank 0, for every rank (all ranks must stop at the same step)."""
-        if self.world == 1:
-            return flag
-        import torch.distributed as dist
-
-        t = torch.tensor([float(flag)], device=self.device)
-        dist.broadcast(t, 0)
-        return bool(t.item())
-
-    def _barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    # ---------------------------------------------------------------- metrics
+    # ---------------------------------------------------------------- bookkeeping (models.bookkeeping)
     def flush(self, first: int) -> dict | None:
         """The window's mean metrics (a host sync); None when a loss went non-finite."""
-        acc = self.acc
-        if self.world > 1:
-            import torch.distributed as dist
-
-            acc = acc.clone()
-            dist.all_reduce(acc)
-            acc /= self.world
-        vals = acc.tolist()
-        self.acc.zero_()
-        if not all(math.isfinite(v) for v in vals):
-            return None
-        n = max(1, self.step - first)
-        row = {"step": self.step, **{k: round(v / n, 6) for k, v in zip(METRICS, vals)},
-               "lr": self.run.optim.lr * self.lr_scale}
-        if self.rank == 0:
-            self.plots.write([row])
-        return row
+        return self.window.flush(self.step, first, self.run.optim.lr * self.lr_scale)
 
     def recover(self, first: int) -> None:
         o = self.run.optim
@@ -257,9 +165,8 @@ class Trainer:
         if self.nan_recoveries > o.max_nan_recoveries:
             raise TrainingError(f"non-finite loss again after {o.max_nan_recoveries} recoveries; giving up")
         self.lr_scale *= o.nan_lr_factor
-        self.load(ckpt.latest(self.rundir.checkpoints), counters=False)
-        if self.rank == 0:
-            self.plots.truncate(self.step)
+        self.checkpoints.load(self.checkpoints.latest(), counters=False)
+        self.window.restart(self.step)
         log.warning("non-finite loss in steps %d-%d: restored the checkpoint at step %d, lr lowered to %.3g "
                     "(recovery %d of %d)", first + 1, first + self.run.loop.log_every, self.step,
                     o.lr * self.lr_scale, self.nan_recoveries, o.max_nan_recoveries)
@@ -268,7 +175,7 @@ class Trainer:
     def start(self) -> None:
         """Resume this identity's run, or start it (recording what changed against the last run)."""
         cfg = self.run.loop
-        found = ckpt.latest(self.rundir.checkpoints)
+        found = self.checkpoints.latest()
         if self.rank == 0:
             if found is None:
                 prev = self.rundir.previous_identity()
@@ -277,17 +184,15 @@ class Trainer:
                              describe_change(prev, self.rundir.identity), self.rundir.root)
             self.rundir.open(self.run)
             self.rundir.prune(cfg.keep_runs)
-        self._barrier()
+        self.ranks.barrier()
         if found is not None:
-            self.load(found)
+            self.checkpoints.load(found)
             self.resumed_from = self.step
-            if self.rank == 0:
-                self.plots.truncate(self.step)
+            self.window.restart(self.step)
             log.info("resuming run %s from %s (step %d)", self.rundir.id, found, self.step)
         else:
-            if self.rank == 0:
-                self.plots.write([], "w")
-            self.save()  # step 0: NaN recovery always has a checkpoint to return to
+            self.window.restart(None)
+            self.checkpoints.save()  # step 0: NaN recovery always has a checkpoint to return to
 
     def fit(self) -> dict:
         cfg = self.run.loop
@@ -308,7 +213,7 @@ class Trainer:
             self.train_step(self.step)
             self.step += 1
             s = self.step
-            over = s % cfg.log_every == 0 and self._agree(time.perf_counter() - t_start > budget)
+            over = s % cfg.log_every == 0 and self.ranks.agree(time.perf_counter() - t_start > budget)
             ckpt_now = s % cfg.checkpoint_every == 0 or s == cfg.steps or over
             if bar is not None:
                 bar.update(1)
@@ -328,7 +233,7 @@ class Trainer:
                     log.info("step %d/%d: loss_d %.3g loss_g %.3g gp %.3g", s, cfg.steps, row["loss_d"],
                              row["loss_g"], row["gp"])
                 if ckpt_now:
-                    self.save()
+                    self.checkpoints.save()
             first = self.step
             if over:
                 log.info("train: stopped at step %d: loop.max_minutes %g reached", self.step, cfg.max_minutes)
