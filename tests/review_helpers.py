@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import io
@@ -10,7 +11,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from tasks.detect.dataset import ShardWriter, face_id, write_faces
+from tasks.errors import ReviewError
 from tasks.fileio import write_parquet
 from tasks.review.config import ReviewConfig, ReviewOut
 from tasks.review.run import ReviewInputs
@@ -112,6 +116,15 @@ def params_of(cfg: ReviewConfig, inp: ReviewInputs):
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root, for 'nothing changed' checks."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def refused(root: Path, match: str):
+    """The block raises a ReviewError matching `match` and leaves every file under root as it was."""
+    before = snapshot(root)
+    with pytest.raises(ReviewError, match=match):
+        yield
+    assert snapshot(root) == before
 
 
 def read_queue(path: Path) -> list[dict]:
