@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from tasks.dag import load_dag
-from tasks.errors import MoeflowError
+from tasks.errors import MoeflowError, one_line_errors
 from tasks.fileio import atomic_copy
 from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.stage import summary_path
@@ -175,16 +175,13 @@ def setup_logging() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
+@one_line_errors()
 def flow_main(flow_obj, argv: list[str] | None = None, description: str = "") -> int:
     """`python -m flows.<stage> [--params FILE]`: the stage flow on an ephemeral Prefect API."""
     parser = argparse.ArgumentParser(prog=f"python -m flows.{flow_obj.name}", description=description)
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
-    try:
-        load_params(args.params)  # fail fast, before Prefect starts
-    except MoeflowError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    load_params(args.params)  # fail fast, before Prefect starts
     setup_logging()
     return exit_code(flow_obj(params_path=args.params, return_state=True))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from models.typed import to_dict
-from tasks.errors import MoeflowError
+from tasks.errors import one_line_errors
 from tasks.fileio import atomic_write_text
 from tasks.params import load_params
 from tasks.render.report import metric_lines
@@ -133,6 +133,7 @@ def write_card(params, out: str | Path = DEFAULT_OUT, root: Path = Path(".")) ->
     return Path(out)
 
 
+@one_line_errors()
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tasks.card", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        write_card(load_params(args.params), args.out)
-    except MoeflowError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    write_card(load_params(args.params), args.out)
     return 0
 
 

@@ -3,6 +3,10 @@ message on one line and exits non-zero, without a traceback."""
 
 from __future__ import annotations
 
+import functools
+import sys
+from typing import Callable
+
 from models.typed import ConfigValueError
 
 
@@ -45,3 +49,25 @@ class Rejected(Exception):
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+def one_line_errors(interrupted: str | None = None) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """A command's main(): a MoeflowError becomes its one `error:` line on stderr and its exit
+    code, never a traceback; with `interrupted`, Ctrl-C prints that line and exits 130."""
+    caught = (MoeflowError, KeyboardInterrupt) if interrupted else (MoeflowError,)
+
+    def wrap(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def run(*args, **kwargs) -> int:
+            try:
+                return main(*args, **kwargs)
+            except caught as e:
+                if isinstance(e, KeyboardInterrupt):
+                    print(interrupted, file=sys.stderr)
+                    return 130
+                print(f"error: {e}", file=sys.stderr)
+                return e.exit_code
+
+        return run
+
+    return wrap

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
-from tasks.errors import MoeflowError
+from tasks.errors import one_line_errors
 from tasks.fileio import atomic_write_text
 from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.reports import RUN_REPORTS, report_path, write_run_report
@@ -48,6 +48,7 @@ def summary_path(stage: str, root: str | Path = ".") -> Path:
     return Path(root) / RUN_REPORTS / f"{stage}.md"
 
 
+@one_line_errors(interrupted="interrupted: rerun the same command to resume")
 def main(stage: str, run: Callable[[object], Summary], argv: list[str] | None = None, description: str = "") -> int:
     parser = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=description)
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
@@ -56,15 +57,7 @@ def main(stage: str, run: Callable[[object], Summary], argv: list[str] | None = 
     setup_logging(args.verbose)
     t0 = time.perf_counter()
     report_path(stage).unlink(missing_ok=True)  # this run's report only
-    try:
-        params = load_params(args.params)
-        summary = run(params)
-    except MoeflowError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+    summary = run(load_params(args.params))
     for line in summary.lines():
         log.info("%s: %s", stage, line)
     atomic_write_text(summary_path(stage), summary.markdown())

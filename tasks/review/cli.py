@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 
-from tasks.errors import MoeflowError
+from tasks.errors import one_line_errors
 from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.review.merge import merge
 from tasks.review.run import inputs_from
@@ -16,6 +16,7 @@ from tasks.review.run import inputs_from
 PROG = "python -m tasks.review"
 
 
+@one_line_errors()
 def merge_main(argv: list[str], prog: str = PROG) -> int:
     parser = argparse.ArgumentParser(prog=f"{prog} merge",
                                      description="Append the filled-in verdicts of the review queue to the decisions CSV.")
@@ -33,12 +34,8 @@ def merge_main(argv: list[str], prog: str = PROG) -> int:
         print("note: --drop-missing keeps verdicts on missing faces as orphans now (the CSV's rule; --keep-missing)",
               file=sys.stderr)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        params = load_params(args.params)
-        result = merge(params.review, inputs_from(params), args.source, args.reviewer, args.keep_missing)
-    except MoeflowError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    params = load_params(args.params)
+    result = merge(params.review, inputs_from(params), args.source, args.reviewer, args.keep_missing)
     print(result.message())
     return 0
 

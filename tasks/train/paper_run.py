@@ -51,7 +51,7 @@ from models.device import cores
 from models.dragan import Discriminator, Generator
 from models.training_loop import GENERATOR, Trainer, TrainingError
 from models.typed import ConfigValueError, to_dict, validate_all
-from tasks.errors import ConfigError, DataError, MoeflowError
+from tasks.errors import ConfigError, DataError, one_line_errors
 from tasks.fileio import atomic_write_json, read_parquet
 from tasks.params import DEFAULT_PARAMS, load_params
 from tasks.render import quality as Q
@@ -407,19 +407,13 @@ def summary_lines(r: dict) -> list[str]:
             *metric_lines(r), f"grid: {r['grid']}; metrics: {Path(r['out']) / 'metrics.json'}"]
 
 
+@one_line_errors(interrupted="error: interrupted")
 def main(argv: list[str] | None = None) -> int:
     from tasks.stage import setup_logging
 
     args = parse(argv)
     setup_logging()
-    try:
-        report = paper_run(args)
-    except MoeflowError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    report = paper_run(args)
     if args.prepare_only:
         d = report["dataset"]
         print(f"dataset {d['path']}: {d['faces']} faces ({d['holdout']} held out), {d['mb']} MB, "
