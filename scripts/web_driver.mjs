@@ -5,36 +5,18 @@
 //
 //   node scripts/web_driver.mjs '{"url": "http://127.0.0.1:8000/", "seed": 42, "tags": ["blonde_hair", "smile"],
 //                                 "screenshot": "/tmp/page.png", "bench": {"runs": 20, "warmup": 3, "batch": 1}}'
-import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
-const require = createRequire(new URL('../web/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+import { CHROMIUM_ARGS, drive } from './browser.mjs';
 
 const opts = JSON.parse(process.argv[2] || '{}');
 const executablePath = opts.chromium || process.env.MOEFLOW_CHROMIUM || '/usr/bin/chromium';
-const timeout = opts.timeout_ms || 60000;
-const profile = mkdtempSync(join(tmpdir(), 'moeflow-chromium-'));
-const ARGS = ['--no-sandbox', ...(opts.webgpu ? [] : ['--disable-gpu']), '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', '--headless=new',
+const ARGS = [...CHROMIUM_ARGS, ...(opts.webgpu ? [] : ['--disable-gpu']), '--disable-quic',
   // opts.webgpu: try WebGPU on the CPU (SwiftShader's Vulkan): checks the WebGPU path, not its speed
   ...(opts.webgpu ? ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader',
     '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-angle=swiftshader'] : [])];
 
 const result = { console: [], errors: [] };
-let context;
-try {
-  const t0 = Date.now();
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath, headless: true, args: ARGS, viewport: { width: 1200, height: 860 }, timeout,
-  });
-  result.launch_ms = Date.now() - t0;
-  const page = context.pages()[0] || (await context.newPage());
-  page.setDefaultTimeout(timeout);
-  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') result.console.push(`${m.type()}: ${m.text()}`); });
-  page.on('pageerror', (e) => result.errors.push(String(e)));
+await drive({ name: 'chromium', executablePath, timeout: opts.timeout_ms || 60000, result,
+  launch: { args: ARGS, viewport: { width: 1200, height: 860 } } }, async (page) => {
   await page.goto(opts.url, { waitUntil: 'load' });
   await page.waitForFunction(() => document.body.dataset.state === 'error' || +document.body.dataset.variations >= 1);
   const state = await page.evaluate(() => document.body.dataset.state);
@@ -65,13 +47,4 @@ try {
   if (opts.variation_pixels) result.variation = await page.evaluate(() => { const c = document.querySelector('#variations canvas'); c.id = 'v0'; return moeflow.pixels('v0'); });
   if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true });
   if (opts.bench) result.bench = await page.evaluate((b) => moeflow.benchmark(b), opts.bench);
-  result.ok = true;
-} catch (e) {
-  result.ok = false;
-  result.error = String(e && e.stack ? e.stack : e);
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-}
-// Exit only once the (large) JSON is flushed: stdout is asynchronous on a pipe.
-process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(result.ok ? 0 : 1));
+});

@@ -6,31 +6,16 @@
 //   {"wait": "js expression"}          {"eval": "js expression"}   -> its value is appended to results
 //   {"exec": ["cmd", "arg", ...]}      run a command (e.g. regenerate the queue) between steps
 //   {"download": selector}             click, and append the downloaded file's text to results
-import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 
-const require = createRequire(new URL('../web/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+import { CHROMIUM_ARGS, drive } from '../scripts/browser.mjs';
 
 const steps = JSON.parse(process.argv[2] || '[]');
 const executablePath = process.env.MOEFLOW_CHROMIUM || '/usr/bin/chromium';
-const timeout = 60000;
-const profile = mkdtempSync(join(tmpdir(), 'moeflow-review-'));
 const result = { console: [], errors: [], results: [] };
-let context;
-try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath, headless: true, acceptDownloads: true, timeout,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync',
-      '--disable-component-update', '--disable-dev-shm-usage', '--headless=new'],
-  });
-  const page = context.pages()[0] || (await context.newPage());
-  page.setDefaultTimeout(timeout);
-  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') result.console.push(`${m.type()}: ${m.text()}`); });
-  page.on('pageerror', (e) => result.errors.push(String(e)));
+await drive({ name: 'review', executablePath, result,
+  launch: { acceptDownloads: true, args: [...CHROMIUM_ARGS, '--disable-gpu'] } }, async (page) => {
   for (const step of steps) {
     if (step.goto) await page.goto(step.goto, { waitUntil: 'load' });
     else if (step.reload) await page.reload({ waitUntil: 'load' });
@@ -45,12 +30,4 @@ try {
       result.results.push(readFileSync(await download.path(), 'utf8'));
     } else throw new Error(`unknown step ${JSON.stringify(step)}`);
   }
-  result.ok = true;
-} catch (e) {
-  result.ok = false;
-  result.error = String(e && e.stack ? e.stack : e);
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-}
-process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(result.ok ? 0 : 1));
+});
