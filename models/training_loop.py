@@ -258,13 +258,42 @@ class Trainer:
         return {**summary, **report}
 
     def export_generator(self) -> Path:
-        """The EMA generator with what render needs to rebuild it, as one safetensors file."""
+        """The EMA generator, its BatchNorm statistics measured for its own weights, with what
+        render needs to rebuild it, as one safetensors file."""
         path = self.out / GENERATOR
+        G = copy.deepcopy(self.G_ema)
+        recalibrate_batchnorm(G, self.sampler, seed=self.run.loop.seed, batch=self.run.optim.batch)
         meta = {"model": json.dumps(to_dict(self.run.model)), "sampler": json.dumps(self.freqs),
                 "step": str(self.step), "run": self.rundir.id, "data_fingerprint": self.data.fingerprint,
                 "version": ckpt.package_version()}
-        ckpt.save_weights(path, ckpt.flat_state("g_ema", self.G_ema), meta)
+        ckpt.save_weights(path, ckpt.flat_state("g_ema", G), meta)
         return path
+
+
+BN_BATCHES = 16  # batches of noise and tags the EMA generator's BatchNorm statistics are measured on
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(G: Generator, sampler: TagSampler, *, seed: int, batch: int) -> None:
+    """Replace the running BatchNorm statistics (G's, copied while training) by those of G's own
+    weights: an average of weights needs the statistics of its activations, not of the last raw
+    generator's (SWA's bn_update). Deterministic: the noise comes from `seed`."""
+    bns = [m for m in G.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    dev = next(G.parameters()).device
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed * 6007 + 1)
+    G.train()
+    for _ in range(BN_BATCHES):
+        G(torch.randn(batch, G.cfg.z_dim, device=dev, generator=gen), sampler.sample(batch, gen))
+    G.eval()
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
 
 
 def train(run: RunConfig) -> dict:
