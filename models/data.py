@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 EXPORT_TABLE = "train_faces"
 EXPORT_VERSIONS = (2,)  # schema versions this reader understands
 FINGERPRINT_KEY = b"moeflow.fingerprint"
+TAGGER_KEY, TAGGER_REASON_KEY = b"moeflow.tagger", b"moeflow.tagger_reason"
 TRAIN, HOLDOUT = "train", "holdout"
 PREFETCH = 4
 
@@ -32,11 +33,13 @@ class Export:
     attributes: np.ndarray  # (N, n_tags) int8, -1 = unknown
     split: np.ndarray  # (N,) str: train | holdout
     fingerprint: str  # sha256 over the rows (tasks.train.dataset)
+    tagger: str = ""  # the tag backend that made the attributes (TAGGER_KEY; "" when not recorded)
+    tagger_reason: str = ""  # why that backend ran
 
     def take(self, which: str) -> "Export":
         keep = np.flatnonzero(self.split == which)
         return Export([self.face_ids[i] for i in keep], [self.pngs[i] for i in keep], self.attributes[keep],
-                      self.split[keep], self.fingerprint)
+                      self.split[keep], self.fingerprint, self.tagger, self.tagger_reason)
 
 
 def read_export(path) -> Export:
@@ -51,7 +54,8 @@ def read_export(path) -> Export:
     attrs = np.asarray(t.column("attributes").combine_chunks().flatten().to_numpy(zero_copy_only=False),
                        dtype=np.int8).reshape(t.num_rows, -1)
     return Export(t.column("face_id").to_pylist(), t.column("png").to_pylist(), attrs,
-                  np.asarray(t.column("split").to_pylist()), meta.get(FINGERPRINT_KEY, b"").decode())
+                  np.asarray(t.column("split").to_pylist()), meta.get(FINGERPRINT_KEY, b"").decode(),
+                  meta.get(TAGGER_KEY, b"").decode(), meta.get(TAGGER_REASON_KEY, b"").decode())
 
 
 def decode(png: bytes, size: int) -> np.ndarray:
@@ -70,7 +74,7 @@ class FaceData:
     def __init__(self, path, image_size: int, device: torch.device, *, seed: int, batch: int, rank: int = 0,
                  world: int = 1, cache_gb: float = 8.0, threads: int = 4, channels_last: bool = False):
         export = read_export(path)
-        self.fingerprint = export.fingerprint
+        self.fingerprint, self.tagger, self.tagger_reason = export.fingerprint, export.tagger, export.tagger_reason
         train = export.take(TRAIN)
         self.face_ids, self._pngs, self.attributes = train.face_ids, train.pngs, train.attributes
         self.n, self.n_holdout = len(self.face_ids), len(export.face_ids) - len(train.face_ids)

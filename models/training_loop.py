@@ -248,6 +248,7 @@ class Trainer:
         summary = {"run": self.rundir.id, "step": self.step, "resumed_from": self.resumed_from,
                    "nan_recoveries": self.nan_recoveries, "lr": self.run.optim.lr * self.lr_scale,
                    "data_fingerprint": self.data.fingerprint, "faces": self.data.n, "holdout": self.data.n_holdout,
+                   "tagger": self.data.tagger or None, "tagger_reason": self.data.tagger_reason or None,
                    **{k: self.last[k] for k in METRICS if k in self.last}}
         if self.rank == 0:
             self.export_generator()

@@ -97,6 +97,8 @@ def test_a_merged_false_positive_reaches_the_model(two):
     new = json.loads((project / "data/train/summary.json").read_text())
     assert new["run"] != metrics["run"] and new["data_fingerprint"] != metrics["data_fingerprint"]
     assert new["resumed_from"] is None and new["step"] == 4 and new["loss_d"] is not None  # it trained
+    tags = json.loads((project / "data/tags/summary.json").read_text())  # the backend that made the tags, and why
+    assert (new["tagger"], new["tagger_reason"]) == (tags["backend"], tags["backend_reason"]) and new["tagger"]
     report = json.loads((project / "reports/runs/train.json").read_text())
     assert report["steps_trained"] == 4
     assert (project / "data/train/generator.safetensors").read_bytes() != gen

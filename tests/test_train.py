@@ -255,6 +255,29 @@ def test_a_complete_run_reports_its_losses_without_training(export, tmp_path):
     assert headline == {k: m[k] for k in ("step", "faces", "loss_d", "loss_g")}
 
 
+def test_the_tag_backend_and_why_reach_the_training_summary(shared, export, tmp_path):
+    """tags.parquet says which backend ran and why; the training dataset and summary.json carry it on."""
+    import pyarrow.parquet as pq
+
+    f = make_faces(shared, tmp_path / "faces", n=24)
+    t = pq.read_table(f["tags"])
+    why = "auto: no tagger weights (default paths absent)"
+    pq.write_table(t.replace_schema_metadata({**t.schema.metadata, b"moeflow.backend": b"color",
+                                              b"moeflow.backend_reason": why.encode()}), f["tags"])
+    data = tmp_path / "train_faces.parquet"
+    s = export_training_data(read_faces(f["faces"]), f["crops"], f["tags"], data)
+    assert (s.tagger, s.tagger_reason) == ("color", why)
+    meta = pq.read_schema(data).metadata
+    assert meta[b"moeflow.tagger"] == b"color" and meta[b"moeflow.tagger_reason"] == why.encode()
+    train(tiny_run(data, tmp_path / "r", steps=1))
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert (summary["tagger"], summary["tagger_reason"]) == ("color", why)
+    # a dataset whose tags file recorded no backend says so (null), it does not guess
+    train(tiny_run(export, tmp_path / "unrecorded", steps=1))
+    unrecorded = json.loads((tmp_path / "unrecorded" / "summary.json").read_text())
+    assert unrecorded["tagger"] is None and unrecorded["tagger_reason"] is None
+
+
 def test_new_data_is_a_new_run(shared, export, tmp_path):
     """Another training dataset (a reviewer's merge, re-tagging, new images) never resumes the old run."""
     from tasks.train.dataset import export_training_data

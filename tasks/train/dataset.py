@@ -20,7 +20,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.data import EXPORT_TABLE, FINGERPRINT_KEY, HOLDOUT, TRAIN
+from models.data import EXPORT_TABLE, FINGERPRINT_KEY, HOLDOUT, TAGGER_KEY, TAGGER_REASON_KEY, TRAIN
 from tasks.detect.dataset import CropReader
 from tasks.errors import DataError
 from tasks.fileio import atomic_open, read_parquet, with_version
@@ -51,6 +51,8 @@ class ExportSummary:
     no_crop: int = 0
     fingerprint: str = ""
     frequencies: dict = field(default_factory=dict)
+    tagger: str = ""  # the tag stage's backend (tags.parquet's moeflow.backend), and why it ran
+    tagger_reason: str = ""
 
 
 def split_of(face_id: str, holdout: float) -> str:
@@ -59,12 +61,14 @@ def split_of(face_id: str, holdout: float) -> str:
     return HOLDOUT if bucket < holdout else TRAIN
 
 
-def read_tags(path: str | os.PathLike) -> dict[str, list[int]]:
+def read_tags(path: str | os.PathLike) -> tuple[dict[str, list[int]], dict[bytes, bytes]]:
+    """face_id -> attributes, and the file's metadata (the backend that ran, and why)."""
     table = read_parquet(path, TAGS_TABLE, TAGS_VERSION)
-    order = (table.schema.metadata or {}).get(b"moeflow.tag_order")
+    meta = table.schema.metadata or {}
+    order = meta.get(b"moeflow.tag_order")
     if order is not None and json.loads(order) != list(MGM_TAGS):
         raise DataError(f"{path}: tag order differs from MGM_TAGS (rerun the tag stage)")
-    return dict(zip(table.column("face_id").to_pylist(), table.column("attributes").to_pylist()))
+    return dict(zip(table.column("face_id").to_pylist(), table.column("attributes").to_pylist())), meta
 
 
 def write_dataset(out_path: str | os.PathLike, face_ids: Sequence[str], images: Sequence[bytes],
@@ -90,8 +94,9 @@ def write_dataset(out_path: str | os.PathLike, face_ids: Sequence[str], images: 
 def export_training_data(faces: pa.Table, crops_dir: str | os.PathLike, tags_path: str | os.PathLike,
                          out_path: str | os.PathLike, holdout: float = 0.0) -> ExportSummary:
     """Write the dataset atomically; `faces` are the reviewed faces (rows of faces.parquet)."""
-    tags = read_tags(tags_path)
-    s = ExportSummary(reviewed=faces.num_rows)
+    tags, meta = read_tags(tags_path)
+    s = ExportSummary(reviewed=faces.num_rows, tagger=meta.get(b"moeflow.backend", b"").decode(),
+                      tagger_reason=meta.get(b"moeflow.backend_reason", b"").decode())
     reader = CropReader(faces, crops_dir, cache_shards=2)
     shard_of = dict(zip(faces.column("face_id").to_pylist(), faces.column("shard").to_pylist()))
     rows = []
@@ -111,7 +116,9 @@ def export_training_data(faces: pa.Table, crops_dir: str | os.PathLike, tags_pat
     atts = [[int(v) if v is not None else -1 for v in tags[fid]] for fid in rows]
     splits = [split_of(fid, holdout) for fid in rows]
     s.faces, s.holdout = len(rows), splits.count(HOLDOUT)
-    s.fingerprint = write_dataset(out_path, rows, [pngs[f] for f in rows], atts, splits)
-    log.info("train dataset: %d faces (%d held out; %d reviewed, %d untagged, %d without crop), fingerprint %s -> %s",
-             s.faces, s.holdout, s.reviewed, s.untagged, s.no_crop, s.fingerprint[:12], out_path)
+    tagger = {k.decode(): v for k, v in ((TAGGER_KEY, s.tagger), (TAGGER_REASON_KEY, s.tagger_reason)) if v}
+    s.fingerprint = write_dataset(out_path, rows, [pngs[f] for f in rows], atts, splits, tagger)
+    log.info("train dataset: %d faces (%d held out; %d reviewed, %d untagged, %d without crop), tags by %s, "
+             "fingerprint %s -> %s", s.faces, s.holdout, s.reviewed, s.untagged, s.no_crop, s.tagger or "?",
+             s.fingerprint[:12], out_path)
     return s

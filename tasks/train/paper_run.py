@@ -46,7 +46,7 @@ from PIL import Image
 
 from models import loss as L
 from models.config import LoopConfig, LossConfig, ModelConfig
-from models.data import EXPORT_TABLE, FINGERPRINT_KEY, HOLDOUT, decode
+from models.data import EXPORT_TABLE, FINGERPRINT_KEY, HOLDOUT, TAGGER_KEY, decode
 from models.device import cores
 from models.dragan import Discriminator, Generator
 from models.training_loop import GENERATOR, Trainer, TrainingError
@@ -162,7 +162,7 @@ def build_dataset(path: Path, patterns: list[str], params, *, tagger=None, tagge
     log.info("paper run: reading the attributes of %d faces with the %s tagger", len(ids), tagger_name)
     attrs = read_attributes(images, params, tagger, workers or cores())
     splits = [split_of(fid, params.train.holdout) for fid in ids]
-    write_dataset(path, ids, images, attrs.tolist(), splits, {SOURCES_KEY: key, "moeflow.tagger": tagger_name})
+    write_dataset(path, ids, images, attrs.tolist(), splits, {SOURCES_KEY: key, TAGGER_KEY.decode(): tagger_name})
     log.info("paper run: dataset %s: %d faces, %.1f MB, in %.1f s", path, len(ids), path.stat().st_size / 1e6,
              time.perf_counter() - t0)
     return describe_dataset(path, reused=False)
@@ -174,7 +174,7 @@ def describe_dataset(path: Path, reused: bool) -> dict:
     attrs = np.asarray(t.column("attributes").combine_chunks().flatten().to_numpy(), np.int8).reshape(t.num_rows, -1)
     return {"path": str(path), "faces": t.num_rows, "holdout": t.column("split").to_pylist().count(HOLDOUT),
             "mb": round(path.stat().st_size / 1e6, 1), "fingerprint": meta.get(FINGERPRINT_KEY, b"").decode(),
-            "tagger": meta.get(b"moeflow.tagger", b"?").decode(), "reused": reused,
+            "tagger": meta.get(TAGGER_KEY, b"?").decode(), "reused": reused,
             "hair_color_known": round(float((attrs[:, 0] >= 0).mean()), 3) if t.num_rows else 0.0}
 
 

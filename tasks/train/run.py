@@ -29,7 +29,8 @@ class TrainSummary:
 
     def lines(self) -> list[str]:
         r, e = self.result, self.export
-        return [f"{e.faces} faces ({e.holdout} held out), data fingerprint {e.fingerprint[:12]}",
+        return [f"{e.faces} faces ({e.holdout} held out), data fingerprint {e.fingerprint[:12]}, tags by "
+                f"{e.tagger or 'an unrecorded backend'}" + (f" ({e.tagger_reason})" if e.tagger_reason else ""),
                 f"run {r['run']}: step {r['step']}, {r['steps_trained']} trained now"
                 + (f" ({r['images_per_s']} images/s on {r['threads']} threads)" if r["steps_trained"] else ""),
                 "last losses: " + ", ".join(f"{k} {r[k]:.3g}" for k in ("loss_d", "loss_g", "gp", "d_real", "d_fake")
@@ -39,6 +40,7 @@ class TrainSummary:
         r, e = self.result, self.export
         lines = ["# train", "", f"- faces: **{e.faces}** ({e.holdout} held out; reviewed {e.reviewed}, "
                  f"untagged {e.untagged}), data fingerprint `{e.fingerprint[:12]}`",
+                 f"- tags by `{e.tagger or '?'}`" + (f": {e.tagger_reason}" if e.tagger_reason else ""),
                  f"- run `{r['run']}`: step **{r['step']}** (this session trained {r['steps_trained']}"
                  + (f", resumed from {r['resumed_from']}" if r["resumed_from"] is not None else "") + ")",
                  f"- {r['device']} x{r['world']}, {r['threads']} threads, "
