@@ -17,7 +17,7 @@ from tasks.fileio import write_parquet
 from tasks.scrape.run import scrape
 from tests.detect_helpers import REAL, config, write_manifest
 from tests.fakebooru import FakeBooru
-from tests.scrape_helpers import manifest, rejected, scrape_cfg
+from tests.scrape_helpers import OPTOUT_HEADER, manifest, rejected, scrape_cfg
 
 IMAGES = [REAL / n for n in ("afdr_detect_01.jpg", "afdr_detect_06.jpg", "s2p_23.png")]
 
@@ -125,14 +125,19 @@ def test_the_release_source_keeps_only_the_released_bytes(tmp_path):
         name = changed["url"].rsplit("/", 1)[1]
         srv.files["original-" + name] = srv.files.pop(name)
         srv.add_variant(name, "original-" + name, "other bytes")
+        named = rows[1]  # the rebuilder's optout.csv names these bytes: never fetched
+        (tmp_path / "second").mkdir()
+        (tmp_path / "second" / "optout.csv").write_text(
+            f"{OPTOUT_HEADER}2026-11-30,takedown notice,,,,,,{named['sha256']},\n")
         cfg = scrape_cfg(tmp_path / "second", srv.url, source="release", release=str(tmp_path / "release.parquet"))
         mark = len(srv.log)
         s = scrape(cfg, progress=False)
         asked = [p for _, p, _ in srv.log[mark:]]
     assert s.rejected == {"sha256_mismatch": 1} and rejected(cfg)[changed["post_id"]] == "sha256_mismatch"
-    assert {m["image_id"] for m in manifest(cfg)} == {r["sha256"] for r in rows} - {changed["sha256"]}
+    assert s.skipped == {"optout": 1} and rejected(cfg)[named["post_id"]] == "optout"
+    assert {m["image_id"] for m in manifest(cfg)} == {r["sha256"] for r in rows} - {changed["sha256"], named["sha256"]}
     assert not [p for p in (tmp_path / "second" / "images").rglob("*") if changed["sha256"] in p.name]
     assert "/posts.json" not in asked and sorted(asked) == sorted(["/robots.txt"] + [
-        "/" + r["url"].split("/", 3)[3] for r in rows])  # each released URL once, nothing else
+        "/" + r["url"].split("/", 3)[3] for r in rows if r is not named])  # each released URL once, nothing else
     boxes = pq.read_table(tmp_path / "second" / "boxes.parquet").to_pylist()
-    assert sorted(b["face_id"] for b in boxes) == sorted(r["face_id"] for r in rows if r is not changed)
+    assert sorted(b["face_id"] for b in boxes) == sorted(r["face_id"] for r in rows if r not in (changed, named))

@@ -46,6 +46,10 @@ class Release(Extractor):
         log.info("release: %s: %d faces of %d images", self.file, len(rows), len(self.images))
         super().__init__(cfg)
 
+    def auth(self) -> None:
+        """No login: a release names hosts of many sites, and a booru's key is for its own site only."""
+        return None
+
     def allowed_hosts(self) -> set[str]:
         return {host_of(r["url"]) for r in self.images.values() if _web(r["url"])} | set(self.cfg.file_hosts)
 
