@@ -43,7 +43,7 @@ def noop_seconds(project: Path, repeats: int = 3) -> float:
 
 def synth_detect(project: Path, n_max: int) -> int:
     """faces.parquet + crop shards: one face per scraped image, as detect would write them."""
-    manifest = read_parquet(project / "data/raw/manifest.parquet", "raw_manifest", 1).to_pylist()[:n_max]
+    manifest = read_parquet(project / "data/raw/manifest.parquet", "raw_manifest", 2).to_pylist()[:n_max]
     buf = io.BytesIO()
     Image.new("RGB", (128, 128), (200, 150, 150)).save(buf, "PNG")
     png = buf.getvalue()

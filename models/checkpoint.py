@@ -5,6 +5,7 @@ temporary name and renamed in one step, so a kill at any moment leaves the last 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,6 +40,17 @@ def write_json(path: Path, obj) -> None:
 
 def flat_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
+def params_digest(*modules: torch.nn.Module) -> str:
+    """sha256 over the modules' parameters (names and bytes, in order): the same on every DDP rank
+    while the ranks are in sync (buffers are left out: BatchNorm statistics are per rank)."""
+    h = hashlib.sha256()
+    for m in modules:
+        for name, p in m.named_parameters():
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def split_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -76,7 +76,7 @@ class OptimConfig:
     ema_decay: float = 0.999  # of the generator weights; 0 = EMA is a copy
     # EMA ramp-up (stylegan2-ada): the EMA's half-life is at most ema_rampup x the images seen so far,
     # so early on the EMA follows G instead of keeping its random initialisation; 0 = no ramp-up
-    ema_rampup: float = 0.05
+    ema_rampup: float = 0.2
     nan_lr_factor: float = 0.5  # after a non-finite loss: restore the checkpoint, lr *= this
     max_nan_recoveries: int = 5  # then the run fails
 

@@ -163,12 +163,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> None:
-        gens = [self.gen.get_state()]
-        if self.world > 1:
+        gens, digests = [self.gen.get_state()], None
+        if self.world > 1:  # every rank's noise stream, and a check that the ranks' weights still agree
             import torch.distributed as dist
 
-            gens = [None] * self.world
-            dist.all_gather_object(gens, self.gen.get_state())
+            gathered = [None] * self.world
+            dist.all_gather_object(gathered, (self.gen.get_state(), ckpt.params_digest(self.G, self.D, self.G_ema)))
+            gens, digests = [g for g, _ in gathered], [d for _, d in gathered]
+            if len(set(digests)) > 1:
+                raise TrainingError(f"step {self.step}: the {self.world} processes' weights differ (parameter "
+                                    f"digests {', '.join(d[:12] for d in digests)}); checkpoint not written")
         if self.rank == 0:
             tensors = {**ckpt.flat_state("g", self.G), **ckpt.flat_state("d", self.D),
                        **ckpt.flat_state("g_ema", self.G_ema)}
@@ -176,6 +180,7 @@ class Trainer:
                      "rng": {"gen": gens, "cpu": torch.get_rng_state(),
                              "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
                      "lr_scale": self.lr_scale, "nan_recoveries": self.nan_recoveries, "world": self.world,
+                     "params_sha256": digests,
                      "config": to_dict(self.run), "identity": self.rundir.identity, "sampler": self.freqs,
                      "last": self.last, "version": ckpt.package_version()}
             ckpt.save(self.rundir.checkpoints, self.step, tensors, state, self.run.loop.keep_checkpoints)
@@ -343,13 +348,42 @@ class Trainer:
         return {**summary, **report}
 
     def export_generator(self) -> Path:
-        """The EMA generator with what render needs to rebuild it, as one safetensors file."""
+        """The EMA generator, its BatchNorm statistics measured for its own weights, with what
+        render needs to rebuild it, as one safetensors file."""
         path = self.out / GENERATOR
+        G = copy.deepcopy(self.G_ema)
+        recalibrate_batchnorm(G, self.sampler, seed=self.run.loop.seed, batch=self.run.optim.batch)
         meta = {"model": json.dumps(to_dict(self.run.model)), "sampler": json.dumps(self.freqs),
                 "step": str(self.step), "run": self.rundir.id, "data_fingerprint": self.data.fingerprint,
                 "version": ckpt.package_version()}
-        ckpt.save_weights(path, ckpt.flat_state("g_ema", self.G_ema), meta)
+        ckpt.save_weights(path, ckpt.flat_state("g_ema", G), meta)
         return path
+
+
+BN_BATCHES = 16  # batches of noise and tags the EMA generator's BatchNorm statistics are measured on
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(G: Generator, sampler: TagSampler, *, seed: int, batch: int) -> None:
+    """Replace the running BatchNorm statistics (G's, copied while training) by those of G's own
+    weights: an average of weights needs the statistics of its activations, not of the last raw
+    generator's (SWA's bn_update). Deterministic: the noise comes from `seed`."""
+    bns = [m for m in G.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    dev = next(G.parameters()).device
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed * 6007 + 1)
+    G.train()
+    for _ in range(BN_BATCHES):
+        G(torch.randn(batch, G.cfg.z_dim, device=dev, generator=gen), sampler.sample(batch, gen))
+    G.eval()
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
 
 
 def train(run: RunConfig) -> dict:

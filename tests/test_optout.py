@@ -226,3 +226,28 @@ def _plain(cfg):
     import dataclasses
 
     return dataclasses.asdict(cfg)
+
+
+def test_a_folder_import_s_opt_out_keeps_the_rejected_table_clock_free(tmp_path):
+    """Local files carry no clock: an opt-out's rows in rejected.parquet have no `at`, so two runs over
+    the same files give the same table; the audit log still says when."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "pictures"
+    src.mkdir()
+    for n in NAMES[:3]:
+        shutil.copyfile(REAL / n, src / n)
+    tables = []
+    for run in ("a", "b"):
+        cfg = scrape_cfg(tmp_path / run, "http://127.0.0.1:9", source="folder", folder=str(src))
+        scrape(cfg, progress=False)
+        write(tmp_path / run / "optout.csv", f"2026-11-30,notice,,,,folder,{NAMES[0]},,")
+        s = scrape(cfg, progress=False)
+        assert s.removed == 1 and rejected(cfg)[NAMES[0]] == "optout"
+        assert json.loads((tmp_path / run / "optout_log.jsonl").read_text().splitlines()[0])["at"]
+        tables.append(pq.read_table(cfg.out.rejected))
+    assert tables[0].column("at").to_pylist() == [None] * tables[0].num_rows
+    a, b = (t.drop(["detail"]) for t in tables)  # the detail names each run's own optout.csv
+    assert a.equals(b) and "optout.csv line 2" in tables[0].column("detail")[0].as_py()

@@ -1,9 +1,11 @@
 """The pieces of a release and a rebuild, without DVC: detect crops recorded boxes to the same
 face_ids and the same pixels; an image that leaves the manifest leaves the crop shards too; a
 release manifest that was edited is refused, naming the row; the release source rejects bytes that
-are not the released ones and keeps the rest."""
+are not the released ones and keeps the rest; a folder import is rebuilt from its place in the folder."""
 
 from __future__ import annotations
+
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,6 +14,7 @@ from models.tags import MGM_TAGS
 from tasks.detect.dataset import face_id, read_faces, read_shard
 from tasks.detect.run import detect
 from tasks.errors import SourceError
+from tasks.release.run import _image_url
 from tasks.release.schema import jsonl_line, read_release, release_schema, write_boxes
 from tasks.fileio import write_parquet
 from tasks.scrape.run import scrape
@@ -141,3 +144,29 @@ def test_the_release_source_keeps_only_the_released_bytes(tmp_path):
         "/" + r["url"].split("/", 3)[3] for r in rows if r is not named])  # each released URL once, nothing else
     boxes = pq.read_table(tmp_path / "second" / "boxes.parquet").to_pylist()
     assert sorted(b["face_id"] for b in boxes) == sorted(r["face_id"] for r in rows if r not in (changed, named))
+
+
+def test_a_folder_import_is_released_by_its_place_in_the_folder_and_rebuilt_from_it(tmp_path):
+    src = tmp_path / "pictures"
+    (src / "sub").mkdir(parents=True)
+    for p in IMAGES:
+        shutil.copyfile(p, src / "sub" / p.name)
+    (src / "metadata.jsonl").write_text(f'{{"file_name": "sub/{IMAGES[0].name}", "id": 4242, "artist": "someone"}}\n')
+    first = scrape_cfg(tmp_path / "first", "http://127.0.0.1:9", source="folder", folder=str(src))
+    scrape(first, progress=False)
+    got = manifest(first)
+    assert {m["post_id"] for m in got} >= {"4242"}  # the sidecar's id, not its path: the URL must find it
+    rows = [{**_row(m["image_id"]), "source": "folder", "post_id": m["post_id"], "url": _image_url(m["url"]),
+             "page_url": None, "width": m["width"], "height": m["height"]} for m in got]
+    assert sorted(r["url"] for r in rows) == sorted(f"file:sub/{p.name}" for p in IMAGES)
+    assert _image_url("file:///home/me/a.png") is None  # a machine path is never published
+    rows.append({**_row("ef" * 32), "source": "folder", "post_id": "x", "url": "file:../../outside.png"})
+    write_parquet(tmp_path / "release.parquet", sorted(rows, key=lambda r: r["face_id"]), release_schema())
+    (tmp_path / "outside.png").write_bytes(IMAGES[0].read_bytes())  # outside the folder: never read
+    cfg = scrape_cfg(tmp_path / "second", "http://127.0.0.1:9", source="release", folder=str(src),
+                     release=str(tmp_path / "release.parquet"))
+    scrape(cfg, progress=False)
+    again = manifest(cfg)
+    assert sorted((m["image_id"], m["url"]) for m in again) == sorted((m["image_id"], m["url"]) for m in got)
+    boxes = pq.read_table(tmp_path / "second" / "boxes.parquet").to_pylist()
+    assert sorted(b["face_id"] for b in boxes) == sorted(r["face_id"] for r in rows[:-1])

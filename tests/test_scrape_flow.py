@@ -1,4 +1,4 @@
-"""`python -m flows.scrape` end to end through Prefect (ephemeral): success and a user error."""
+"""`python -m tasks.scrape` (the DVC stage command) end to end: success and a user error."""
 
 import subprocess
 import sys
@@ -10,7 +10,7 @@ from tests.conftest import ROOT, SHARED
 
 
 def run_cli(params_file):
-    return subprocess.run([sys.executable, "-m", "flows.scrape", "--params", str(params_file)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "tasks.scrape", "--params", str(params_file)], cwd=ROOT,
                           capture_output=True, text=True, timeout=240)
 
 

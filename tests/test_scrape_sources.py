@@ -35,7 +35,7 @@ def test_danbooru_pages_to_the_end_and_keeps_every_image(tmp_path):
         assert (tmp_path / "images" / r["path"]).is_file()
     table = pq.read_table(cfg.out.manifest)
     assert table.schema.equals(MANIFEST_SCHEMA, check_metadata=False)
-    assert table.schema.metadata[b"moeflow.schema_version"] == b"1"
+    assert table.schema.metadata[b"moeflow.schema_version"] == b"2"
 
 
 def test_danbooru_switches_to_cursor_paging_past_the_page_limit(tmp_path):

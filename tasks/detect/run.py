@@ -95,7 +95,7 @@ class DetectSummary:
 
 def read_manifest(path: str | os.PathLike) -> pa.Table:
     """image_id, path and size of every scraped image."""
-    return read_parquet(path, "raw_manifest", 1).select(["image_id", "path", "width", "height"])
+    return read_parquet(path, "raw_manifest", 2).select(["image_id", "path", "width", "height"])
 
 
 def decide(state_faces: pa.Table, cfg: DetectConfig) -> pa.Table:

@@ -175,8 +175,8 @@ def _problem(kind: str, value: str) -> str | None:
         return None if name_key(value) else f"{kind} is blank"
     if kind == "url":
         if url_key(value) is None:
-            hint = (" (a folder import's file: URL names a path on the machine that scraped: use source,post_id "
-                    "or image_id)") if value.strip().lower().startswith("file:") else ""
+            hint = (" (a folder import's file: URL is no web address: use source,post_id or image_id)"
+                    if value.strip().lower().startswith("file:") else "")
             return f"url {value!r} is not an http(s) URL{hint}"
         return None
     if kind == "image_id":

@@ -29,6 +29,7 @@ from tasks.release.card import render_card
 from tasks.release.schema import COLUMNS, FORMAT, RELEASE_VERSION, jsonl_line, release_schema
 from tasks.review.groups import applied_decisions
 from tasks.review.selection import load_decisions, select_reviewed
+from tasks.scrape.store import MANIFEST_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,16 @@ RESIZE = "cv2 INTER_AREA when shrinking, INTER_LANCZOS4 when enlarging; PNG"
 
 
 def _web(url: str | None) -> str | None:
-    """An http(s) URL as published; a folder import's file: URL names a path on this machine: left out."""
+    """An http(s) URL as published; any other (a file: URL) is left out."""
     return url if url and urlsplit(url).scheme in ("http", "https") else None
+
+
+def _image_url(url: str | None) -> str | None:
+    """The image's URL as published: http(s), or a folder import's `file:<path under scrape.folder>`
+    (it names no machine); an absolute file: URL (a manifest from before that) is left out."""
+    if url and url.startswith("file:") and not url.startswith("file:/"):
+        return url
+    return _web(url)
 
 
 @dataclass
@@ -80,7 +89,7 @@ def build_rows(params) -> tuple[list[dict], int, dict]:
     _, decisions = load_decisions(params.review.decisions)
     reviewed = select_reviewed(faces, decisions, params.review.unreviewed)
     applied = applied_decisions(faces, decisions)
-    manifest = {r["image_id"]: r for r in read_parquet(params.scrape.out.manifest, "raw_manifest", 1).to_pylist()}
+    manifest = {r["image_id"]: r for r in read_parquet(params.scrape.out.manifest, "raw_manifest", MANIFEST_VERSION).to_pylist()}
     requests = read_requests(params.scrape.optout)
     named = sorted(i for i, r in manifest.items() if requests.match(Subject.of(r)))
     if named:
@@ -100,7 +109,7 @@ def build_rows(params) -> tuple[list[dict], int, dict]:
         d = applied.get(f["face_id"])
         rows.append({
             "face_id": f["face_id"], "sha256": img["image_id"], "source": img["source"], "post_id": img["post_id"],
-            "url": _web(img["url"]), "page_url": _web(img["page_url"]), "artist": img["artist"],
+            "url": _image_url(img["url"]), "page_url": _web(img["page_url"]), "artist": img["artist"],
             "rating": img["rating"], "tags": list(img["tags"] or []), "title": img["title"],
             "character": img["character"], "width": img["width"], "height": img["height"],
             "detector": f["detector"], "score": f["score"],

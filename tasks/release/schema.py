@@ -37,7 +37,7 @@ COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "sha256": (pa.string(), "sha256 of the original image's bytes (= moeflow's image_id)"),
     "source": (pa.string(), "where the image was collected: danbooru, gelbooru, getchu, folder"),
     "post_id": (pa.string(), "the post's id at its source (a folder import: the file's path under the folder)"),
-    "url": (pa.string(), "the image file's URL (null for a folder import)"),
+    "url": (pa.string(), "the image file's URL (a folder import: file:<its path under the folder>)"),
     "page_url": (pa.string(), "the post's page"),
     "artist": (pa.string(), "the artist as the source names them (space-separated when several)"),
     "rating": (pa.string(), "general | sensitive | questionable | explicit"),

@@ -11,7 +11,7 @@ def unavailable(e: BaseException | str) -> dict:
 
 def metric_lines(m: dict) -> list[str]:
     def why(s):
-        return f"unavailable ({s['reason']})"
+        return f"unavailable ({s.get('reason', 'not in the metrics file')})"
 
     d, v, mem, a, fd = (m.get(k, {}) for k in ("detectability", "diversity", "memorisation", "attributes", "frechet"))
     out = []

@@ -47,7 +47,7 @@ def load_urls(manifest: str | os.PathLike | None) -> dict[str, str]:
     if not Path(manifest).exists():
         log.warning("review: no scrape manifest at %s; the queue's url column stays empty", manifest)
         return {}
-    t = read_parquet(manifest, "raw_manifest", 1)
+    t = read_parquet(manifest, "raw_manifest", 2)
     urls = t.column("url").to_pylist()
     pages = t.column("page_url").to_pylist() if "page_url" in t.column_names else [None] * len(urls)
     return {i: source_url(u, p) for i, u, p in zip(t.column("image_id").to_pylist(), urls, pages)}

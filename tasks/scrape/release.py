@@ -2,7 +2,7 @@
 
 Each released image is fetched again from its URL through the same polite HTTP layer as every web
 source (its hosts are the only ones allowed; a known site's own interval holds on its hosts), or,
-for a folder import, read from `scrape.folder` at its post_id. Every download's sha256 must be the
+for a folder import, read from `scrape.folder` at its `file:` path (or its post_id). Every download's sha256 must be the
 released one: anything else is rejected (`sha256_mismatch`), counted and never kept. optout.csv
 applies as to any source, before a byte is fetched (the release names each image's sha256). The
 released faces of each kept image go to `scrape.out.boxes`, which detect crops as they are, so the
@@ -70,9 +70,10 @@ class Release(Extractor):
             r = self.images[sha]
             url = r["url"] if _web(r["url"]) else None
             local = None
-            if url is None and r["source"] == "folder" and (folder / r["post_id"]).is_file():
-                local = folder / r["post_id"]
-                url = local.resolve().as_uri()
+            if url is None and r["source"] == "folder":
+                local = _in_folder(folder, r)
+                # its place in the folder, as the folder source records it: no machine path
+                url = f"file:{local.relative_to(folder.resolve()).as_posix()}" if local else None
             yield Post(source=r["source"], post_id=r["post_id"], file_url=url, page_url=r.get("page_url"),
                        tags=tuple(r.get("tags") or ()), rating=r.get("rating"), artist=r.get("artist"),
                        width=r.get("width"), height=r.get("height"),
@@ -82,6 +83,18 @@ class Release(Extractor):
 
     def recorded_faces(self) -> dict[str, list[dict]]:
         return self.faces
+
+
+def _in_folder(folder: Path, r: dict) -> Path | None:
+    """A folder import's file inside `scrape.folder`: at its `file:` path, else at its post_id."""
+    url = r["url"] or ""
+    root = folder.resolve()
+    for rel in (url[len("file:"):] if url.startswith("file:") else None, r["post_id"]):
+        if rel:
+            p = (folder / rel).resolve()
+            if p.is_relative_to(root) and p.is_file():
+                return p
+    return None
 
 
 def _on_site(host: str, cls: type[Extractor]) -> bool:

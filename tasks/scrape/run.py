@@ -18,8 +18,9 @@ from tqdm import tqdm
 from tasks.errors import SourceError
 from tasks.fileio import atomic_write_json, create_temp, sha256_file
 from tasks.http import Download, FetchFailed, FetchRejected, PoliteSession, Stopped
-from tasks.optout.requests import read_requests
+from tasks.optout.requests import Requests, read_requests
 from tasks.release.schema import write_boxes
+from tasks.reports import write_run_report
 from tasks.scrape import release as _release  # noqa: F401 - registers the `release` source
 from tasks.scrape.config import ScrapeConfig
 from tasks.scrape.sources import Extractor, Post
@@ -70,7 +71,7 @@ class ScrapeSummary:
                 "failed": self.failed,
                 "failures": dict(sorted(self.failures.items())),
                 "rejected": dict(sorted(self.rejected.items())), "skipped": dict(sorted(self.skipped.items())),
-                "requests": self.requests, "seconds": round(self.seconds, 2), "stopped": self.stopped}
+                "requests": self.requests, "stopped": self.stopped}
 
     def markdown(self) -> str:
         rows = [("kept (new)", self.kept_new), ("kept (total)", self.kept_total), ("duplicates", self.duplicate),
@@ -129,8 +130,12 @@ class _Run:
     """One run's moving parts: downloads on threads, decodes in processes, bookkeeping here."""
 
     def __init__(self, cfg: ScrapeConfig, store: Store, http: PoliteSession | None, summary: ScrapeSummary,
-                 progress: bool | None, takedown: Takedown):
-        self.cfg, self.store, self.http, self.summary, self.takedown = cfg, store, http, summary, takedown
+                 progress: bool | None, requests: Requests):
+        self.cfg, self.store, self.http, self.summary = cfg, store, http, summary
+        # when a post was fetched or judged; local files carry no clock, so a rebuild of the same
+        # files gives the same manifest and rejected table
+        self.now = _now if http is not None else (lambda: None)
+        self.takedown = Takedown(requests, store, cfg.out.optout_log, clock=self.now)
         self.limit = cfg.filters.max_images
         self.workers = cfg.validate_workers or min(os.cpu_count() or 1, cfg.http.concurrency)
         self.threads = ThreadPoolExecutor(max_workers=cfg.http.concurrency, thread_name_prefix="fetch")
@@ -169,7 +174,7 @@ class _Run:
             if reason:
                 s.skipped[reason] += 1
                 store.append({"kind": "skipped", **self._ids(post), "reason": reason, "detail": "", "final": True,
-                              "at": _now()})
+                              "at": self.now()})
                 continue
             self._download(_Job(post))
             while self._busy():
@@ -256,7 +261,7 @@ class _Run:
                            "page_url": post.page_url, "width": info.width, "height": info.height,
                            "format": info.format, "bytes": dl.size, "tags": list(post.tags), "rating": post.rating,
                            "artist": post.artist, "title": post.title, "character": post.character,
-                           "fetched_at": _now()})
+                           "fetched_at": self.now()})
         self.summary.kept_new += 1
         self.bar.update(1)
 
@@ -272,17 +277,28 @@ class _Run:
     def _reject(self, job: _Job, reason: str, detail: str) -> None:
         self.summary.rejected[reason] += 1
         self.store.append({"kind": "rejected", **self._ids(job.post), "reason": reason, "detail": detail,
-                           "final": True, "at": _now()})
+                           "final": True, "at": self.now()})
 
     def _fail(self, job: _Job, reason: str, detail: str) -> None:
         self.summary.failures[reason] += 1
         self.store.append({"kind": "rejected", **self._ids(job.post), "reason": reason, "detail": detail,
-                           "final": False, "at": _now()})
+                           "final": False, "at": self.now()})
         log.warning("%s (retried next run)", detail)
 
     def _duplicate(self, job: _Job, dl: Download) -> None:
+        """The same bytes as a kept image: the post that sorts first (source, post_id) is the one the
+        manifest names, whichever finished first, so the manifest does not follow thread timing."""
         self.summary.duplicate += 1
-        self.store.append({"kind": "duplicate", **self._ids(job.post), "image_id": dl.sha256, "at": _now()})
+        kept = self.store.kept[dl.sha256]
+        post = job.post
+        if (post.source, post.post_id) < (kept["source"], kept["post_id"]):
+            self.store.append({**kept, **self._ids(post), "page_url": post.page_url, "tags": list(post.tags),
+                               "rating": post.rating, "artist": post.artist, "title": post.title,
+                               "character": post.character, "fetched_at": self.now()})
+            self.store.append({"kind": "duplicate", "source": kept["source"], "post_id": kept["post_id"],
+                               "url": kept.get("url"), "image_id": dl.sha256, "at": self.now()})
+            return
+        self.store.append({"kind": "duplicate", **self._ids(post), "image_id": dl.sha256, "at": self.now()})
 
     def close(self, failed: bool) -> None:
         """Start nothing new; judge and keep what was already downloaded, as a full run would."""
@@ -310,8 +326,8 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
     extractor = Extractor.registry[cfg.source](cfg)
     http = extractor.http
     store = Store(cfg.out.images)
-    takedown = Takedown(requests, store, cfg.out.optout_log)
-    run = _Run(cfg, store, http, summary, progress, takedown)
+    run = _Run(cfg, store, http, summary, progress, requests)
+    takedown = run.takedown
     failed = True
     try:
         summary.removed = takedown.apply()
@@ -338,5 +354,6 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
         if http:
             http.close()
         summary.seconds = time.monotonic() - t0
-        atomic_write_json(cfg.out.summary, summary.as_dict())
+        atomic_write_json(cfg.out.summary, summary.as_dict())  # the run's time: reports/runs/scrape.json
+        write_run_report("scrape", {"seconds": round(summary.seconds, 2), "requests": summary.requests})
     return summary

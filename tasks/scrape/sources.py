@@ -430,7 +430,9 @@ class Folder(Extractor):
                 artist = meta.get("artist") or meta.get("tag_string_artist") or None
                 yield Post(
                     source=self.name, post_id=str(meta.get("id") or path.relative_to(root).as_posix()),
-                    file_url=path.resolve().as_uri(), page_url=meta.get("page_url") or meta.get("source") or None,
+                    # the file's place in the folder, not this machine's path: a rebuild elsewhere gives the same manifest
+                    file_url=f"file:{path.relative_to(root).as_posix()}",
+                    page_url=meta.get("page_url") or meta.get("source") or None,
                     tags=_tags(meta), rating=_rating(meta.get("rating")), artist=artist,
                     width=_int(meta.get("width") or meta.get("image_width")),
                     height=_int(meta.get("height") or meta.get("image_height")),

@@ -35,7 +35,7 @@ OPTOUT = "optout"  # the skip reason of whatever optout.csv names
 EXT_FOR_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
 FORMAT_FOR_EXT = {"jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF"}
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: fetched_at is null for local files (no clock in a rebuild of the same files)
 MANIFEST_SCHEMA = with_version(pa.schema([
     pa.field("image_id", pa.string(), nullable=False),
     pa.field("path", pa.string(), nullable=False),  # relative to the images directory
@@ -52,10 +52,10 @@ MANIFEST_SCHEMA = with_version(pa.schema([
     pa.field("artist", pa.string()),
     pa.field("title", pa.string()),
     pa.field("character", pa.string()),
-    pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("fetched_at", pa.timestamp("us", tz="UTC")),  # when it was downloaded; null for the folder source
 ]), "raw_manifest", MANIFEST_VERSION)
 
-REJECTED_VERSION = 2  # 2: `kind`, and the posts skipped by the filters
+REJECTED_VERSION = 3  # 2: `kind`, and the posts skipped by the filters; 3: `at` null for the folder source
 REJECTED_SCHEMA = with_version(pa.schema([
     pa.field("source", pa.string(), nullable=False),
     pa.field("post_id", pa.string(), nullable=False),
@@ -64,7 +64,7 @@ REJECTED_SCHEMA = with_version(pa.schema([
     pa.field("reason", pa.string(), nullable=False),
     pa.field("detail", pa.string()),
     pa.field("final", pa.bool_(), nullable=False),  # false: transient, retried on the next run
-    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("at", pa.timestamp("us", tz="UTC")),  # when; null for the folder source
 ]), "raw_rejected", REJECTED_VERSION)
 
 

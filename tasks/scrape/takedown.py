@@ -9,12 +9,15 @@ dataset and release on the next `dvc repro` (detect rewrites the crop shards tha
   whose image is known (the release source's sha256, or an earlier record) is matched by it too.
 - After a download, bytes a request names, or bytes an earlier opt-out removed while its request
   still stands, are not kept (the same picture posted again elsewhere).
-A request that is withdrawn (its row deleted) lets the posts back in on the next run."""
+A request that is withdrawn (its row deleted) lets the posts back in on the next run.
+The audit log always records when; the rejected table's `at` comes from the run's clock (none for
+local files, so a rebuild of the same files gives the same table)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from tasks.optout.audit import PreviousLock, append_log, log_entries, now
 from tasks.optout.requests import Request, Requests, Subject
@@ -25,8 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class Takedown:
-    def __init__(self, requests: Requests, store: Store, log_path: str, root: str | Path = "."):
+    def __init__(self, requests: Requests, store: Store, log_path: str, root: str | Path = ".",
+                 clock: Callable[[], str | None] = now):
         self.requests, self.store, self.log_path, self.root = requests, store, log_path, Path(root)
+        self.clock = clock  # the `at` of rejected.parquet's rows (the run's: None for local files)
         self.removed = 0  # images removed this run
         self.blocked: dict[str, Request] = {}  # image_id -> the request its bytes fall under
         if requests:
@@ -59,11 +64,11 @@ class Takedown:
     def _remove(self, todo: list[tuple[dict, Request, dict | None]]) -> None:
         if not todo:
             return
-        at = now()
+        at = now()  # the audit log's when
         previous = PreviousLock.find(self.root, str(self.store.root))
         append_log(self.log_path, log_entries(todo, previous, at))
         for rec, hit, _ in todo:
-            self.store.remove(rec["image_id"], hit.describe(), at)
+            self.store.remove(rec["image_id"], hit.describe(), self.clock())
             self.blocked[rec["image_id"]] = hit
             log.info("optout: removed image %s (%s %s) under %s", rec["image_id"][:12], rec["source"], rec["post_id"],
                      hit.describe())
@@ -87,7 +92,7 @@ class Takedown:
             self._remove([(kept, hit, None if same else {"source": post.source, "post_id": post.post_id,
                                                          "url": post.file_url})])
         self.store.append({"kind": "skipped", "source": post.source, "post_id": post.post_id, "url": post.file_url,
-                           "reason": OPTOUT, "detail": hit.describe(), "final": True, "at": now(), "image_id": image,
+                           "reason": OPTOUT, "detail": hit.describe(), "final": True, "at": self.clock(), "image_id": image,
                            "page_url": post.page_url, "artist": post.artist, "tags": list(post.tags)})
         return hit
 
@@ -99,6 +104,6 @@ class Takedown:
         if hit is not None:
             self.store.append({"kind": "skipped", "source": post.source, "post_id": post.post_id,
                                "url": post.file_url, "reason": OPTOUT, "detail": hit.describe(), "final": True,
-                               "at": now(), "image_id": sha256, "page_url": post.page_url, "artist": post.artist,
+                               "at": self.clock(), "image_id": sha256, "page_url": post.page_url, "artist": post.artist,
                                "tags": list(post.tags)})
         return hit

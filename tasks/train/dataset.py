@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,6 +67,26 @@ def read_tags(path: str | os.PathLike) -> dict[str, list[int]]:
     return dict(zip(table.column("face_id").to_pylist(), table.column("attributes").to_pylist()))
 
 
+def write_dataset(out_path: str | os.PathLike, face_ids: Sequence[str], images: Sequence[bytes],
+                  attributes: Sequence[list[int]], splits: Sequence[str], metadata: dict[str, str] | None = None) -> str:
+    """Write the dataset atomically, rows in the order given (face_id order); returns the data
+    fingerprint. `images` are encoded crops Pillow reads (the column is named png; the reader
+    decodes any format). `metadata`: more schema metadata (str -> str)."""
+    attributes = [[int(v) for v in a] for a in attributes]  # numpy ints would print differently
+    digest = hashlib.sha256()
+    for fid, img, att, split in zip(face_ids, images, attributes, splits, strict=True):
+        digest.update(f"{fid}|{hashlib.sha256(img).hexdigest()}|{att}|{split}\n".encode())
+    fingerprint = digest.hexdigest()
+    schema = export_schema(fingerprint)
+    if metadata:
+        schema = schema.with_metadata({**schema.metadata, **{k.encode(): v.encode() for k, v in metadata.items()}})
+    table = pa.table({"face_id": list(face_ids), "png": list(images), "attributes": attributes,
+                      "split": list(splits)}, schema=schema)
+    with atomic_open(out_path, "wb") as f, pq.ParquetWriter(f, schema, compression="none") as w:
+        w.write_table(table, row_group_size=ROWS_PER_GROUP)
+    return fingerprint
+
+
 def export_training_data(faces: pa.Table, crops_dir: str | os.PathLike, tags_path: str | os.PathLike,
                          out_path: str | os.PathLike, holdout: float = 0.0) -> ExportSummary:
     """Write the dataset atomically; `faces` are the reviewed faces (rows of faces.parquet)."""
@@ -87,20 +108,10 @@ def export_training_data(faces: pa.Table, crops_dir: str | os.PathLike, tags_pat
     # Crops are read shard by shard (one decoded shard at a time), then written in face_id order.
     order = sorted(rows, key=lambda f: (shard_of[f], f))
     pngs = {fid: reader.read(fid) for fid in order}
-    digest = hashlib.sha256()
-    table_rows: dict[str, list] = {"face_id": [], "png": [], "attributes": [], "split": []}
-    for fid in rows:
-        att = [int(v) if v is not None else -1 for v in tags[fid]]
-        split = split_of(fid, holdout)
-        digest.update(f"{fid}|{hashlib.sha256(pngs[fid]).hexdigest()}|{att}|{split}\n".encode())
-        for k, v in (("face_id", fid), ("png", pngs[fid]), ("attributes", att), ("split", split)):
-            table_rows[k].append(v)
-        s.faces += 1
-        s.holdout += split == HOLDOUT
-    s.fingerprint = digest.hexdigest()
-    schema = export_schema(s.fingerprint)
-    with atomic_open(out_path, "wb") as f, pq.ParquetWriter(f, schema, compression="none") as w:
-        w.write_table(pa.table(table_rows, schema=schema), row_group_size=ROWS_PER_GROUP)
+    atts = [[int(v) if v is not None else -1 for v in tags[fid]] for fid in rows]
+    splits = [split_of(fid, holdout) for fid in rows]
+    s.faces, s.holdout = len(rows), splits.count(HOLDOUT)
+    s.fingerprint = write_dataset(out_path, rows, [pngs[f] for f in rows], atts, splits)
     log.info("train dataset: %d faces (%d held out; %d reviewed, %d untagged, %d without crop), fingerprint %s -> %s",
              s.faces, s.holdout, s.reviewed, s.untagged, s.no_crop, s.fingerprint[:12], out_path)
     return s
