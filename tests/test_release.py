@@ -18,6 +18,7 @@ from tasks.release.run import _image_url
 from tasks.release.schema import jsonl_line, read_release, release_schema, write_boxes
 from tasks.fileio import write_parquet
 from tasks.scrape.run import scrape
+from tasks.scrape.sources import Extractor
 from tests.detect_helpers import REAL, config, write_manifest
 from tests.fakebooru import FakeBooru
 from tests.scrape_helpers import OPTOUT_HEADER, manifest, rejected, scrape_cfg
@@ -170,3 +171,18 @@ def test_a_folder_import_is_released_by_its_place_in_the_folder_and_rebuilt_from
     assert sorted((m["image_id"], m["url"]) for m in again) == sorted((m["image_id"], m["url"]) for m in got)
     boxes = pq.read_table(tmp_path / "second" / "boxes.parquet").to_pylist()
     assert sorted(b["face_id"] for b in boxes) == sorted(r["face_id"] for r in rows[:-1])
+
+
+def test_the_release_source_sends_no_booru_login(tmp_path, monkeypatch):
+    """A release names many sites' hosts; a booru's API key is for its own site only."""
+    monkeypatch.setenv("MOEFLOW_TEST_LOGIN", "alice_b")
+    monkeypatch.setenv("MOEFLOW_TEST_KEY", "secret-key")
+    write_parquet(tmp_path / "release.parquet", [_row("ab" * 32)], release_schema())
+    over = {"login_env": "MOEFLOW_TEST_LOGIN", "api_key_env": "MOEFLOW_TEST_KEY"}
+    booru = Extractor.registry["danbooru"](scrape_cfg(tmp_path / "a", "http://127.0.0.1:9", **over))
+    assert booru.http.session.auth == ("alice_b", "secret-key")  # the same settings do log in to a booru
+    release = Extractor.registry["release"](scrape_cfg(tmp_path / "b", "http://127.0.0.1:9", source="release",
+                                                       release=str(tmp_path / "release.parquet"), **over))
+    assert release.http.session.auth is None
+    booru.http.close()
+    release.http.close()
