@@ -30,7 +30,7 @@ import yaml
 
 from tasks.config import load_params
 from tasks.errors import ConfigError, MoeflowError
-from tasks.optout.audit import _safetensors_metadata, read_log
+from tasks.optout.audit import safetensors_metadata, read_log
 from tasks.optout.requests import Subject, name_key, read_requests, url_key
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Workspace:
         self.verdicts = self._verdicts()
         gen = Path(params.train.out.dir) / "generator.safetensors"
         self.generator_path = gen
-        self.generator = _safetensors_metadata(gen) if gen.is_file() else None
+        self.generator = safetensors_metadata(gen) if gen.is_file() else None
         self.runs = self._runs(Path(params.train.out.dir) / "runs")
         self.removed = collections.defaultdict(list)
         for e in read_log(s.out.optout_log):

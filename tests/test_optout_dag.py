@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tasks.detect.dataset import read_shard
+from tasks.optout.audit import safetensors_metadata
 from tests.fakebooru import FakeBooru
 from tests.project import make_copy, run
 from tests.scrape_helpers import FAST_HTTP
@@ -182,9 +183,7 @@ def test_an_artist_opt_out_leaves_every_artifact(published, booru):
     before = {rel: set(table(a, rel).column("face_id").to_pylist()) for rel in
               ("data/tags/tags.parquet", "data/train/faces.parquet", "data/release/faces.parquet")}
     assert their_faces & set(train_before.column("face_id").to_pylist())  # they were trained on
-    gen_before = json.loads(run([sys.executable, "-c", "import json,sys; from tasks.optout.audit import "
-                                 "_safetensors_metadata as m; from pathlib import Path; "
-                                 "print(json.dumps(m(Path('data/train/generator.safetensors'))))"], a).stdout)
+    gen_before = safetensors_metadata(a / "data/train/generator.safetensors")
     (a / "optout.csv").write_text((a / "optout.csv").read_text()
                                   + "2026-11-30,the artist's e-mail of 2026-11-29,artist_b,,,,,,\n")
     mark = len(booru.log)

@@ -221,7 +221,7 @@ class PreviousLock:
             if not path.endswith(".safetensors") or not fingerprints:
                 continue
             f = self.open_file(path, md5)
-            meta = _safetensors_metadata(f) if f is not None else {}
+            meta = safetensors_metadata(f) if f is not None else {}
             fp = meta.get("data_fingerprint")
             for image in sorted(fingerprints.get(fp, ())):
                 hit(stage, path, md5, image, trained_on=True, run=meta.get("run"), data_fingerprint=fp)
@@ -241,7 +241,7 @@ class PreviousLock:
         return hits, {i: sorted(v) for i, v in faces_of.items()}
 
 
-def _safetensors_metadata(path: Path) -> dict:
+def safetensors_metadata(path: Path) -> dict:
     """The `__metadata__` of a safetensors header, read without torch."""
     try:
         with open(path, "rb") as f:
