@@ -26,3 +26,7 @@ class DataError(MoeflowError):
 
 class ReviewError(MoeflowError):
     """The reviewer's CSV cannot be accepted (bad column, value, conflict)."""
+
+
+class OptoutError(MoeflowError):
+    """optout.csv cannot be accepted: one line per problem, each naming the file, line and value."""

@@ -56,7 +56,8 @@ def main(stage: str, run: Callable[[object], Summary], argv: list[str] | None = 
         params = load_params(args.params)
         summary = run(params)
     except MoeflowError as e:
-        print(f"error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [type(e).__name__]:  # a message of several problems: one line each
+            print(f"error: {line}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

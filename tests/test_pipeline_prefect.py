@@ -78,7 +78,7 @@ def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
             assert serve.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(1)
         names = run(["prefect", "deployment", "ls"], project, env=e).stdout
-        for flow in ("pipeline", "scrape", "detect", "review", "tag", "train", "render", "export"):
+        for flow in ("pipeline", "scrape", "detect", "review", "tag", "release", "train", "render", "export"):
             assert f"{flow}/default" in names, names
         out = run(["prefect", "deployment", "run", "pipeline/default"], project, env=e).stdout
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
@@ -102,7 +102,7 @@ def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
                         "## Model", "## Training metrics", "## DVC data version"):
             assert section in card, section
         assert "| images | 45 |" in card and "dvc_lock_sha256" in card
-        stages = ["scrape", "detect", "review", "tag", "train", "render", "export"]
+        stages = ["scrape", "detect", "review", "tag", "release", "train", "render", "export"]
         status = run(["dvc", "status"] + stages, project, env=e).stdout
         assert "changed" not in status, status  # DVC recorded every stage the flow ran
 
