@@ -30,7 +30,7 @@ lock:
 	$(VENV)/bin/dvc config --local core.site_cache_dir $(CURDIR)/.dvc/site-cache
 	$(VENV)/bin/dvc config --local core.analytics false
 
-# The whole DAG (dvc.yaml): fetch -> scrape -> detect -> review -> tag -> train -> render -> export.
+# The whole DAG (dvc.yaml): fetch -> scrape -> detect -> review -> tag -> release -> train -> render -> export.
 demo: venv .dvc/config.local
 	$(VENV)/bin/dvc repro
 	$(PY) -m tasks.card

@@ -135,6 +135,9 @@ def repro_task(stage: str):
     return task(repro, name=f"dvc-repro-{stage}", task_run_name=f"dvc repro {stage}", **kw)
 
 
+_raised: list[MoeflowError] = []  # this process's flow errors: the server may end a run in a state of its own
+
+
 def quiet_failures(fn):
     """A MoeflowError in a flow becomes a Failed state with its one-line message (no traceback)."""
     from prefect.states import Failed
@@ -145,6 +148,7 @@ def quiet_failures(fn):
             return fn(*args, **kwargs)
         except MoeflowError as e:
             logging.getLogger(fn.__module__).error("%s", e)
+            _raised.append(e)
             return Failed(message=f"{type(e).__name__}: {e}", data=e)
 
     return wrapper
@@ -194,6 +198,8 @@ def exit_code(state) -> int:
         err = state.result(raise_on_failure=False)
     except Exception as e:  # noqa: BLE001 - the result may not be retrievable
         err = e
+    if not isinstance(err, MoeflowError) and _raised:
+        err = _raised[-1]  # e.g. a pause that timed out: the server failed the run before the flow did
     if isinstance(err, MoeflowError):
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

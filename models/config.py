@@ -51,7 +51,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
     lambda_adv: float = 1.0  # weight of the adversarial term (the paper: 34, the number of tags)
-    lambda_gp: float = 10.0  # weight of the DRAGAN gradient penalty (the paper: 0.5)
+    lambda_gp: float = 0.3  # weight of the DRAGAN gradient penalty (the paper: 0.5; DRAGAN code: 10; README)
     gp_perturb: float = 0.5  # x + gp_perturb * U(0,1) * std(x)
     lambda_cls: float = 1.0  # weight of the tag classification terms
 

@@ -22,12 +22,17 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_hexdigest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """The hex digest of a file's bytes, read in chunks (md5: what DVC records of a file)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    return file_hexdigest(path, "sha256", chunk)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -103,6 +103,16 @@ def opt_outs(s) -> dict | None:
             "respect_robots": s.http.respect_robots}
 
 
+def removed_on_request(params) -> str:
+    """What optout.csv took out after collection, with counts (tasks.optout.audit; the log has the details)."""
+    from tasks.optout.audit import card_section
+
+    try:
+        return card_section(params)
+    except MoeflowError as e:  # a malformed optout.csv: the card says so rather than failing
+        return f"_optout.csv cannot be read: {str(e).splitlines()[0]}_\n"
+
+
 def build_card(params, root: Path = Path(".")) -> str:
     s = params.scrape
     run = _json(Path(params.train.out.dir) / "run.json")
@@ -110,6 +120,7 @@ def build_card(params, root: Path = Path(".")) -> str:
         ("Sources and counts", _table(sources(s.out.manifest), "no scrape manifest yet")),
         ("Last scrape run", _table(_json(s.out.summary), "no scrape summary yet")),
         ("Opt-outs honoured, all scrape runs", _table(opt_outs(s), "no scrape rejections file yet")),
+        ("Removed on request", removed_on_request(params)),
         ("Face detection", _table(_json(params.detect.out.summary), "no detect summary yet")),
         ("Review", _table(_json(params.review.out.stats), "no review statistics yet")),
         ("Tag frequencies", tag_card_section(_json(params.tag.out.summary))),

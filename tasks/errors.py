@@ -51,9 +51,14 @@ class Rejected(Exception):
         return f"{self.reason}: {self.detail}" if self.detail else self.reason
 
 
+class OptoutError(MoeflowError):
+    """optout.csv cannot be accepted: one line per problem, each naming the file, line and value."""
+
+
 def one_line_errors(interrupted: str | None = None) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """A command's main(): a MoeflowError becomes its one `error:` line on stderr and its exit
-    code, never a traceback; with `interrupted`, Ctrl-C prints that line and exits 130."""
+    """A command's main(): a MoeflowError becomes its `error:` line on stderr (one per problem when
+    it names several) and its exit code, never a traceback; with `interrupted`, Ctrl-C prints that
+    line and exits 130."""
     caught = (MoeflowError, KeyboardInterrupt) if interrupted else (MoeflowError,)
 
     def wrap(main: Callable[..., int]) -> Callable[..., int]:
@@ -65,7 +70,8 @@ def one_line_errors(interrupted: str | None = None) -> Callable[[Callable[..., i
                 if isinstance(e, KeyboardInterrupt):
                     print(interrupted, file=sys.stderr)
                     return 130
-                print(f"error: {e}", file=sys.stderr)
+                for line in str(e).splitlines() or [type(e).__name__]:  # several problems: one line each
+                    print(f"error: {line}", file=sys.stderr)
                 return e.exit_code
 
         return run

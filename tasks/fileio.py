@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.fileio import (atomic_copy, atomic_open, atomic_path, atomic_write_bytes,  # noqa: F401 - re-exported
-                           atomic_write_json, atomic_write_text, create_temp, create_temp_dir, sha256_bytes,
-                           sha256_file)
+                           atomic_write_json, atomic_write_text, create_temp, create_temp_dir, file_hexdigest,
+                           sha256_bytes, sha256_file)
 from tasks.errors import DataError
 
 SCHEMA_VERSION_KEY = b"moeflow.schema_version"

@@ -217,8 +217,8 @@ class PoliteSession:
         host = host_of(url)
         with self._lock:
             n = self._failures[host] = 0 if ok else self._failures.get(host, 0) + 1
-        if n >= self.s.max_consecutive_failures:
-            raise SourceError(f"stopping after {n} consecutive failed requests to {host} (last: {what}); "
+        if n >= self.s.max_consecutive_failures:  # the limit, not n: threads in flight may add one more
+            raise SourceError(f"stopping after {self.s.max_consecutive_failures} consecutive failed requests to {host} (last: {what}); "
                               "what was already kept is saved, rerun to resume")
 
     def _sleep(self, seconds: float) -> None:

@@ -9,6 +9,7 @@ from tasks.config import build, read_yaml
 from tasks.detect.config import DetectConfig
 from tasks.errors import ConfigError
 from tasks.fetch.config import FetchConfig
+from tasks.release.config import ReleaseConfig
 from tasks.render.config import RenderConfig
 from tasks.review.config import ReviewConfig
 from tasks.scrape.config import ScrapeConfig
@@ -26,6 +27,7 @@ class Params:
     detect: DetectConfig = field(default_factory=DetectConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
     tag: TagConfig = field(default_factory=TagConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

@@ -29,7 +29,7 @@ TINY_DAG = {
               "loop": {"steps": 4, "checkpoint_every": 2, "log_every": 2, "threads": 1, "progress": False}},
     "render": {"eval_samples": 16, "batch": 16, "grid": 2, "variations": 2},
 }
-AFTER_SCRAPE = ("detect", "review", "tag", "train", "render", "export")
+AFTER_SCRAPE = ("detect", "review", "tag", "release", "train", "render", "export")
 
 
 def set_param(project, key: tuple[str, ...], value) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.project import env, make_copy, run
@@ -21,27 +22,8 @@ TINY_TRAIN = {
     "render": {"eval_samples": 16, "batch": 16, "grid": 2, "variations": 2},
 }
 
-STATE = """
-import sys
-from uuid import UUID
-from prefect.client.orchestration import get_client
-with get_client(sync_client=True) as c:
-    fr = c.read_flow_run(UUID(sys.argv[1]))
-    print(fr.state.type.value, fr.state.name, (fr.state.message or '').replace(chr(10), ' '))
-"""
-
-
-NAME = """
-import sys
-from uuid import UUID
-from prefect.client.orchestration import get_client
-with get_client(sync_client=True) as c:
-    print(c.read_flow_run(UUID(sys.argv[1])).state.name)
-"""
-
-
 def state_name(run_id, cwd, e) -> str:
-    return run([sys.executable, "-c", NAME, run_id], cwd, env=e, timeout=60).stdout.strip()
+    return run([sys.executable, "-m", "tests.prefect_state", run_id, "--name"], cwd, env=e, timeout=60).stdout.strip()
 
 
 def flow_processes(project) -> list[str]:
@@ -65,7 +47,7 @@ def free_port() -> int:
 
 
 def state_of(run_id, cwd, e) -> tuple[str, str]:
-    out = run([sys.executable, "-c", STATE, run_id], cwd, env=e, timeout=60).stdout.split(" ", 2)
+    out = run([sys.executable, "-m", "tests.prefect_state", run_id], cwd, env=e, timeout=60).stdout.split(" ", 2)
     return out[0], (out[2].strip() if len(out) > 2 else "")
 
 
@@ -79,6 +61,7 @@ def wait_for(run_id, cwd, e, want: set[str], timeout: float) -> tuple[str, str]:
     raise AssertionError(f"flow run {run_id} not in {want} after {timeout}s (last: {st})")
 
 
+@pytest.mark.timeout(900)  # a server, a worker and the whole tiny pipeline twice; its own waits are bounded
 def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
     """`make serve` (scripts/serve.sh): server, work pool, deployments, worker; then a deployment run."""
     project = make_copy(tmp_path / "proj", TINY_TRAIN)
@@ -95,14 +78,14 @@ def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
             assert serve.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(1)
         names = run(["prefect", "deployment", "ls"], project, env=e).stdout
-        for flow in ("pipeline", "scrape", "detect", "review", "tag", "train", "render", "export"):
+        for flow in ("pipeline", "scrape", "detect", "review", "tag", "release", "train", "render", "export"):
             assert f"{flow}/default" in names, names
         out = run(["prefect", "deployment", "run", "pipeline/default"], project, env=e).stdout
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
 
         st = wait_for(run_id, project, e, {"PAUSED"}, timeout=420)
         assert st[0] == "PAUSED", (st, log.read_text()[-4000:])
-        assert (project / "review" / "queue.csv").exists() and not (project / "data" / "tags").exists()
+        assert (project / "review" / "queue.csv").exists() and not (project / "data" / "tags" / "tags.parquet").exists()
         # suspended, not paused in a process: the worker holds no flow-run process for the reviewer
         assert st[1].startswith("Suspended") or "Suspended" in state_name(run_id, project, e), st
         time.sleep(3)
@@ -119,7 +102,7 @@ def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
                         "## Model", "## Training metrics", "## DVC data version"):
             assert section in card, section
         assert "| images | 45 |" in card and "dvc_lock_sha256" in card
-        stages = ["scrape", "detect", "review", "tag", "train", "render", "export"]
+        stages = ["scrape", "detect", "review", "tag", "release", "train", "render", "export"]
         status = run(["dvc", "status"] + stages, project, env=e).stdout
         assert "changed" not in status, status  # DVC recorded every stage the flow ran
 
@@ -162,4 +145,4 @@ def test_review_pause_timeout_fails_with_a_clear_message(tmp_path):
     assert r.returncode == 1, r.stderr[-3000:]
     assert "error: no reviewer resumed the run within 3s" in r.stderr
     assert "Traceback" not in r.stderr
-    assert not (project / "data" / "tags").exists()
+    assert not (project / "data" / "tags" / "tags.parquet").exists()

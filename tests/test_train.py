@@ -329,7 +329,7 @@ def test_paper_preset():
     run = p.train.run_config()
     assert (run.loss.lambda_adv, run.loss.lambda_gp, run.optim.lr, run.optim.lr_d) == (34.0, 0.5, 2e-4, 2e-4)
     d = build(Params, {}).train.run_config()
-    assert (d.loss.lambda_adv, d.loss.lambda_gp, d.optim.lr, d.optim.lr_d) == (1.0, 10.0, 1e-4, 4e-4)
+    assert (d.loss.lambda_adv, d.loss.lambda_gp, d.optim.lr, d.optim.lr_d) == (1.0, 0.3, 1e-4, 4e-4)
     with pytest.raises(ConfigError, match="train.preset"):
         build(Params, {"train": {"preset": "fast"}})
 

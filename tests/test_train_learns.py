@@ -43,7 +43,7 @@ def dataset(shared: Path, out: Path) -> Path:
 
 def test_a_short_cpu_run_draws_detectable_faces(shared, tmp_path):
     data = dataset(shared, tmp_path / "faces.parquet")
-    run = RunConfig(data=str(data), out=str(tmp_path / "run"), model=MODEL, loss=LossConfig(lambda_gp=1.0),
+    run = RunConfig(data=str(data), out=str(tmp_path / "run"), model=MODEL, loss=LossConfig(),
                     optim=OptimConfig(batch=64),
                     loop=LoopConfig(steps=STEPS, checkpoint_every=STEPS, log_every=100, progress=False, device="cpu"))
     train(run)

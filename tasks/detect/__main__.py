@@ -21,7 +21,8 @@ class DetectReport:
 
 
 def run(params) -> DetectReport:
-    return DetectReport(detect(params.detect, params.scrape.out.manifest, params.scrape.out.images),
+    return DetectReport(detect(params.detect, params.scrape.out.manifest, params.scrape.out.images,
+                               boxes=params.scrape.out.boxes),
                         params.detect.out.contact_sheet)
 
 

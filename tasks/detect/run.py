@@ -11,6 +11,8 @@ path is written (timings go to the log and the Prefect artifact)."""
 from __future__ import annotations
 
 import collections
+import dataclasses
+import hashlib
 import io
 import logging
 import os
@@ -29,8 +31,9 @@ from tasks.detect.dataset import FACES_SCHEMA, CropReader, kept_mask, write_face
 from tasks.detect.filters import find_duplicates
 from tasks.detect.runner import default_workers, iter_results
 from tasks.detect.state import IMAGES_SCHEMA, State
-from tasks.detect.work import ImageTask, WorkSettings
+from tasks.detect.work import ImageTask, RecordedFace, WorkSettings
 from tasks.fileio import atomic_write_bytes, atomic_write_json, read_parquet, write_parquet
+from tasks.release.schema import read_boxes
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +151,31 @@ def contact_sheet(faces: pa.Table, crops_dir: str | os.PathLike, n: int, thumb: 
     return buf.getvalue()
 
 
+def recorded_faces(boxes: str | os.PathLike | None, cfg: DetectConfig) -> dict[str, tuple[RecordedFace, ...]]:
+    """image_id -> the faces a release recorded for it (scrape.out.boxes): cropped, not detected."""
+    rows = read_boxes(boxes)
+    other = sorted({(r["size"], r["pad_fill"]) for faces in rows.values() for r in faces
+                    if (r["size"] is not None and r["size"] != cfg.size)
+                    or (r["pad_fill"] is not None and r["pad_fill"] != cfg.pad_fill)}, key=str)
+    if other:
+        log.warning("detect: the release was cropped at size %s, pad_fill %s; detect.size %s, detect.pad_fill %s "
+                    "here: the same face_ids, other pixels (and tags)", other[0][0], other[0][1], cfg.size,
+                    cfg.pad_fill)
+    return {image: tuple(RecordedFace(r["detector"], (r["box_x"], r["box_y"], r["box_w"], r["box_h"]),
+                                      (r["crop_x0"], r["crop_y0"], r["crop_x1"], r["crop_y1"]), r["score"])
+                         for r in faces) for image, faces in rows.items()}
+
+
 def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.PathLike,
-           progress: bool | None = None) -> DetectSummary:
-    """Run the stage: process new images, then rewrite faces, images, contact sheet, summary."""
+           progress: bool | None = None, boxes: str | os.PathLike | None = None) -> DetectSummary:
+    """Run the stage: process new images, then rewrite faces, images, contact sheet, summary.
+    Images with recorded faces in `boxes` (a release's) are cropped as recorded, not detected."""
     t0 = time.perf_counter()
     settings = WorkSettings.from_config(cfg)  # a missing or bad cascade fails here, before any work
+    recorded = recorded_faces(boxes, cfg)
+    if recorded:  # other recorded boxes, other faces: part of what decides an image's outcome
+        digest = hashlib.sha256(repr(sorted(recorded.items())).encode()).hexdigest()
+        settings = dataclasses.replace(settings, key=hashlib.sha256(f"{settings.key}|{digest}".encode()).hexdigest()[:16])
     table = read_manifest(manifest)
     images_dir = Path(images_dir)
     ids, paths = table["image_id"].to_pylist(), table["path"].to_pylist()
@@ -164,7 +187,7 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
     # a fixed order (largest images first, so no worker is left with a big one at the end):
     # results are committed in this order, so it alone decides which face lands in which shard
     todo_pairs = sorted({i: p for i, p in zip(ids, paths) if i not in done}.items(), key=lambda t: (-pixels[t[0]], t[0]))
-    tasks = [ImageTask(i, str((images_dir / p).resolve()), p) for i, p in todo_pairs]
+    tasks = [ImageTask(i, str((images_dir / p).resolve()), p, recorded.get(i, ())) for i, p in todo_pairs]
     summary.reused, summary.processed = len(done), len(tasks)
     summary.retried = sum(t.image_id in transient for t in tasks)
     workers = cfg.workers or default_workers()

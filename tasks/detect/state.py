@@ -67,7 +67,7 @@ def _image_row(res: ImageResult, key: str) -> dict:
 def _face_row(res: ImageResult, f, detector: str, size: int, key: str) -> dict:
     x, y, w, h = f.box
     x0, y0, x1, y1 = f.crop_box
-    return {"face_id": f.face_id, "image_id": res.image_id, "detector": detector, "score": f.score,
+    return {"face_id": f.face_id, "image_id": res.image_id, "detector": f.detector or detector, "score": f.score,
             "box_x": x, "box_y": y, "box_w": w, "box_h": h,
             "crop_x0": x0, "crop_y0": y0, "crop_x1": x1, "crop_y1": y1, "size": size,
             "monochrome": f.monochrome, "duplicate_of": None, "drop_reason": f.drop_reason,
@@ -95,7 +95,7 @@ class State:
         self._open: dict[str, bytes] = {}  # the open shard: face_id -> PNG
         self._last_save = time.monotonic()
         if self._load(image_ids):
-            self.save()  # superseded rows gone from disk before their shards are
+            self.save()  # superseded rows gone from disk before their shards are (and the old crops with them)
         else:
             self.remove_orphans()
 
@@ -118,7 +118,23 @@ class State:
         live -= lost
         self.images = {r["image_id"]: r for r in images if r["image_id"] in live and r["params_key"] == self.key}
         self.faces = {r["face_id"]: r for r in faces if r["image_id"] in live and r["params_key"] == self.key}
+        self._purge({r["shard"] for r in faces if r["shard"] and r["face_id"] not in self.faces})
         return len(self.images) != len(images) or len(self.faces) != len(faces)
+
+    def _purge(self, shards: set[str]) -> None:
+        """Rewrite the shards that also hold crops of faces no longer live (an image left the manifest,
+        say an opt-out took it out): the live crops move to a new content-named shard, and the old one,
+        no longer named by any row, is deleted with the next save. A crop never outlives its image."""
+        live = {r["shard"] for r in self.faces.values() if r["shard"]}
+        mixed = sorted(shards & live)
+        for name in mixed:
+            crops = read_shard(self.dir / name)
+            keep = {fid: crops[fid] for fid, r in self.faces.items() if r["shard"] == name and fid in crops}
+            new = write_shard(self.dir, keep)
+            for fid in keep:
+                self.faces[fid]["shard"] = new
+        if mixed:
+            log.info("detect: rewrote %d crop shards without the crops of faces no longer in the data", len(mixed))
 
     @property
     def done(self) -> set[str]:

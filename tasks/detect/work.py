@@ -72,10 +72,21 @@ class WorkSettings:
 
 
 @dataclass(frozen=True)
+class RecordedFace:
+    """A face recorded elsewhere (a release): cropped as it is, never detected again."""
+
+    detector: str
+    box: tuple[int, int, int, int]  # detected x, y, w, h
+    crop_box: tuple[int, int, int, int]  # x0, y0, x1, y1
+    score: Optional[float] = None
+
+
+@dataclass(frozen=True)
 class ImageTask:
     image_id: str
     path: str  # absolute, or relative to the worker's working directory
     name: str = ""  # the manifest's path (relative to the images dir): what error details may show
+    recorded: tuple[RecordedFace, ...] = ()  # crop these instead of running the detector (the release source)
 
 
 def is_final(status: str, reason: Optional[str]) -> bool:
@@ -97,6 +108,7 @@ class FaceResult:
     hair: Optional[tuple[int, int, int]] = None
     eye: Optional[tuple[int, int, int]] = None
     skin: Optional[tuple[int, int, int]] = None
+    detector: Optional[str] = None  # a recorded face's own detector (else the stage's)
 
 
 @dataclass
@@ -190,12 +202,28 @@ def crop_face(rgb: np.ndarray, image_id: str, det: Detection, s: WorkSettings) -
         face.drop_reason = "off_image"
     if face.drop_reason is not None:
         return face
-    crop = geometry.resize(geometry.cut(rgb, box, s.pad_fill), s.size)  # type: ignore[arg-type]
+    return _finish(face, rgb, s)
+
+
+def _finish(face: FaceResult, rgb: np.ndarray, s: WorkSettings) -> FaceResult:
+    crop = geometry.resize(geometry.cut(rgb, face.crop_box, s.pad_fill), s.size)  # type: ignore[arg-type]
     face.chroma = chroma(crop)
     face.monochrome = face.chroma < s.monochrome_chroma
     face.phash = phash(crop)
     face.png = encode_png(crop)
     return face
+
+
+def crop_recorded(rgb: np.ndarray, image_id: str, rec: RecordedFace, s: WorkSettings) -> FaceResult:
+    """A recorded face: its own crop box and detector, so the same face_id as where it was recorded."""
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = rec.crop_box
+    face = FaceResult(face_id(image_id, rec.detector, rec.crop_box), rec.box, rec.crop_box, rec.score, None,
+                      detector=rec.detector)
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        face.drop_reason = "off_image"  # not this image's box: nothing of it to cut
+        return face
+    return _finish(face, rgb, s)
 
 
 def process_image(task: ImageTask, settings: WorkSettings) -> ImageResult:
@@ -209,8 +237,9 @@ def process_image(task: ImageTask, settings: WorkSettings) -> ImageResult:
         rgb = np.asarray(pil)
         res.width, res.height = pil.size
         seen: set[str] = set()
-        for d in det.detect(rgb, pil):
-            face = crop_face(rgb, task.image_id, d, settings)
+        found = ((crop_recorded(rgb, task.image_id, r, settings) for r in task.recorded) if task.recorded
+                 else (crop_face(rgb, task.image_id, d, settings) for d in det.detect(rgb, pil)))
+        for face in found:
             if face.face_id not in seen:  # two boxes shifted onto the same crop: keep the first
                 seen.add(face.face_id)
                 res.faces.append(face)

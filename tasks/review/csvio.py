@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.errors import ReviewError
+from tasks.errors import MoeflowError, ReviewError
 from tasks.fileio import atomic_write_bytes
 
 # Leading characters a spreadsheet evaluates (=, +, -, @) plus tab and CR (OWASP's list).
@@ -79,41 +79,47 @@ class Decision:
     line: int = 0
 
 
-def read_csv(path: str | Path, allowed: tuple[str, ...]) -> CsvTable:
-    """Parse a reviewer CSV. Columns must be a subset of `allowed` and include face_id and false_positive."""
+def read_csv(path: str | Path, allowed: tuple[str, ...], *, key: str = "face_id",
+             required: tuple[str, ...] = REQUIRED, expected: tuple[str, ...] = DECISION_COLUMNS,
+             error: type[MoeflowError] = ReviewError, problems: list[str] | None = None) -> CsvTable:
+    """Parse a people-edited CSV. Columns must be a subset of `allowed` and include `required`;
+    the header is the line holding `key` (which also tells the delimiter). The review CSVs use the
+    defaults; another file (optout.csv) names its own columns and error class. A problem in the
+    header or the encoding raises at once; with a `problems` list, a problem in a row is appended
+    to it (one line each, naming the file, the line and the value) and reading goes on."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ReviewError(f"{path}: file not found") from None
+        raise error(f"{path}: file not found") from None
     bom = raw.startswith(codecs.BOM_UTF8)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise ReviewError(f"{path}: line {line}: byte {raw[e.start]:#04x} is not UTF-8 (save the file as 'CSV UTF-8')") from None
+        raise error(f"{path}: line {line}: byte {raw[e.start]:#04x} is not UTF-8 (save the file as 'CSV UTF-8')") from None
     table = CsvTable(path=path, bom=bom, newline="\r\n" if "\r\n" in text else "\n")
     first = text.splitlines()[0] if text.strip() else ""
     if not first.strip():
-        raise ReviewError(f"{path}: line 1: empty, expected the header {','.join(DECISION_COLUMNS)}")
+        raise error(f"{path}: line 1: empty, expected the header {','.join(expected)}")
     for delim in (",", ";", "\t"):
         names = [unescape_cell(c).strip().lower() for c in next(csv.reader([first], delimiter=delim))]
-        if "face_id" in names:
+        if key in names:
             table.delimiter = delim
             break
     else:
-        raise ReviewError(f"{path}: line 1: no face_id column in header {first!r} "
-                          f"(expected {','.join(DECISION_COLUMNS)}; `,` `;` or tab between names)")
+        raise error(f"{path}: line 1: no {key} column in header {first!r} "
+                    f"(expected {','.join(expected)}; `,` `;` or tab between names)")
     seen = set()
     for name in names:
         if name and name not in allowed:
-            raise ReviewError(f"{path}: line 1: unknown column {name!r} (allowed: {', '.join(allowed)})")
+            raise error(f"{path}: line 1: unknown column {name!r} (allowed: {', '.join(allowed)})")
         if name and name in seen:
-            raise ReviewError(f"{path}: line 1: column {name!r} appears twice")
+            raise error(f"{path}: line 1: column {name!r} appears twice")
         seen.add(name)
-    for name in REQUIRED:
+    for name in required:
         if name not in seen:
-            raise ReviewError(f"{path}: line 1: missing column {name!r} (header {first!r})")
+            raise error(f"{path}: line 1: missing column {name!r} (header {first!r})")
     table.header = names
 
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=table.delimiter, strict=True)
@@ -123,25 +129,30 @@ def read_csv(path: str | Path, allowed: tuple[str, ...]) -> CsvTable:
             line, prev = prev + 1, reader.line_num
             if i == 0:
                 continue
-            _add_row(table, line, cells)
+            try:
+                _add_row(table, line, cells, error)
+            except MoeflowError as e:
+                if problems is None:
+                    raise
+                problems.append(str(e))
     except csv.Error as e:
-        raise ReviewError(f"{path}: line {prev + 1}: not valid CSV: {e}") from None
+        raise error(f"{path}: line {prev + 1}: not valid CSV: {e}") from None
     return table
 
 
-def _add_row(table: CsvTable, line: int, cells: list[str]) -> None:
+def _add_row(table: CsvTable, line: int, cells: list[str], error: type[MoeflowError] = ReviewError) -> None:
     if not any(c.strip() for c in cells):
         return  # blank line
     names = table.header
     extra = [c for c in cells[len(names):] if c.strip()]
     if extra:
-        raise ReviewError(f"{table.path}: line {line}: {len(cells)} fields but the header has {len(names)} "
-                          f"(value {extra[0]!r}; a stray {table.delimiter!r}? quote cells that contain it)")
+        raise error(f"{table.path}: line {line}: {len(cells)} fields but the header has {len(names)} "
+                    f"(value {extra[0]!r}; a stray {table.delimiter!r}? quote cells that contain it)")
     values: dict[str, str] = {}
     for name, cell in zip(names, cells):
         if not name:
             if cell.strip():
-                raise ReviewError(f"{table.path}: line {line}: value {cell!r} in a column without a name")
+                raise error(f"{table.path}: line {line}: value {cell!r} in a column without a name")
             continue
         values[name] = unescape_cell(cell)
     table.rows.append((line, values))

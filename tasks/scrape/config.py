@@ -71,13 +71,15 @@ class ScrapeOut:
     images: str = "data/raw/images"
     manifest: str = "data/raw/manifest.parquet"
     rejected: str = "data/raw/rejected.parquet"
+    boxes: str = "data/raw/boxes.parquet"  # the `release` source: the released faces of each kept image (else empty)
+    optout_log: str = "data/raw/optout_log.jsonl"  # the audit log of removals by optout.csv (git-tracked, appended)
     summary: str = "data/raw/summary.json"  # the last run's counts, by reason
     metrics: str = "data/raw/metrics.json"  # the headline counts (DVC metric)
 
 
 @dataclass(frozen=True)
 class ScrapeConfig:
-    source: Literal["danbooru", "gelbooru", "getchu", "folder"] = "folder"
+    source: Literal["danbooru", "gelbooru", "getchu", "folder", "release"] = "folder"
     base_url: str = "https://danbooru.donmai.us"
     file_hosts: tuple[str, ...] = ()  # extra hosts images may come from ("*.example.org": any subdomain)
     tags: str = "1girl solo"  # booru search tags
@@ -89,6 +91,8 @@ class ScrapeConfig:
     folder: str = "../shared/data/real"  # `folder` source
     getchu_games: str = "data/getchu_games.csv"  # `getchu` source: the game list
     min_sellday: Optional[str] = None  # `getchu` source: YYYY-MM-DD, older games skipped
+    release: str = "rebuild"  # `release` source: a release's faces.parquet or faces.jsonl, or a directory holding one
+    optout: str = "optout.csv"  # takedown requests (git-tracked, human-edited): applied to every source
     http: HttpConfig = field(default_factory=HttpConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     out: ScrapeOut = field(default_factory=ScrapeOut)

@@ -18,10 +18,14 @@ from tqdm import tqdm
 from tasks.errors import Rejected, SourceError
 from tasks.fileio import atomic_write_json, create_temp, sha256_file
 from tasks.http import Download, FetchFailed, PoliteSession, Stopped
+from tasks.optout.requests import Requests, read_requests
+from tasks.release.schema import write_boxes
 from tasks.reports import write_run_report
+from tasks.scrape import release as _release  # noqa: F401 - registers the `release` source
 from tasks.scrape.config import ScrapeConfig
 from tasks.scrape.sources import Extractor, Post
-from tasks.scrape.store import FORMAT_FOR_EXT, Store
+from tasks.scrape.store import FORMAT_FOR_EXT, OPTOUT, Store
+from tasks.scrape.takedown import Takedown
 from tasks.scrape.validate import CUT_SHORT, DecoderCrashed, Decoders
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,7 @@ class ScrapeSummary:
     duplicate: int = 0
     already_done: int = 0
     listed: int = 0
+    removed: int = 0  # kept images an opt-out took out this run (their faces leave every later artifact)
     failures: collections.Counter = field(default_factory=collections.Counter)  # transient, by reason
     rejected: collections.Counter = field(default_factory=collections.Counter)
     skipped: collections.Counter = field(default_factory=collections.Counter)
@@ -53,6 +58,7 @@ class ScrapeSummary:
             f"source: {self.source}; posts listed: {self.listed}",
             f"kept: {self.kept_new} new, {self.kept_total} in total; duplicates: {self.duplicate}; "
             f"already done earlier: {self.already_done}",
+            f"removed on request (optout.csv): {self.removed}; "
             f"rejected: {sum(self.rejected.values())} ({fmt(self.rejected)})",
             f"skipped: {sum(self.skipped.values())} ({fmt(self.skipped)})",
             f"failed (retried next run): {self.failed} ({fmt(self.failures)}); HTTP requests: {self.requests}; "
@@ -61,7 +67,8 @@ class ScrapeSummary:
 
     def as_dict(self) -> dict:
         return {"source": self.source, "listed": self.listed, "kept_new": self.kept_new, "kept_total": self.kept_total,
-                "duplicate": self.duplicate, "already_done": self.already_done, "failed": self.failed,
+                "duplicate": self.duplicate, "already_done": self.already_done, "removed": self.removed,
+                "failed": self.failed,
                 "failures": dict(sorted(self.failures.items())),
                 "rejected": dict(sorted(self.rejected.items())), "skipped": dict(sorted(self.skipped.items())),
                 "requests": self.requests, "stopped": self.stopped}
@@ -73,7 +80,7 @@ class ScrapeSummary:
 
     def markdown(self) -> str:
         rows = [("kept (new)", self.kept_new), ("kept (total)", self.kept_total), ("duplicates", self.duplicate),
-                ("already done", self.already_done)]
+                ("already done", self.already_done), ("removed on request (optout.csv)", self.removed)]
         rows += [(f"failed, retried next run: {k}", v) for k, v in sorted(self.failures.items())]
         rows += [(f"rejected: {k}", v) for k, v in sorted(self.rejected.items())]
         rows += [(f"skipped: {k}", v) for k, v in sorted(self.skipped.items())]
@@ -128,11 +135,12 @@ class _Run:
     """One run's moving parts: downloads on threads, decodes in processes, bookkeeping here."""
 
     def __init__(self, cfg: ScrapeConfig, store: Store, http: PoliteSession | None, summary: ScrapeSummary,
-                 progress: bool | None):
+                 progress: bool | None, requests: Requests):
         self.cfg, self.store, self.http, self.summary = cfg, store, http, summary
         # when a post was fetched or judged; local files carry no clock, so a rebuild of the same
         # files gives the same manifest and rejected table
         self.now = _now if http is not None else (lambda: None)
+        self.takedown = Takedown(requests, store, cfg.out.optout_log, clock=self.now)
         self.limit = cfg.filters.max_images
         self.workers = cfg.validate_workers or min(os.cpu_count() or 1, cfg.http.concurrency)
         self.threads = ThreadPoolExecutor(max_workers=cfg.http.concurrency, thread_name_prefix="fetch")
@@ -156,11 +164,14 @@ class _Run:
             if len(store.kept) >= self.limit:
                 s.skipped["max_images"] += 1
                 break
+            if self.takedown.at_listing(post) is not None:  # before all else: never downloaded again
+                s.skipped[OPTOUT] += 1
+                continue
             if store.key(post.source, post.post_id) in store.done:
                 s.already_done += 1
                 continue
             reason = prefilter(post, self.cfg)
-            if reason is None and self.http is not None:
+            if reason is None and self.http is not None and not post.local_path:
                 try:
                     self.http.check_url(post.file_url)
                 except Rejected as e:
@@ -209,6 +220,14 @@ class _Run:
             return self._reject(job, e.reason, e.detail)
         except FetchFailed as e:
             return self._fail(job, e.reason, e.detail)
+        post = job.post
+        if post.sha256 and dl.sha256 != post.sha256:  # not the released bytes: never kept
+            os.unlink(dl.path)
+            return self._reject(job, "sha256_mismatch", f"{dl.url}: sha256 {dl.sha256}, the release says {post.sha256}")
+        if self.takedown.refuses(post, dl.sha256) is not None:  # bytes an opt-out names
+            os.unlink(dl.path)
+            self.summary.skipped[OPTOUT] += 1
+            return
         if dl.sha256 in self.store.kept:  # the same bytes as a kept image: judged already
             os.unlink(dl.path)
             return self._duplicate(job, dl)
@@ -308,12 +327,15 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
     """Run the scrape stage; resumable and idempotent. Writes cfg.out.*."""
     t0 = time.monotonic()
     summary = ScrapeSummary(source=cfg.source)
+    requests = read_requests(cfg.optout)  # a malformed optout.csv stops the stage before anything changes
     extractor = Extractor.registry[cfg.source](cfg)
     http = extractor.http
     store = Store(cfg.out.images)
-    run = _Run(cfg, store, http, summary, progress)
+    run = _Run(cfg, store, http, summary, progress, requests)
+    takedown = run.takedown
     failed = True
     try:
+        summary.removed = takedown.apply()
         run.go(extractor.posts())
         if summary.listed == 0:
             raise SourceError(f"{cfg.source}: no posts found"
@@ -325,12 +347,14 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
     finally:
         run.close(failed)
         summary.kept_total = len(store.kept)
+        summary.removed = takedown.removed
         summary.requests = http.requests_made if http else 0
         orphans = store.remove_orphans()
         if orphans:
             log.info("removed %d stored files no journal line names", orphans)
         store.write_manifest(cfg.out.manifest)
         store.write_rejected(cfg.out.rejected)
+        write_boxes(cfg.out.boxes, extractor.recorded_faces(), store.kept)
         store.close()
         if http:
             http.close()

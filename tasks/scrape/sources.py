@@ -40,6 +40,7 @@ class Post:
     title: str | None = None  # getchu: the game
     character: str | None = None  # getchu: the character's name
     local_path: str | None = None  # folder source
+    sha256: str | None = None  # the bytes expected (the release source): anything else is rejected
 
 
 RATING_NAMES = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit",
@@ -144,6 +145,10 @@ class Extractor:
 
     def posts(self) -> Iterator[Post]:
         raise NotImplementedError
+
+    def recorded_faces(self) -> dict[str, list[dict]]:
+        """image_id -> faces to crop as recorded instead of detecting (the release source)."""
+        return {}
 
     def _unreachable(self, what: object) -> SourceError:
         return SourceError(f"{self.name}: {what}. Check scrape.base_url and the network; "

@@ -12,7 +12,9 @@ Journal kinds: `kept` and `duplicate`, and `rejected` with `final` true, are dec
 post is done. `rejected` with `final` false is a transient failure, retried next run.
 `skipped` is a filter's verdict on the listing's metadata (rating, blocklist, size...):
 recorded, so opt-outs are counted over all runs, but checked again every run, so a change of
-scrape.filters takes effect."""
+scrape.filters takes effect. A post optout.csv names is `skipped` with reason `optout`, and so is a
+kept image an opt-out takes out of the store (`removed: true`; its file is deleted after the line
+is written): checked again every run like any skip, so a withdrawn request lets it back in."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from tasks.fileio import with_version, write_parquet
 
 log = logging.getLogger(__name__)
 
+OPTOUT = "optout"  # the skip reason of whatever optout.csv names
 EXT_FOR_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
 FORMAT_FOR_EXT = {"jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF"}
 
@@ -87,6 +90,8 @@ class Store:
         self.done: dict[str, dict] = {}  # post key -> last final record
         self.failed: dict[str, dict] = {}  # post key -> last transient failure
         self.skipped: dict[str, dict] = {}  # post key -> last filter verdict (checked again every run)
+        self.image_of: dict[str, str] = {}  # post key -> the image its last record with bytes named
+        self.removed: dict[str, dict] = {}  # image_id -> the opt-out record that took it out or refused it
         self._load()
         self._journal = open(self.journal_path, "a", encoding="utf-8")
 
@@ -106,12 +111,15 @@ class Store:
             with open(self.journal_path, "r+b") as f:
                 f.truncate(cut)
             data = data[:cut]
+        records = [json.loads(line) for line in data.decode("utf-8").splitlines()]
+        taken_out = {rec["image_id"]: i for i, rec in enumerate(records)  # removed by a later opt-out line
+                     if rec["kind"] == "skipped" and rec.get("removed") and rec.get("image_id")}
         missing = 0
-        for line in data.decode("utf-8").splitlines():
-            rec = json.loads(line)
+        for i, rec in enumerate(records):
             k = self.key(rec["source"], rec["post_id"])
             if rec["kind"] == "kept" and not (self.root / rec["path"]).exists():
-                missing += 1  # deleted by hand: forget it, fetch again
+                if taken_out.get(rec["image_id"], -1) < i:
+                    missing += 1  # deleted by hand: forget it, fetch again
                 continue
             self._note(k, rec)
         if missing:
@@ -119,9 +127,17 @@ class Store:
 
     def _note(self, k: str, rec: dict) -> None:
         kind = rec["kind"]
+        if rec.get("image_id"):
+            self.image_of[k] = rec["image_id"]
         if kind == "kept":
             self.kept[rec["image_id"]] = rec
+            self.removed.pop(rec["image_id"], None)
         if kind == "skipped":
+            if rec.get("reason") == OPTOUT and rec.get("image_id"):
+                self.removed[rec["image_id"]] = rec
+                if rec.get("removed"):
+                    self.kept.pop(rec["image_id"], None)
+                    self.done.pop(k, None)
             self.skipped[k] = rec
             self.failed.pop(k, None)
             return
@@ -135,7 +151,8 @@ class Store:
     def append(self, rec: dict) -> None:
         k = self.key(rec["source"], rec["post_id"])
         last = self.skipped.get(k)
-        if rec["kind"] == "skipped" and last is not None and last["reason"] == rec["reason"]:
+        if (rec["kind"] == "skipped" and last is not None and last["reason"] == rec["reason"]
+                and last.get("detail", "") == rec.get("detail", "")):
             return  # the same verdict as last run: one line is enough
         self._journal.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
         self._journal.flush()
@@ -148,6 +165,17 @@ class Store:
         dest.parent.mkdir(exist_ok=True)
         os.replace(tmp_path, dest)
         return rel
+
+    def remove(self, image_id: str, detail: str, at: str) -> dict:
+        """Take a kept image out (an opt-out): the journal line first, then the file, so a kill
+        in between leaves a file no record names, which remove_orphans deletes."""
+        rec = self.kept[image_id]
+        out = {"kind": "skipped", "source": rec["source"], "post_id": rec["post_id"], "url": rec.get("url"),
+               "reason": OPTOUT, "detail": detail, "final": True, "at": at, "image_id": image_id, "removed": True,
+               "path": rec["path"], **{f: rec.get(f) for f in ("page_url", "artist", "tags", "title", "character")}}
+        self.append(out)
+        (self.root / rec["path"]).unlink(missing_ok=True)
+        return out
 
     def close(self) -> None:
         self._journal.close()

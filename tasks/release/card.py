@@ -1,0 +1,75 @@
+"""The release's dataset card (data/release/README.md): the license/notes header, what is in it,
+what was left out and why, how to rebuild it. A pure function of the release's inputs: no clock,
+no machine path (the project's own card, tasks.card, records the DVC version and the time)."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from models.tags import MGM_TAGS
+from tasks.optout.audit import card_section as removed_on_request
+
+# reasons in rejected.parquet that are someone's opt-out (tasks.scrape: headers, robots.txt, blocklists, optout.csv)
+OPT_OUT_REASONS = ("noai", "robots_disallowed", "blocklist_artist", "blocklist_tag", "optout")
+
+
+def _counts(title: str, counter: collections.Counter) -> str:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+    return f"| {title} | n |\n|---|---:|\n{rows}\n"
+
+
+def collection_opt_outs(rejected: str) -> collections.Counter:
+    if not Path(rejected).is_file():
+        return collections.Counter()
+    reasons = pq.read_table(rejected, columns=["reason"]).column("reason").to_pylist()
+    return collections.Counter(r for r in reasons if r in OPT_OUT_REASONS)
+
+
+def render_card(params, header: dict, rows: list[dict]) -> str:
+    images_by_source = collections.Counter()
+    for sha, source in {(r["sha256"], r["source"]) for r in rows}:
+        images_by_source[source] += 1
+    faces_by_source = collections.Counter(r["source"] for r in rows)
+    ratings = collections.Counter(str(r["rating"]) for r in {r["sha256"]: r for r in rows}.values())
+    verdicts = collections.Counter(r["verdict"] for r in rows)
+    files = header.get("files", {})
+    freq = []
+    for j, tag in enumerate(MGM_TAGS):
+        known = [r["attributes"][j] for r in rows if r["attributes"][j] != -1]
+        share = f"{sum(v == 1 for v in known) / len(known):.3f}" if known else "n/a"
+        freq.append(f"| {tag} | {share} | {len(known)} |")
+    tagger = header.get("tagger", {})
+    crop = header.get("crop", {})
+    opt = collection_opt_outs(params.scrape.out.rejected)
+    parts = [
+        f"# {header['title']}\n",
+        f"**License:** {header['license']}\n\n{header['notes']}\n",
+        f"{header['faces']} faces of {header['images']} images. Release format `{header['format']}`, schema version "
+        f"{header['schema_version']}; the header with every column is `release.json`.\n",
+        "| file | bytes | sha256 |\n|---|---:|---|\n"
+        + "".join(f"| `{name}` | {f['bytes']} | `{f['sha256']}` |\n" for name, f in files.items()),
+        "## Sources and counts\n",
+        "| source | images | faces |\n|---|---:|---:|\n"
+        + "".join(f"| {s} | {images_by_source[s]} | {faces_by_source[s]} |\n" for s in sorted(faces_by_source)),
+        _counts("rating (images)", ratings),
+        _counts("review verdict (faces)", verdicts)
+        + "\nFalse positives struck out by the reviewers are not released.\n",
+        "## Opt-outs honoured\n",
+        (_counts("left out at collection, by reason", opt) if opt else "_none recorded_\n"),
+        "## Removed on request\n",
+        removed_on_request(params),
+        "## Attributes\n",
+        f"Tagged by `{tagger.get('backend', 'unknown')}` ({tagger.get('backend_reason', 'reason not recorded')}). "
+        "Share of the faces whose attribute is known that have it:\n",
+        "| attribute | share | faces known |\n|---|---:|---:|\n" + "\n".join(freq) + "\n",
+        "## Faces\n",
+        f"Crops are {crop.get('size')} px squares of the crop box ({crop.get('resize')}); a box reaching past the "
+        f"image is padded with `{crop.get('pad_fill')}`. face_id = sha256 of `sha256|detector|crop box`.\n",
+        "## Rebuild\n",
+        f"{header['rebuild']}. An image whose bytes changed is rejected (`sha256_mismatch`), never kept; what the "
+        "rebuilder's optout.csv names is not fetched.\n",
+    ]
+    return "\n".join(parts)
