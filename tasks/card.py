@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from models.typed import to_dict
-from tasks.errors import one_line_errors
+from tasks.errors import MoeflowError, one_line_errors
 from tasks.fileio import atomic_write_text
 from tasks.params import load_params
 from tasks.render.report import metric_lines
