@@ -54,7 +54,6 @@ from models.typed import ConfigValueError, to_dict, validate_all
 from tasks.errors import ConfigError, DataError, one_line_errors
 from tasks.fileio import atomic_write_json, read_parquet
 from tasks.params import DEFAULT_PARAMS, load_params
-from tasks.render import quality as Q
 from tasks.render.config import RenderOut
 from tasks.render.metrics import load_tagger
 from tasks.render.run import evaluate, metric_lines
