@@ -64,7 +64,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 1e-4  # the generator's Adam learning rate
+    lr: float = 1.5e-4  # the generator's Adam learning rate
     lr_d: float = 4e-4  # the discriminator's (two time-scale update rule: D learns faster)
     beta1: float = 0.5
     beta2: float = 0.99

@@ -209,8 +209,8 @@ def test_nan_loss_restores_the_checkpoint_and_lowers_lr(export, tmp_path, monkey
     monkeypatch.setattr(L, "generator_loss", flaky)
     caplog.set_level(logging.WARNING, "models.training_loop")
     r = train(tiny_run(export, tmp_path / "n", steps=6, checkpoint_every=3, log_every=3))
-    assert r["step"] == 6 and r["nan_recoveries"] == 1 and r["lr"] == pytest.approx(5e-5)
-    assert "restored the checkpoint at step 3, lr lowered to 5e-05" in caplog.text
+    assert r["step"] == 6 and r["nan_recoveries"] == 1 and r["lr"] == pytest.approx(OptimConfig().lr / 2)
+    assert f"restored the checkpoint at step 3, lr lowered to {OptimConfig().lr / 2:g}" in caplog.text
     w = weights(tmp_path / "n")
     assert all(torch.isfinite(v.float()).all() for v in w.values())
     steps = [ln.split(",")[0] for ln in (tmp_path / "n" / PLOTS).read_text().splitlines()[1:]]
@@ -226,7 +226,7 @@ def test_a_param_change_is_a_new_run_and_keeps_the_old_one(export, tmp_path, cap
     caplog.set_level(logging.INFO, "models.training_loop")
     result = train(changed)
     assert result["resumed_from"] is None and result["step"] == 2 and result["run"] != first["run"]
-    assert "optim.lr 0.0001 -> 5e-05" in caplog.text and "earlier runs' checkpoints stay" in caplog.text
+    assert f"optim.lr {run.optim.lr} -> {run.optim.lr / 2}" in caplog.text and "earlier runs' checkpoints stay" in caplog.text
     assert_same(weights(tmp_path / "r", first["run"]), old)  # untouched
     assert train(changed)["resumed_from"] == 2  # that new run resumes as usual
     assert train(run)["resumed_from"] == 2 and train(run)["run"] == first["run"]  # and so does the old one
@@ -329,7 +329,7 @@ def test_paper_preset():
     run = p.train.run_config()
     assert (run.loss.lambda_adv, run.loss.lambda_gp, run.optim.lr, run.optim.lr_d) == (34.0, 0.5, 2e-4, 2e-4)
     d = build(Params, {}).train.run_config()
-    assert (d.loss.lambda_adv, d.loss.lambda_gp, d.optim.lr, d.optim.lr_d) == (1.0, 0.3, 1e-4, 4e-4)
+    assert (d.loss.lambda_adv, d.loss.lambda_gp, d.optim.lr, d.optim.lr_d) == (1.0, 0.3, 1.5e-4, 4e-4)
     with pytest.raises(ConfigError, match="train.preset"):
         build(Params, {"train": {"preset": "fast"}})
 

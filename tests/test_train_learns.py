@@ -46,7 +46,7 @@ def dataset(shared: Path, out: Path) -> Path:
 def test_a_short_cpu_run_draws_detectable_faces(shared, tmp_path):
     data = dataset(shared, tmp_path / "faces.parquet")
     run = RunConfig(data=str(data), out=str(tmp_path / "run"), model=MODEL, loss=LossConfig(),
-                    optim=OptimConfig(batch=32),
+                    optim=OptimConfig(batch=32, lr=1e-4),  # the measured short-run config
                     loop=LoopConfig(steps=STEPS, checkpoint_every=STEPS, log_every=100, progress=False, device="cpu"))
     train(run)
     xml, _ = read_cascade(shared / "models" / "lbpcascade_animeface.xml")
