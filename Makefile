@@ -33,7 +33,7 @@ lock:
 # The whole DAG (dvc.yaml): fetch -> scrape -> detect -> review -> tag -> release -> train -> render -> export.
 demo: venv .dvc/config.local
 	$(VENV)/bin/dvc repro
-	$(PY) -m tasks.card
+	$(PY) -m tasks.tools.card
 
 test: venv web-deps
 	$(PY) -m pytest -q
@@ -52,7 +52,7 @@ web-build: web/node_modules/.package-lock.json
 	cd web && node build.mjs
 
 web: venv web-build
-	$(PY) -m tasks.web.webserve --root web/dist --port $(or $(PORT),8000)
+	$(PY) -m tasks.tools.webserve --root web/dist --port $(or $(PORT),8000)
 
 # A local Prefect server + UI on 127.0.0.1:4200, the deployments of prefect.yaml, a process worker.
 serve: venv .dvc/config.local

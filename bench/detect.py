@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 
-from tasks.detect.config import DetectConfig, DetectOut  # noqa: E402
+from tasks.params.detect import DetectConfig, DetectOut  # noqa: E402
 from tasks.detect.run import detect  # noqa: E402
 from tasks.detect.runner import default_workers  # noqa: E402
 from tasks.fileio import write_parquet  # noqa: E402
-from tasks.scrape.store import MANIFEST_SCHEMA  # noqa: E402
+from tasks.artifacts.images import MANIFEST_SCHEMA  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 REAL = SHARED / "data" / "real"

@@ -24,9 +24,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.detect.dataset import ShardWriter, face_id, write_faces  # noqa: E402
+from tasks.artifacts.faces import ShardWriter, face_id, write_faces  # noqa: E402
 from tasks.fileio import atomic_write_json, read_parquet, write_parquet  # noqa: E402
-from tests.project import make_copy, run  # noqa: E402
+from tests.support.project import make_copy, run  # noqa: E402
 
 STAGES = ["scrape", "detect", "review"]
 

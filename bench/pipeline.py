@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks.dag import load_dag  # noqa: E402
-from tests.project import SHARED, env, make_copy, run  # noqa: E402
+from tests.support.project import SHARED, env, make_copy, run  # noqa: E402
 
 SMALL = {
     "detect": {"min_face": 64, "box_scale": 1.25},

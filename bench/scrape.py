@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from tasks.scrape.run import scrape  # noqa: E402
 from tasks.scrape.validate import validate_image  # noqa: E402
-from tests.fakebooru import REAL, FakeBooru  # noqa: E402
-from tests.scrape_helpers import scrape_cfg  # noqa: E402
+from tests.support.fakebooru import REAL, FakeBooru  # noqa: E402
+from tests.support.scrape import scrape_cfg  # noqa: E402
 
 
 def serve(copies: int, distinct: bool = True, latency: float = 0.0) -> FakeBooru:

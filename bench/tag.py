@@ -37,11 +37,11 @@ import numpy as np  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import torch  # noqa: E402
 
-from tasks.config import build  # noqa: E402
-from tasks.detect.dataset import read_faces, read_shard  # noqa: E402
-from tasks.tag.config import TagConfig  # noqa: E402
+from tasks.typed import build  # noqa: E402
+from tasks.artifacts.faces import read_faces, read_shard  # noqa: E402
+from tasks.params.tag import TagConfig  # noqa: E402
 from tasks.tag.run import tag_faces  # noqa: E402
-from tests.tag_helpers import png_bytes, write_faces_dataset  # noqa: E402
+from tests.support.tag import png_bytes, write_faces_dataset  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 
@@ -59,7 +59,7 @@ def real_crops(size: int = 128) -> list[bytes]:
     lbpcascade finds in the illustrations (1.5x box, shifted inside the image, as detect cuts them)."""
     from PIL import Image
 
-    from tasks.detect.detectors import LbpCascade, read_cascade
+    from tasks.detectors import LbpCascade, read_cascade
     from tasks.detect.geometry import cut, enlarge, place, resize
 
     data = SHARED / "data"
@@ -78,8 +78,8 @@ def real_crops(size: int = 128) -> list[bytes]:
 def bench_color(args, tmp: Path) -> int:
     from functools import partial
 
-    from tasks.tag.colors import measure_colors
-    from tasks.tag.loader import default_workers
+    from tasks.taggers.colors import measure_colors
+    from tasks.taggers.loader import default_workers
 
     t = time.perf_counter()
     crops = real_crops()
@@ -123,9 +123,9 @@ def bench_color(args, tmp: Path) -> int:
 def bench_i2v(args, tmp: Path) -> int:
     from safetensors.torch import save_file
 
-    from models.convert import FORMAT
+    from models.illust2vec import FORMAT
     from models.illust2vec import I2V_TAG_ARCH, MEAN_BGR, Illust2Vec, specs_json
-    from tasks.tag.backends import I2VBackend
+    from tasks.taggers.backends import I2VBackend
 
     model = Illust2Vec(I2V_TAG_ARCH)
     weights = tmp / "i2v_tag.safetensors"

@@ -40,14 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from models import loss as L  # noqa: E402
 from models.conditioning import tag_frequencies  # noqa: E402
-from models.config import LoopConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
-from models.data import read_export  # noqa: E402
+from tasks.params.train import LoopConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
+from tasks.artifacts.trainset import read_export  # noqa: E402
 from models.device import busy_cores, choose_threads, cores  # noqa: E402
 from models.dragan import Discriminator, Generator  # noqa: E402
 from models.training_loop import Trainer  # noqa: E402
-from tasks.train.dataset import split_of, write_dataset  # noqa: E402
-from tasks.train.paper_run import DEFAULT_FACES, DEMO_SIZES, collect, peak_tflops, step_flops  # noqa: E402
-from tests.train_helpers import random_attributes  # noqa: E402
+from tasks.artifacts.trainset import split_of, write_dataset  # noqa: E402
+from tasks.tools.paper_run import DEFAULT_FACES, DEMO_SIZES, collect, peak_tflops, step_flops  # noqa: E402
+from tests.support.train import random_attributes  # noqa: E402
 
 log = logging.getLogger("bench.train")
 RUN_MINUTES = 10  # the compile verdict: does it pay on a run this long (the demo's train stage)

@@ -25,11 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.web.parity import inputs_for, run_onnx, session  # noqa: E402
-from tasks.web.run import run_export  # noqa: E402
-from tasks.web.webserve import serve_in_thread  # noqa: E402
-from tests.export_helpers import export_config, make_generator_file  # noqa: E402
-from tests.web_helpers import build_page, drive, ensure_browser  # noqa: E402
+from tasks.export.parity import inputs_for, run_onnx, session  # noqa: E402
+from tasks.export.run import run_export  # noqa: E402
+from tasks.tools.webserve import serve_in_thread  # noqa: E402
+from tests.support.export import export_config, make_generator_file  # noqa: E402
+from tests.support.web import build_page, drive, ensure_browser  # noqa: E402
 
 GOAL_MS = 200.0
 TAGS = ["blonde_hair", "long_hair", "smile", "blush", "blue_eyes"]

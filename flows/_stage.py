@@ -22,7 +22,8 @@ from pathlib import Path
 from tasks.dag import load_dag
 from tasks.errors import MoeflowError, one_line_errors
 from tasks.fileio import atomic_copy
-from tasks.params import DEFAULT_PARAMS, load_params
+from tasks.params import DEFAULT_PARAMS
+from tasks.params.all import load_params
 from tasks.stage import summary_path
 
 log = logging.getLogger("flows")

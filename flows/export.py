@@ -1,5 +1,5 @@
 """`python -m flows.export [--params FILE]`: `dvc repro export` as a Prefect flow (the deployment `export/default`);
-the stage itself is `python -m tasks.web`, which dvc.yaml runs."""
+the stage itself is `python -m tasks.export`, which dvc.yaml runs."""
 
 import sys
 

@@ -25,12 +25,21 @@ from prefect.context import FlowRunContext
 from prefect.flow_runs import FlowPauseTimeout, pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 
-from flows._stage import (StageFailed, exit_code, publish_markdown, publish_stage, quiet_failures, repro_task,
-                          setup_logging, use_params)
-from tasks.card import DEFAULT_OUT, write_card
+from flows._stage import (
+    StageFailed,
+    exit_code,
+    publish_markdown,
+    publish_stage,
+    quiet_failures,
+    repro_task,
+    setup_logging,
+    use_params,
+)
 from tasks.dag import load_dag
 from tasks.errors import MoeflowError
-from tasks.params import DEFAULT_PARAMS, load_params
+from tasks.params import DEFAULT_PARAMS
+from tasks.params.all import load_params
+from tasks.tools.card import DEFAULT_OUT, write_card
 
 log = logging.getLogger(__name__)
 REVIEW_STAGE = "review"

@@ -20,7 +20,7 @@ import torch
 
 from models import checkpoint as ckpt
 from models.runs import PlotsLog, describe_change
-from models.typed import to_dict
+from tasks.typed import to_dict
 
 log = logging.getLogger(__name__)
 

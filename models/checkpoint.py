@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_save
 
-from models.fileio import atomic_write_bytes, atomic_write_json
+from tasks.fileio import atomic_write_bytes, atomic_write_json, safetensors_bytes
 
 log = logging.getLogger(__name__)
 LATEST = "latest.json"
@@ -48,17 +47,6 @@ def params_digest(*modules: torch.nn.Module) -> str:
 def split_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     p = prefix + "."
     return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
-
-
-def safetensors_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bytes:
-    """safetensors with a canonical header: the library keeps the metadata in a hash map, so its
-    key order (and the file's bytes) would change from one process to the next. The header is
-    rewritten as sorted, compact JSON, padded with spaces to 8 bytes as the format allows."""
-    raw = safetensors_save(tensors, metadata=meta)
-    n = int.from_bytes(raw[:8], "little")
-    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)
-    return len(header).to_bytes(8, "little") + header + raw[8 + n:]
 
 
 def save_weights(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.config import N_TAGS, ONE_HOT_GROUPS
+from tasks.artifacts.tags import N_TAGS, ONE_HOT_GROUPS
 
 
 def tag_frequencies(attributes: np.ndarray, groups=ONE_HOT_GROUPS) -> dict:

@@ -1,71 +1,23 @@
-"""Training data: the dataset written by `tasks.train.dataset` (Parquet: face_id, png,
-attributes, split), read with pyarrow + Pillow only; only the `train` split is trained on. Batches are a pure function of (seed, step,
-rank) plus the device generator (for flips), so a resumed run sees exactly the same data.
+"""Training batches from the training dataset (tasks.artifacts.trainset: face_id, encoded crop,
+attributes, split); only the `train` split is trained on. Batches are a pure function of (seed,
+step, rank) plus the device generator (for flips), so a resumed run sees exactly the same data.
 
 Decoded uint8 images are cached in memory (on the GPU when training there) when they fit in
 `cache_gb`; otherwise batches are decoded by a thread pool a few steps ahead (streaming)."""
 
 from __future__ import annotations
 
-import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
+
+from tasks.artifacts.trainset import TRAIN, decode, read_export
 
 log = logging.getLogger(__name__)
 
-EXPORT_TABLE = "train_faces"
-EXPORT_VERSIONS = (2,)  # schema versions this reader understands
-FINGERPRINT_KEY = b"moeflow.fingerprint"
-TAGGER_KEY, TAGGER_REASON_KEY = b"moeflow.tagger", b"moeflow.tagger_reason"
-TRAIN, HOLDOUT = "train", "holdout"
 PREFETCH = 4
-
-
-@dataclass(frozen=True)
-class Export:
-    face_ids: list[str]
-    pngs: list[bytes]
-    attributes: np.ndarray  # (N, n_tags) int8, -1 = unknown
-    split: np.ndarray  # (N,) str: train | holdout
-    fingerprint: str  # sha256 over the rows (tasks.train.dataset)
-    tagger: str = ""  # the tag backend that made the attributes (TAGGER_KEY; "" when not recorded)
-    tagger_reason: str = ""  # why that backend ran
-
-    def take(self, which: str) -> "Export":
-        keep = np.flatnonzero(self.split == which)
-        return Export([self.face_ids[i] for i in keep], [self.pngs[i] for i in keep], self.attributes[keep],
-                      self.split[keep], self.fingerprint, self.tagger, self.tagger_reason)
-
-
-def read_export(path) -> Export:
-    t = pq.read_table(path)
-    meta = t.schema.metadata or {}
-    if meta.get(b"moeflow.table", b"").decode() != EXPORT_TABLE:
-        raise ValueError(f"{path}: not a moeflow training dataset (table {EXPORT_TABLE!r})")
-    version = int(meta.get(b"moeflow.schema_version", b"0"))
-    if version not in EXPORT_VERSIONS:
-        raise ValueError(f"{path}: training dataset schema version {version}, this moeflow reads {EXPORT_VERSIONS} "
-                         "(rerun the train stage's export: dvc repro train)")
-    attrs = np.asarray(t.column("attributes").combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                       dtype=np.int8).reshape(t.num_rows, -1)
-    return Export(t.column("face_id").to_pylist(), t.column("png").to_pylist(), attrs,
-                  np.asarray(t.column("split").to_pylist()), meta.get(FINGERPRINT_KEY, b"").decode(),
-                  meta.get(TAGGER_KEY, b"").decode(), meta.get(TAGGER_REASON_KEY, b"").decode())
-
-
-def decode(png: bytes, size: int) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as im:
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BICUBIC)
-        return np.asarray(im, dtype=np.uint8)
 
 
 class FaceData:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.config import ModelConfig
+from tasks.params.train import ModelConfig
 
 
 class GBlock(nn.Module):

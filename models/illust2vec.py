@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -248,3 +249,31 @@ I2V_TAG_ARCH = i2v_tag_arch()
 
 def specs_json(specs: list[dict]) -> str:
     return json.dumps(specs, separators=(",", ":"))
+
+
+# -- converted weights (tasks.tools.convert writes them) -------------------------------------------
+
+FORMAT = "moeflow-caffe-net/1"
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The moeflow.* metadata of a converted network's safetensors file, without the prefix."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return {k.removeprefix("moeflow."): v for k, v in meta.items()}
+
+
+def load_converted(path: str | Path, map_location: str = "cpu") -> tuple[Illust2Vec, dict[str, str]]:
+    """The network a convert() wrote, weights loaded, in eval mode."""
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a moeflow-converted network (format {meta.get('format')!r}); "
+                         "convert the caffemodel with python -m tasks.tools.convert")
+    model = Illust2Vec(json.loads(meta["layers"]), kind=meta["kind"], output=meta["output"],
+                       mean_bgr=json.loads(meta["mean_bgr"]))
+    from safetensors.torch import load_file
+
+    model.net.load_state_dict(load_file(str(path), device=map_location))
+    return model.eval(), meta

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from models.config import LossConfig
+from tasks.params.train import LossConfig
 
 
 def _wide(dtype: torch.dtype) -> torch.dtype:

@@ -25,9 +25,9 @@ import shutil
 import time
 from pathlib import Path
 
-from models.config import RunConfig
-from models.fileio import atomic_copy, atomic_write_json
-from models.typed import to_dict
+from tasks.fileio import atomic_copy, atomic_write_json
+from tasks.params.train import RunConfig
+from tasks.typed import to_dict
 
 log = logging.getLogger(__name__)
 

@@ -31,19 +31,22 @@ from models import checkpoint as ckpt
 from models import loss as L
 from models.bookkeeping import Checkpoints, MetricsWindow, Ranks, TrainingError
 from models.conditioning import TagSampler, tag_frequencies
-from models.config import RunConfig
 from models.data import FaceData
 from models.device import choose_threads, cpu_has_fast_bf16, resolve_device
 from models.dragan import Discriminator, Generator
-from models.fileio import atomic_write_json
 from models.runs import PlotsLog, RunDir, describe_change
-from models.typed import build, to_dict
+from tasks.artifacts.generator import FILE_NAME as GENERATOR_FILE
+from tasks.artifacts.generator import save_generator
+from tasks.errors import MoeflowError
+from tasks.fileio import atomic_write_json
+from tasks.params.train import RunConfig
+from tasks.typed import build, to_dict
 
 log = logging.getLogger(__name__)
 
 METRICS = ("loss_d", "loss_g", "adv_d", "adv_g", "cls_real", "cls_fake", "gp", "acc_real", "acc_fake",
            "d_real", "d_fake")
-PLOTS, SUMMARY, GENERATOR, REPORT = "plots.csv", "summary.json", "generator.safetensors", "report.json"
+PLOTS, SUMMARY, GENERATOR, REPORT = "plots.csv", "summary.json", GENERATOR_FILE, "report.json"
 # the DVC metric: the headline numbers of SUMMARY (which also has the run, the data and every loss term)
 HEADLINE, HEADLINE_KEYS = "metrics.json", ("step", "faces", "loss_d", "loss_g")
 
@@ -71,12 +74,12 @@ class Trainer:
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and (cuda or cpu_has_fast_bf16()))
         self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and (cuda or self.amp))
-        self.out = Path(run.out)
-        self.data = FaceData(run.data, run.model.image_size, self.device, seed=cfg.seed, batch=run.optim.batch,
+        self.out = Path(run.out.dir)
+        self.data = FaceData(run.out.data, run.model.image_size, self.device, seed=cfg.seed, batch=run.optim.batch,
                              rank=self.rank, world=self.world, cache_gb=cfg.cache_gb, threads=cfg.loader_threads,
                              channels_last=self.channels_last)
         if self.data.attributes.shape[1] != run.model.n_tags:
-            raise TrainingError(f"{run.data} has {self.data.attributes.shape[1]} tags, model.n_tags is {run.model.n_tags}")
+            raise TrainingError(f"{run.out.data} has {self.data.attributes.shape[1]} tags, model.n_tags is {run.model.n_tags}")
         self.rundir = RunDir(self.out, run, self.data.fingerprint)
         self.ranks = Ranks(self.world, self.rank, self.device)
         self.plots = PlotsLog(self.rundir.plots, (*METRICS, "lr"))
@@ -267,8 +270,7 @@ class Trainer:
         meta = {"model": json.dumps(to_dict(self.run.model)), "sampler": json.dumps(self.freqs),
                 "step": str(self.step), "run": self.rundir.id, "data_fingerprint": self.data.fingerprint,
                 "version": ckpt.package_version()}
-        ckpt.save_weights(path, ckpt.flat_state("g_ema", G), meta)
-        return path
+        return save_generator(path, G, meta)
 
 
 BN_BATCHES = 16  # batches of noise and tags the EMA generator's BatchNorm statistics are measured on
@@ -305,8 +307,9 @@ def train(run: RunConfig) -> dict:
 
 
 def load_run(path: str | os.PathLike) -> RunConfig:
+    """A run.json, its preset applied (as the train stage writes it, applying it again changes nothing)."""
     with open(path, encoding="utf-8") as f:
-        return build(RunConfig, json.load(f), "run")
+        return build(RunConfig, json.load(f), "run").resolved()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,9 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("steps", "device", "threads"):
             if getattr(args, key) is not None:
                 data.setdefault("loop", {})[key] = getattr(args, key)
-        summary = train(build(RunConfig, data, "run"))
-    except (TrainingError, ValueError, OSError) as e:
-        log.error("%s", e)
+        summary = train(build(RunConfig, data, "run").resolved())
+    except (TrainingError, ValueError, OSError, MoeflowError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     log.info("done: %s", json.dumps(summary))
     return 0

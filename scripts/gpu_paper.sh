@@ -3,7 +3,7 @@
 # ../shared, train the 128-px model for 8 minutes, render a grid, print images/s, MFU,
 # detectability, diversity and attribute agreement; everything lands in OUT (default data/paper).
 #
-#   bash scripts/gpu_paper.sh [OUT] [options of python -m tasks.train.paper_run]
+#   bash scripts/gpu_paper.sh [OUT] [options of python -m tasks.tools.paper_run]
 #   bash scripts/gpu_paper.sh data/paper --compile --minutes 6
 #   bash scripts/gpu_paper.sh data/smoke --cpu-smoke          # the same path on a CPU, ~1 minute
 #
@@ -20,4 +20,4 @@ if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 "$PY" -m tasks.fetch || echo "gpu_paper: python -m tasks.fetch found no cascade; detect.cascade in the params must name one" >&2
-exec "$PY" -m tasks.train.paper_run --out "$OUT" "$@"
+exec "$PY" -m tasks.tools.paper_run --out "$OUT" "$@"

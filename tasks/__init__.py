@@ -1,30 +1,9 @@
-"""moeflow stage logic: plain typed functions, no Prefect imports required.
+"""moeflow's stages as plain typed functions, and the layers they share.
 
-`dvc repro` runs each stage as `python -m tasks.<stage>` with the `python` on PATH. From a shell
-where the project's environment is not activated that is the system's python, without
-moeflow's dependencies: then the stage re-executes itself with the project's .venv/bin/python
-when there is one, or stops with one line that says how to activate the environment."""
-
-import importlib.util
-import os
-import sys
-from pathlib import Path
-
-_REQUIRED = ("yaml", "numpy", "pyarrow", "PIL", "cv2", "torch", "requests")  # what the stages import
-
-
-def _ensure_environment() -> None:
-    missing = [m for m in _REQUIRED if importlib.util.find_spec(m) is None]
-    if not missing:
-        return
-    venv_python = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python"
-    if venv_python.is_file() and os.environ.get("MOEFLOW_REEXEC") != "1" and sys.orig_argv[1:2] == ["-m"]:
-        os.environ["MOEFLOW_REEXEC"] = "1"  # once: a broken .venv must not loop
-        os.execv(str(venv_python), [str(venv_python), *sys.orig_argv[1:]])
-    sys.stderr.write(f"error: {sys.executable} lacks moeflow's dependencies ({', '.join(missing)}): activate the "
-                     "project's environment (`source .venv/bin/activate`, made by `make demo` or `make venv`) "
-                     "before `dvc repro`\n")
-    raise SystemExit(2)
-
-
-_ensure_environment()
+- `tasks/<stage>/` (fetch, scrape, detect, review, tag, release, train, render, export): one package
+  per DVC stage, run as `python -m tasks.<stage>`. A stage never imports another stage.
+- Shared layers: `tasks/artifacts/` (one module per artifact two stages exchange: schema, writer,
+  reader, version), `tasks/params/` (one module per params.yaml section), the infrastructure
+  (`errors`, `typed`, `fileio`, `stage`, `reports`, `dag`, `http`, `ratelimit`) and two components
+  more than one stage runs (`detectors`, `taggers/`).
+- `tasks/tools/`: commands outside the DAG (dataset card, provenance, paper-scale run, weight conversion)."""

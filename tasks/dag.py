@@ -1,5 +1,6 @@
 """dvc.yaml, read: the one DAG definition, for the code that needs to know it (the pipeline
-flow's stage order, each stage flow's metrics file, the dependency-completeness test).
+flow's stage order, each stage flow's metrics file, the dependency-completeness test, and a
+command outside the DAG that needs the paths dvc.yaml hands a stage: `stage_inputs`).
 
 Paths are templated from params.yaml (`${detect.out.faces}`) as DVC templates them; the stage
 order is the topological order of the outs -> deps edges, file order breaking ties."""
@@ -7,13 +8,14 @@ order is the topological order of the outs -> deps edges, file order breaking ti
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from tasks.config import read_yaml
 from tasks.errors import ConfigError
+from tasks.params import read_yaml
 
 DVC_YAML = "dvc.yaml"
 _TEMPLATE = re.compile(r"\$\{\s*([\w.]+)\s*\}")
@@ -77,6 +79,18 @@ def load_dag(root: str | Path = ".", params_file: str = "params.yaml") -> dict[s
                              _paths(s.get("outs"), params, where), _paths(s.get("metrics"), params, where),
                              _paths(s.get("plots"), params, where))
     return {n: stages[n] for n in topological_order(stages)}
+
+
+def stage_inputs(stage: str, root: str | Path = ".") -> dict[str, str]:
+    """The `--name PATH` options dvc.yaml's cmd hands `stage` (e.g. {"faces": "data/faces/faces.parquet"})."""
+    dag = load_dag(root)
+    if stage not in dag:
+        raise ConfigError(f"{Path(root) / DVC_YAML}: no stage {stage!r}")
+    words, out = shlex.split(dag[stage].cmd), {}
+    for i, w in enumerate(words):
+        if w.startswith("--") and i + 1 < len(words) and not words[i + 1].startswith("--") and w != "--params":
+            out[w[2:].replace("-", "_")] = words[i + 1]
+    return out
 
 
 def _under(path: str, out: str) -> bool:

@@ -7,8 +7,6 @@ import functools
 import sys
 from typing import Callable
 
-from models.typed import ConfigValueError
-
 
 class MoeflowError(Exception):
     """Base class for errors a user can act on."""
@@ -16,10 +14,10 @@ class MoeflowError(Exception):
     exit_code = 1
 
 
-class ConfigError(MoeflowError, ConfigValueError):
-    """params.yaml (or a file it names) is wrong: unknown key, wrong type, bad value. The CLI's
-    kind of models.typed.ConfigValueError, which the config machinery and the models/ configs
-    raise (tasks.config.build turns those into this)."""
+class ConfigError(MoeflowError, ValueError):
+    """A configuration is wrong: unknown key, wrong type, bad value, in params.yaml, a run.json or
+    a generator's recorded config. The one error the config builder (tasks.typed) and every
+    `validate` method raise; its message is one line naming the dotted key."""
 
     exit_code = 2
 

@@ -1,21 +1,151 @@
-"""Atomic file writes, content hashing and Parquet with explicit schemas.
+"""Files: atomic writes, content hashes and Parquet with explicit schemas: the one implementation,
+for the stages, the shared layers and models/ (the training loop's checkpoints).
 
-The atomic writes and hashes are models.fileio's (the one implementation, stdlib only, which
-models/ uses too); they are re-exported here so that tasks/ code imports all its file I/O from
-one place."""
+Every write goes to a temp file beside the target, is fsynced and then os.replace'd onto it in
+one step; on any exception the temp file is removed and the target left untouched. The result
+has the mode a plain write would leave: an existing file keeps its own, a new one gets 0666
+less the umask (tempfile.mkstemp would make it 0600, readable by the owner only).
+
+A moeflow Parquet file names its table and schema version in its metadata (`with_version`);
+`read_parquet` checks both."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import secrets
+import shutil
+import stat
 from pathlib import Path
+from typing import IO, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.fileio import (atomic_copy, atomic_open, atomic_path, atomic_write_bytes,  # noqa: F401 - re-exported
-                           atomic_write_json, atomic_write_text, create_temp, create_temp_dir, file_hexdigest,
-                           sha256_bytes, sha256_file)
 from tasks.errors import DataError
+
+
+def file_hexdigest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """The hex digest of a file's bytes, read in chunks (md5: what DVC records of a file)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    return file_hexdigest(path, "sha256", chunk)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fresh(directory: str | os.PathLike, prefix: str, suffix: str, make):
+    """make(path) on a new random name in `directory` (until one is free)."""
+    for _ in range(100):
+        path = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            return make(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {directory}")
+
+
+def create_temp(directory: str | os.PathLike, prefix: str = "", suffix: str = ".tmp") -> tuple[int, str]:
+    """A new, uniquely named file in `directory`, opened for writing: (fd, path).
+
+    Unlike tempfile.mkstemp (always 0600) it gets the mode a plain open() would give a new
+    file: 0666 less the umask, so artifacts stay readable by whoever could read a normal write."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    return _fresh(directory, prefix, suffix, lambda path: (os.open(path, flags, 0o666), path))
+
+
+def create_temp_dir(directory: str | os.PathLike, prefix: str = "", suffix: str = ".tmp") -> str:
+    """A new, uniquely named directory in `directory`, with the mode mkdir gives (0777 less the
+    umask; tempfile.mkdtemp's is 0700), to fill and then rename into place."""
+    return _fresh(directory, prefix, suffix, lambda path: (os.mkdir(path, 0o777), path)[1])
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temp file's path beside `path`; it replaces `path` in one step when the block ends
+    without an error (and is removed when it does not). For writers that want a file name
+    (safetensors' save_file, shutil.copyfile): one that recreates the file (save_file makes it
+    0600) gets the mode set again after."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = create_temp(path.parent, prefix=f".{path.name}.")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))  # an overwrite keeps its mode
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        os.close(fd)
+        yield tmp
+        os.chmod(tmp, mode)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
+    """open(path, mode) that replaces `path` in one step when the block ends without an error."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    """Indented, sorted JSON with a final newline (deterministic bytes for the same object)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy src's bytes to dest atomically (a real file: an old symlink at dest is replaced)."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+def safetensors_bytes(tensors: dict, meta: dict[str, str]) -> bytes:
+    """safetensors with a canonical header: the library keeps the metadata in a hash map, so its
+    key order (and the file's bytes) would change from one process to the next. The header is
+    rewritten as sorted, compact JSON, padded with spaces to 8 bytes as the format allows."""
+    from safetensors.torch import save as safetensors_save
+
+    raw = safetensors_save(tensors, metadata=meta)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + raw[8 + n:]
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file's header, read without torch ({} when unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or n > 100_000_000:
+                return {}
+            return dict(json.loads(f.read(n)).get("__metadata__") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
 
 SCHEMA_VERSION_KEY = b"moeflow.schema_version"
 TABLE_KEY = b"moeflow.table"

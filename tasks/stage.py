@@ -1,33 +1,57 @@
-"""The plain entry point every stage shares: `python -m tasks.<stage> [--params FILE] [-v]`.
+"""The plain entry point every stage shares: `python -m tasks.<stage> [--params FILE] [-v] --<input> PATH ...`.
 
-This is what dvc.yaml runs: no Prefect, no server. It reads params.yaml into the frozen typed
-config (a mistake is one `error:` line, exit 2), runs the stage, logs its summary, and leaves
-the summary as Markdown in reports/runs/<stage>.md (untracked), which the Prefect flows publish
-as the stage's artifact. A user-facing failure is one `error:` line and exit 1, never a
-traceback."""
+This is what dvc.yaml runs: no Prefect, no server. The stage reads its own section of params.yaml
+into the frozen typed config (a mistake is one `error:` line, exit 2) and takes the outputs of the
+stages before it as the paths dvc.yaml hands it (`--faces data/review/faces.parquet`): it never
+reads another stage's params. It runs, logs its summary, and leaves the summary as Markdown in
+reports/runs/<stage>.md (untracked), which the Prefect flows publish as the stage's artifact. A
+user-facing failure is one `error:` line and exit 1, never a traceback.
+
+Only the standard library is imported at module level: from a shell without the project's
+environment, `main` says how to activate it in one line instead of failing on an import."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
-
-from tasks.errors import one_line_errors
-from tasks.fileio import atomic_write_text
-from tasks.params import DEFAULT_PARAMS, load_params
-from tasks.reports import RUN_REPORTS, report_path, write_run_report
+from typing import Any, Callable, Protocol
 
 log = logging.getLogger("tasks.stage")
+
+REQUIRED = ("yaml", "numpy", "pyarrow", "PIL", "cv2", "torch", "requests")  # what the stages import
 
 
 class Summary(Protocol):
     def lines(self) -> list[str]: ...
 
     def markdown(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Input:
+    """A path the stage reads that another stage writes (or a file outside the DAG), handed to it by
+    dvc.yaml's cmd as `--<name> PATH`."""
+
+    name: str
+    help: str
+    required: bool = True
+
+
+def require_environment() -> None:
+    """Stop with one line when this python lacks moeflow's dependencies (dvc repro runs each stage
+    with the `python` on PATH: from a shell where .venv is not activated that is the system's)."""
+    missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.stderr.write(f"error: {sys.executable} lacks moeflow's dependencies ({', '.join(missing)}): activate the "
+                         "project's environment (`source .venv/bin/activate`, made by `make demo` or `make venv`) "
+                         "before `dvc repro`\n")
+        raise SystemExit(2)
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -45,19 +69,48 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def summary_path(stage: str, root: str | Path = ".") -> Path:
+    """reports/runs/<stage>.md: the last run's summary, beside its report (tasks.reports)."""
+    from tasks.reports import RUN_REPORTS
+
     return Path(root) / RUN_REPORTS / f"{stage}.md"
 
 
-@one_line_errors(interrupted="interrupted: rerun the same command to resume")
-def main(stage: str, run: Callable[[object], Summary], argv: list[str] | None = None, description: str = "") -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=description)
-    parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
+def parser(stage: str, inputs: tuple[Input, ...] = (), description: str = "") -> argparse.ArgumentParser:
+    """The stage's command line (also how other commands read the paths dvc.yaml hands it: tasks.dag)."""
+    from tasks.params import DEFAULT_PARAMS
+
+    p = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=description)
+    p.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml); the stage reads "
+                                                             f"its `{stage}` section")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    for i in inputs:
+        p.add_argument(f"--{i.name.replace('_', '-')}", dest=i.name, required=i.required, metavar="PATH", help=i.help)
+    return p
+
+
+def main(stage: str, section: type, run: Callable[..., Summary], argv: list[str] | None = None,
+         description: str = "", inputs: tuple[Input, ...] = ()) -> int:
+    """Parse the command line, load the `stage` section as `section`, call `run(cfg, **inputs)`."""
+    require_environment()
+    from tasks.errors import one_line_errors
+
+    return one_line_errors(interrupted="interrupted: rerun the same command to resume")(_main)(
+        stage, section, run, argv, description, inputs)
+
+
+def _main(stage: str, section: type, run: Callable[..., Summary], argv: list[str] | None, description: str,
+          inputs: tuple[Input, ...]) -> int:
+    from tasks.fileio import atomic_write_text
+    from tasks.params import load_section
+    from tasks.reports import report_path, write_run_report
+
+    args = parser(stage, inputs, description).parse_args(argv)
     setup_logging(args.verbose)
     t0 = time.perf_counter()
     report_path(stage).unlink(missing_ok=True)  # this run's report only
-    summary = run(load_params(args.params))
+    cfg = load_section(stage, section, args.params)
+    paths: dict[str, Any] = {i.name: getattr(args, i.name) for i in inputs}
+    summary = run(cfg, **paths)
     for line in summary.lines():
         log.info("%s: %s", stage, line)
     atomic_write_text(summary_path(stage), summary.markdown())

@@ -1,10 +1,15 @@
-"""`python -m tasks.detect [--params FILE]`: detect and crop anime faces (the DVC stage command)."""
+"""`python -m tasks.detect --manifest PATH --images PATH --boxes PATH [--params FILE]`: detect and crop
+anime faces (the DVC stage command; dvc.yaml hands it the scrape stage's outputs)."""
 
 import sys
 from pathlib import Path
 
-from tasks.detect.run import detect
-from tasks.stage import main
+from tasks.params.detect import DetectConfig
+from tasks.stage import Input, main
+
+INPUTS = (Input("manifest", "the scrape manifest (scrape.out.manifest)"),
+          Input("images", "the image store the manifest's paths are relative to (scrape.out.images)"),
+          Input("boxes", "the faces a release recorded, cropped as recorded (scrape.out.boxes)"))
 
 
 class DetectReport:
@@ -20,11 +25,11 @@ class DetectReport:
         return self.summary.markdown(Path(self.sheet).read_bytes())
 
 
-def run(params) -> DetectReport:
-    return DetectReport(detect(params.detect, params.scrape.out.manifest, params.scrape.out.images,
-                               boxes=params.scrape.out.boxes),
-                        params.detect.out.contact_sheet)
+def run(cfg: DetectConfig, manifest: str, images: str, boxes: str) -> DetectReport:
+    from tasks.detect.run import detect
+
+    return DetectReport(detect(cfg, manifest, images, boxes=boxes), cfg.out.contact_sheet)
 
 
 if __name__ == "__main__":
-    sys.exit(main("detect", run, description=__doc__))
+    sys.exit(main("detect", DetectConfig, run, description=__doc__, inputs=INPUTS))

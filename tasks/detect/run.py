@@ -26,14 +26,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from tasks.detect.config import DetectConfig
-from tasks.detect.dataset import FACES_SCHEMA, CropReader, kept_mask, write_faces
+from tasks.artifacts.boxes import read_boxes
+from tasks.artifacts.detector import write_detector_spec
+from tasks.artifacts.faces import FACES_SCHEMA, CropReader, kept_mask, write_faces, write_images
+from tasks.artifacts.images import read_manifest
 from tasks.detect.filters import find_duplicates
 from tasks.detect.runner import default_workers, iter_results
-from tasks.detect.state import IMAGES_SCHEMA, State
+from tasks.detect.state import State
 from tasks.detect.work import ImageTask, RecordedFace, WorkSettings
-from tasks.fileio import atomic_write_bytes, atomic_write_json, read_parquet, write_parquet
-from tasks.release.schema import read_boxes
+from tasks.fileio import atomic_write_bytes, atomic_write_json
+from tasks.params.detect import DetectConfig
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +97,6 @@ class DetectSummary:
             md += (f"\n## Sample crops\n\n`{self.contact_sheet}`\n\n"
                    f"![contact sheet](data:image/png;base64,{base64.b64encode(sheet_png).decode()})\n")
         return md
-
-
-def read_manifest(path: str | os.PathLike) -> pa.Table:
-    """image_id, path and size of every scraped image."""
-    return read_parquet(path, "raw_manifest", 2).select(["image_id", "path", "width", "height"])
 
 
 def decide(state_faces: pa.Table, cfg: DetectConfig) -> pa.Table:
@@ -176,7 +173,7 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
     if recorded:  # other recorded boxes, other faces: part of what decides an image's outcome
         digest = hashlib.sha256(repr(sorted(recorded.items())).encode()).hexdigest()
         settings = dataclasses.replace(settings, key=hashlib.sha256(f"{settings.key}|{digest}".encode()).hexdigest()[:16])
-    table = read_manifest(manifest)
+    table = read_manifest(manifest, ["image_id", "path", "width", "height"])
     images_dir = Path(images_dir)
     ids, paths = table["image_id"].to_pylist(), table["path"].to_pylist()
     pixels = dict(zip(ids, (w * h for w, h in zip(table["width"].to_pylist(), table["height"].to_pylist()))))
@@ -216,10 +213,11 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
     faces = decide(state.faces_table(), cfg)
     write_faces(cfg.out.faces, faces)
     images = state.images_table()
-    write_parquet(cfg.out.images, images, IMAGES_SCHEMA)
+    write_images(cfg.out.images, images)
     _count(summary, faces, images)
     sheet = contact_sheet(faces, cfg.out.crops, cfg.contact_sheet_faces)
     atomic_write_bytes(cfg.out.contact_sheet, sheet)
+    write_detector_spec(cfg.out.detector, cfg, settings.cascade_sha256 or None)
     summary.contact_sheet = cfg.out.contact_sheet
     summary.seconds = time.perf_counter() - t0
     atomic_write_json(cfg.out.summary, summary.as_dict())

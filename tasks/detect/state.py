@@ -28,27 +28,23 @@ import collections
 import logging
 import time
 from pathlib import Path
+
 import pyarrow as pa
 
-from tasks.detect.dataset import FACES_SCHEMA, SHARD_PREFIX, read_shard, write_shard
+from tasks.artifacts.faces import (
+    FACES_SCHEMA,
+    IMAGES_SCHEMA,
+    IMAGES_TABLE,
+    IMAGES_VERSION,
+    SHARD_PREFIX,
+    read_shard,
+    write_shard,
+)
 from tasks.detect.work import ImageResult, is_final
 from tasks.errors import DataError
 from tasks.fileio import SCHEMA_VERSION_KEY, read_parquet, with_version, write_parquet
 
 log = logging.getLogger(__name__)
-
-IMAGES_TABLE = "detect_images"
-IMAGES_VERSION = 2  # v2: no `seconds` column (timings belong in the log, not in an artifact)
-IMAGES_SCHEMA = with_version(pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("params_key", pa.string(), nullable=False),
-    pa.field("status", pa.string(), nullable=False),  # ok | bad
-    pa.field("reason", pa.string()),  # bad: FINAL_REASONS (not retried) or TRANSIENT_REASONS (retried)
-    pa.field("detail", pa.string()),
-    pa.field("width", pa.int32()),  # after EXIF orientation
-    pa.field("height", pa.int32()),
-    pa.field("faces", pa.int32(), nullable=False),  # detected, kept or not
-]), IMAGES_TABLE, IMAGES_VERSION)
 
 STATE_FACES_TABLE = "detect_state_faces"
 STATE_FACES_VERSION = 1

@@ -14,12 +14,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tasks.artifacts.faces import face_id
 from tasks.detect import geometry
-from tasks.detect.config import DetectConfig
-from tasks.detect.dataset import face_id
-from tasks.detect.detectors import AnimeFace, Detection, LbpCascade, read_cascade
 from tasks.detect.filters import chroma, phash
+from tasks.detectors import AnimeFace, Detection, LbpCascade, read_cascade
 from tasks.errors import Rejected
+from tasks.params.detect import DetectConfig
 
 ALGO_VERSION = 1  # bump when the per-image work changes its output: every image is redone
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 6]

@@ -2,8 +2,15 @@
 
 import sys
 
-from tasks.fetch.run import run_fetch
+from tasks.params.fetch import FetchConfig
 from tasks.stage import main
 
+
+def run(cfg: FetchConfig):
+    from tasks.fetch.run import run_fetch
+
+    return run_fetch(cfg)
+
+
 if __name__ == "__main__":
-    sys.exit(main("fetch", lambda params: run_fetch(params.fetch), description=__doc__))
+    sys.exit(main("fetch", FetchConfig, run, description=__doc__))

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.errors import Rejected, SourceError
-from tasks.fetch.config import ExternalFile, FetchConfig, FetchHttp
 from tasks.fileio import atomic_copy, sha256_file
+from tasks.params.fetch import ExternalFile, FetchConfig, FetchHttp
 
 log = logging.getLogger(__name__)
 

@@ -1,2 +1,2 @@
-"""The release: the dataset as URLs and labels, without pixels (data/release/), and what reads one
-back (the `release` scrape source, tasks.scrape.release)."""
+"""The release stage: the dataset as URLs and labels, without pixels (data/release/). Its format is
+tasks.artifacts.release, which the `release` scrape source (tasks.scrape.rebuild) reads back."""

@@ -1,16 +1,15 @@
 """The release's dataset card (data/release/README.md): the license/notes header, what is in it,
 what was left out and why, how to rebuild it. A pure function of the release's inputs: no clock,
-no machine path (the project's own card, tasks.card, records the DVC version and the time)."""
+no machine path (the project's own card, tasks.tools.card, records the DVC version and the time)."""
 
 from __future__ import annotations
 
 import collections
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from models.tags import MGM_TAGS
-from tasks.optout.audit import card_section as removed_on_request
+from tasks.artifacts.images import read_rejected
+from tasks.artifacts.optout_log import card_section as removed_on_request
+from tasks.artifacts.tags import MGM_TAGS
 
 # reasons in rejected.parquet that are someone's opt-out (tasks.scrape: headers, robots.txt, blocklists, optout.csv)
 OPT_OUT_REASONS = ("noai", "robots_disallowed", "blocklist_artist", "blocklist_tag", "optout")
@@ -24,11 +23,13 @@ def _counts(title: str, counter: collections.Counter) -> str:
 def collection_opt_outs(rejected: str) -> collections.Counter:
     if not Path(rejected).is_file():
         return collections.Counter()
-    reasons = pq.read_table(rejected, columns=["reason"]).column("reason").to_pylist()
+    reasons = read_rejected(rejected, ["reason"]).column("reason").to_pylist()
     return collections.Counter(r for r in reasons if r in OPT_OUT_REASONS)
 
 
-def render_card(params, header: dict, rows: list[dict]) -> str:
+def render_card(inputs, header: dict, rows: list[dict]) -> str:
+    """The card of the release `header` and `rows` describe; `inputs` (tasks.release.run.ReleaseInputs)
+    names the scrape stage's rejected table, optout.csv and the audit log."""
     images_by_source = collections.Counter()
     for sha, source in {(r["sha256"], r["source"]) for r in rows}:
         images_by_source[source] += 1
@@ -43,7 +44,7 @@ def render_card(params, header: dict, rows: list[dict]) -> str:
         freq.append(f"| {tag} | {share} | {len(known)} |")
     tagger = header.get("tagger", {})
     crop = header.get("crop", {})
-    opt = collection_opt_outs(params.scrape.out.rejected)
+    opt = collection_opt_outs(inputs.rejected)
     parts = [
         f"# {header['title']}\n",
         f"**License:** {header['license']}\n\n{header['notes']}\n",
@@ -60,7 +61,7 @@ def render_card(params, header: dict, rows: list[dict]) -> str:
         "## Opt-outs honoured\n",
         (_counts("left out at collection, by reason", opt) if opt else "_none recorded_\n"),
         "## Removed on request\n",
-        removed_on_request(params),
+        removed_on_request(inputs.optout, inputs.optout_log, inputs.rejected),
         "## Attributes\n",
         f"Tagged by `{tagger.get('backend', 'unknown')}` ({tagger.get('backend_reason', 'reason not recorded')}). "
         "Share of the faces whose attribute is known that have it:\n",

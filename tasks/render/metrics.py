@@ -1,9 +1,10 @@
-"""The tagger's metrics: attribute agreement (the tag stage's backend reads the samples back,
+"""The tagger's metrics: attribute agreement (the tag stage's tagger reads the samples back,
 against their conditioning, next to the same backend against the labels of real crops brought
 to the model's resolution: its ceiling) and a Frechet distance on the tagger's features.
 
-Samples are binarised exactly as the tag stage binarises (`tasks.tag.schema.binarize`: argmax in
-the colour groups, `tag.threshold` / `tag.thresholds` elsewhere)."""
+Samples are binarised exactly as the tag stage binarised the training labels
+(`tasks.artifacts.tags.binarize` with the tagger spec's thresholds: argmax in the colour groups,
+`tag.threshold` / `tag.thresholds` elsewhere)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from tasks.artifacts.tags import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE, MGM_TAGS
 from tasks.render.report import unavailable
-from tasks.tag.schema import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE, MGM_TAGS
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ MIN_READ = 10  # an attribute the tagger reads on fewer real crops than this is 
 
 
 class Tagger(Protocol):
-    """What render needs from the tag stage's backend."""
+    """What render needs from a tagger (tasks.taggers.backends.ArrayTagger)."""
 
     name: str
 
@@ -33,16 +34,20 @@ class Tagger(Protocol):
         """(N, D) features for the Frechet distance, or None when the backend has none."""
 
 
-def load_tagger(params, mode: str = "auto") -> tuple[Tagger | None, str]:
-    """The tag stage's backend as a Tagger, or (None, why not)."""
+def load_tagger(spec: str, mode: str = "auto") -> tuple[Tagger | None, object | None, str]:
+    """(the tagger the tag stage used, its settings, "") from the tagger spec at `spec`; or (None, None,
+    why not): render.tagger none, or a tagger that cannot be built here (missing weights and the like:
+    the metric is then unavailable, not the stage)."""
     if mode == "none":
-        return None, "render.tagger is none"
-    from tasks.tag.backends import load_tagger as load_backend
+        return None, None, "render.tagger is none"
+    from tasks.artifacts.tagger import read_tagger_spec
+    from tasks.taggers.backends import load_tagger as load_backend
 
+    cfg, _ = read_tagger_spec(spec)  # a missing or malformed spec is the user's to fix: one error line
     try:
-        return load_backend(params), ""
+        return load_backend(cfg), cfg, ""
     except Exception as e:  # noqa: BLE001 - missing weights etc.: the metric is unavailable, not the stage
-        return None, f"tag backend unusable: {type(e).__name__}: {e}"
+        return None, cfg, f"tag backend unusable: {type(e).__name__}: {e}"
 
 
 def attributes() -> list[tuple[str, slice | int]]:

@@ -12,16 +12,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.data import HOLDOUT, TRAIN, Export, decode, read_export
 from models.device import resolve_device
+from tasks.artifacts.detector import read_detector_spec
+from tasks.artifacts.tags import binarize
+from tasks.artifacts.trainset import HOLDOUT, TRAIN, Export, decode, read_export
+from tasks.detectors import AnimeFace, LbpCascade, read_cascade
 from tasks.errors import DataError
 from tasks.fileio import atomic_write_json
+from tasks.params.detect import DetectConfig
+from tasks.params.render import RenderConfig
+from tasks.params.tag import TagConfig
 from tasks.render import quality as Q
-from tasks.render.config import RenderConfig
 from tasks.render.metrics import Tagger, agreement, attribute_section, frechet_of_features, load_tagger
 from tasks.render.report import headline, metric_lines, unavailable
-from tasks.render.sheets import generate, load_generator, render_sheets
-from tasks.tag.schema import binarize
+from tasks.render.sheets import generate, load_sampled, render_sheets
 
 log = logging.getLogger(__name__)
 MIN_HELDOUT = 10  # memorisation needs at least this many held-out faces
@@ -62,15 +66,14 @@ def _section(name: str, fn) -> dict:
         return unavailable(e)
 
 
-def stage_detectors(params) -> tuple[list[Q.NamedDetector], list[str]]:
-    """The detect stage's detectors with its own params; the ones that cannot be built, with why."""
-    from tasks.detect.detectors import AnimeFace, LbpCascade, read_cascade
-
+def stage_detectors(detect: DetectConfig) -> tuple[list[Q.NamedDetector], list[str]]:
+    """The detectors with the detect stage's settings (its detector spec); the ones that cannot be
+    built, with why."""
     found, notes = [], []
     try:
-        xml, _ = read_cascade(params.detect.cascade)
-        found.append(Q.NamedDetector("lbpcascade", LbpCascade(xml, params.detect.scale_factor,
-                                                              params.detect.min_neighbors, params.detect.min_size).detect))
+        xml, _ = read_cascade(detect.cascade)
+        found.append(Q.NamedDetector("lbpcascade", LbpCascade(xml, detect.scale_factor, detect.min_neighbors,
+                                                              detect.min_size).detect))
     except Exception as e:  # noqa: BLE001
         notes.append(f"lbpcascade: {e}")
     try:
@@ -80,16 +83,18 @@ def stage_detectors(params) -> tuple[list[Q.NamedDetector], list[str]]:
     return found, notes
 
 
-def evaluate(G, sampler, params, tagger: Tagger | None, reason: str) -> tuple[dict, dict]:
-    """The metrics (compact) and the attribute detail, from `render.eval_samples` samples."""
-    cfg: RenderConfig = params.render
-    n, px, view = cfg.eval_samples, G.cfg.image_size, params.detect.size
+def evaluate(G, sampler, cfg: RenderConfig, data: str, detect: DetectConfig, tagger: Tagger | None,
+             tag_cfg: TagConfig | None, reason: str) -> tuple[dict, dict]:
+    """The metrics (compact) and the attribute detail, from `cfg.eval_samples` samples against the
+    training dataset at `data`, measured with the detect stage's detector settings and the tag
+    stage's tagger (and its binarisation, `tag_cfg`)."""
+    n, px, view = cfg.eval_samples, G.cfg.image_size, detect.size
     metrics: dict = {"samples": int(n), "model_px": int(px)}
     if n == 0:
         off = unavailable("render.eval_samples is 0")
         return {**metrics, **{k: off for k in ("detectability", "diversity", "memorisation", "attributes",
                                                "frechet")}}, {}
-    export = read_export(params.train.out.data)
+    export = read_export(data)
     gen = torch.Generator(device=sampler.device)
     gen.manual_seed(cfg.seed + 1)
     z = torch.randn(n, G.cfg.z_dim, device=sampler.device, generator=gen)
@@ -98,12 +103,12 @@ def evaluate(G, sampler, params, tagger: Tagger | None, reason: str) -> tuple[di
     rng = np.random.default_rng(cfg.seed)
     real_idx = np.sort(rng.permutation(len(export.face_ids))[:n])
     real = _images(export, real_idx, px)
-    detectors, notes = stage_detectors(params)
+    detectors, notes = stage_detectors(detect)
 
     def detectability():
         if not detectors:
             raise RuntimeError("no detector could be built: " + "; ".join(notes))
-        return Q.detectability(fake, real, detectors, view, params.detect.detector)
+        return Q.detectability(fake, real, detectors, view, detect.detector)
 
     def diversity():
         m = min(len(fake), len(real))  # nearest-neighbour distances shrink with the set's size: same count
@@ -130,8 +135,8 @@ def evaluate(G, sampler, params, tagger: Tagger | None, reason: str) -> tuple[di
     def attributes():
         known_in_data = (export.attributes >= 0).any(0)
         target = np.where(known_in_data, cond.cpu().numpy().round().astype(np.int8), -1).astype(np.int8)
-        samples = agreement(target, binarize(tagger.probabilities(fake_view), params.tag))
-        ceiling = agreement(export.attributes[real_idx], binarize(tagger.probabilities(real_view), params.tag))
+        samples = agreement(target, binarize(tagger.probabilities(fake_view), tag_cfg))
+        ceiling = agreement(export.attributes[real_idx], binarize(tagger.probabilities(real_view), tag_cfg))
         section, more = attribute_section(tagger.name, samples, ceiling, px, n)
         detail.update(more)
         return section
@@ -150,23 +155,23 @@ def evaluate(G, sampler, params, tagger: Tagger | None, reason: str) -> tuple[di
     return metrics, detail
 
 
-def run_render(params, tagger: Tagger | None = None) -> RenderSummary:
-    cfg: RenderConfig = params.render
+def run_render(cfg: RenderConfig, data: str, tagger_spec: str, detector_spec: str) -> RenderSummary:
+    """The stage: sheets from `cfg.generator`, then its metrics against the training dataset at `data`
+    (with the tag stage's tagger, `tagger_spec`, and the detect stage's settings, `detector_spec`)."""
     try:
         device = resolve_device(cfg.device, key="render.device")
     except ValueError as e:
         raise DataError(str(e)) from None
-    if not Path(params.train.out.data).exists():
-        raise DataError(f"{params.train.out.data} does not exist (run the train stage first)")
-    G, sampler, meta = load_generator(cfg.generator, device)
+    if not Path(data).exists():
+        raise DataError(f"{data} does not exist (run the train stage first)")
+    detect, _ = read_detector_spec(detector_spec)
+    G, sampler, meta = load_sampled(cfg.generator, device)
     step = int(meta.get("step", 0))
     sheets = render_sheets(G, sampler, cfg.out.samples, seed=cfg.seed, grid=cfg.grid, variations=cfg.variations,
                            fixed_tag_rows=cfg.fixed_tag_rows, pairs=cfg.interpolation_pairs,
                            steps=cfg.interpolation_steps, batch=cfg.batch)
-    reason = ""
-    if tagger is None:
-        tagger, reason = load_tagger(params, cfg.tagger)
-    metrics, detail = evaluate(G, sampler, params, tagger, reason)
+    tagger, tag_cfg, reason = load_tagger(tagger_spec, cfg.tagger)
+    metrics, detail = evaluate(G, sampler, cfg, data, detect, tagger, tag_cfg, reason)
     metrics = {"step": step, **metrics}
     atomic_write_json(cfg.out.summary, metrics)
     atomic_write_json(cfg.out.metrics, headline(metrics))

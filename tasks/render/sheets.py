@@ -11,34 +11,25 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors import safe_open
 
 from models.conditioning import TagSampler
-from models.config import ModelConfig
 from models.dragan import Generator
-from models.typed import build
+from tasks.artifacts.generator import load_generator
+from tasks.artifacts.tags import HAIR_COLOR_SLICE, MGM_TAGS
 from tasks.errors import DataError
 from tasks.fileio import atomic_open
-from tasks.tag.schema import HAIR_COLOR_SLICE, MGM_TAGS
 
 log = logging.getLogger(__name__)
 
 
-def load_generator(path: str | os.PathLike, device="cpu") -> tuple[Generator, TagSampler, dict]:
-    """The EMA generator written by the training loop, its tag sampler and metadata."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path} does not exist (run the train stage first)")
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        meta = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    if "model" not in meta:
-        raise DataError(f"{path}: no model metadata (not written by models.training_loop)")
-    cfg = build(ModelConfig, json.loads(meta["model"]), "model")
-    G = Generator(cfg).to(device)
-    G.load_state_dict({k.removeprefix("g_ema."): v for k, v in tensors.items()})
-    G.eval().requires_grad_(False)
-    return G, TagSampler(json.loads(meta["sampler"]), device), meta
+def load_sampled(path: str | os.PathLike, device="cpu") -> tuple[Generator, TagSampler, dict]:
+    """The EMA generator (tasks.artifacts.generator), the tag sampler of its training data, its metadata."""
+    G, _, meta = load_generator(path, device)
+    try:
+        sampler = TagSampler(json.loads(meta["sampler"]), device)
+    except (KeyError, ValueError, TypeError) as e:
+        raise DataError(f"{path}: no usable tag frequencies in its metadata (`sampler`): {e}") from None
+    return G, sampler, meta
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

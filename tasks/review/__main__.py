@@ -1,16 +1,22 @@
-"""`python -m tasks.review [--params FILE]`: export the manual-review queue (the DVC stage command).
-`python -m tasks.review merge [--from FILE] [--reviewer NAME] [--keep-missing]`: the reviewer's
-merge (tasks.review.cli), which needs neither Prefect nor DVC."""
+"""`python -m tasks.review --faces PATH --crops PATH --manifest PATH [--params FILE]`: the reviewed
+faces and the manual-review queue (the DVC stage command; dvc.yaml hands it detect's and scrape's
+outputs). `python -m tasks.review merge [--from FILE] [--reviewer NAME] [--keep-missing]`: the
+reviewer's merge (tasks.review.cli), which needs neither Prefect nor DVC."""
 
 import sys
 
-from tasks.stage import main
+from tasks.params.review import ReviewConfig
+from tasks.stage import Input, main
+
+INPUTS = (Input("faces", "the faces dataset (detect.out.faces)"),
+          Input("crops", "its crop shards (detect.out.crops)"),
+          Input("manifest", "the scrape manifest, for each face's source URL (scrape.out.manifest)"))
 
 
-def run(params):
-    from tasks.review.run import inputs_from, run_review
+def run(cfg: ReviewConfig, faces: str, crops: str, manifest: str):
+    from tasks.review.run import ReviewInputs, run_review
 
-    return run_review(params.review, inputs_from(params))
+    return run_review(cfg, ReviewInputs(faces, crops, manifest))
 
 
 if __name__ == "__main__":
@@ -18,4 +24,4 @@ if __name__ == "__main__":
         from tasks.review.cli import merge_main
 
         sys.exit(merge_main(sys.argv[2:]))
-    sys.exit(main("review", run, description=__doc__))
+    sys.exit(main("review", ReviewConfig, run, description=__doc__, inputs=INPUTS))

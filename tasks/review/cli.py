@@ -1,6 +1,7 @@
 """The reviewer's command line: `python -m tasks.review merge [--params FILE] [--from FILE]
-[--reviewer NAME] [--keep-missing]`. It needs neither Prefect nor DVC (the import of Prefect
-alone takes seconds), and prints one line: what was merged, or `error: ...` (exit 1)."""
+[--reviewer NAME] [--keep-missing] [--faces PATH]`. It needs neither Prefect nor DVC (the import of
+Prefect alone takes seconds), and prints one line: what was merged, or `error: ...` (exit 1). The
+faces dataset it checks face ids against is the one dvc.yaml hands the review stage."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import logging
 import sys
 
 from tasks.errors import one_line_errors
-from tasks.params import DEFAULT_PARAMS, load_params
+from tasks.params import DEFAULT_PARAMS, load_section
+from tasks.params.review import ReviewConfig
 from tasks.review.merge import merge
-from tasks.review.run import inputs_from
 
 PROG = "python -m tasks.review"
 
@@ -29,15 +30,29 @@ def merge_main(argv: list[str], prog: str = PROG) -> int:
                              "face returns) instead of refusing them")
     parser.add_argument("--drop-missing", dest="keep_missing", action="store_true",
                         help="the old name of --keep-missing: such verdicts are no longer dropped, they are kept as orphans")
+    parser.add_argument("--faces", default=None, metavar="PATH",
+                        help="the faces dataset to check face ids against (default: the one dvc.yaml hands the review stage)")
     args = parser.parse_args(argv)
     if "--drop-missing" in argv:
         print("note: --drop-missing keeps verdicts on missing faces as orphans now (the CSV's rule; --keep-missing)",
               file=sys.stderr)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    params = load_params(args.params)
-    result = merge(params.review, inputs_from(params), args.source, args.reviewer, args.keep_missing)
+    cfg = load_section("review", ReviewConfig, args.params)
+    faces = args.faces or review_faces_path()
+    result = merge(cfg, faces, args.source, args.reviewer, args.keep_missing)
     print(result.message())
     return 0
+
+
+def review_faces_path() -> str:
+    """The faces dataset dvc.yaml hands the review stage (`--faces`)."""
+    from tasks.dag import stage_inputs
+    from tasks.errors import ConfigError
+
+    faces = stage_inputs("review").get("faces")
+    if not faces:
+        raise ConfigError("dvc.yaml: the review stage's cmd hands it no --faces: pass merge --faces PATH")
+    return faces
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:

@@ -14,12 +14,11 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tasks.detect.dataset import read_faces
+from tasks.artifacts.decisions import QUEUE_COLUMNS, append_decisions, decisions_of, read_csv, read_decisions
+from tasks.artifacts.faces import read_faces
 from tasks.errors import ReviewError
-from tasks.review.config import ReviewConfig
-from tasks.review.csvio import QUEUE_COLUMNS, append_decisions, decisions_of, read_csv, read_decisions
+from tasks.params.review import ReviewConfig
 from tasks.review.lock import decisions_lock
-from tasks.review.run import ReviewInputs
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class MergeResult:
                 "Run `dvc repro` to refresh the queue, and commit the CSV.")
 
 
-def merge(cfg: ReviewConfig, inputs: ReviewInputs, source: str | os.PathLike | None = None,
+def merge(cfg: ReviewConfig, faces: str | os.PathLike, source: str | os.PathLike | None = None,
           reviewer: str = "", keep_missing: bool = False) -> MergeResult:
     """Append the filled-in verdicts of `source` (default: the queue) to the decisions CSV."""
     src = Path(source or cfg.out.queue)
@@ -56,7 +55,7 @@ def merge(cfg: ReviewConfig, inputs: ReviewInputs, source: str | os.PathLike | N
         table = read_csv(src, QUEUE_COLUMNS)
         new = decisions_of(table)
         existing_table, existing = read_decisions(target) if target.exists() else (None, {})
-        known = set(read_faces(inputs.faces).column("face_id").to_pylist())
+        known = set(read_faces(faces).column("face_id").to_pylist())
         result = MergeResult(source=str(src), target=str(target))
         result.undecided = sum(1 for _, v in table.rows if v.get("face_id", "").strip().lower() not in new)
         ordered = sorted(new.values(), key=lambda d: d.line)
@@ -64,7 +63,7 @@ def merge(cfg: ReviewConfig, inputs: ReviewInputs, source: str | os.PathLike | N
         if missing and not keep_missing:
             d = missing[0]
             more = f" (and {len(missing) - 1} more rows like it)" if len(missing) > 1 else ""
-            raise ReviewError(f"{src}: line {d.line}: face_id {d.face_id} is not in {inputs.faces}{more}: a mistyped "
+            raise ReviewError(f"{src}: line {d.line}: face_id {d.face_id} is not in {faces}{more}: a mistyped "
                               "id, or a queue older than the last detect run; clear those verdicts, or merge with "
                               "--keep-missing to record them as orphans (they apply again if the face returns)")
         to_add = []

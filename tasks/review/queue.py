@@ -27,11 +27,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tasks.detect.dataset import CropReader
+from tasks.artifacts.decisions import QUEUE_COLUMNS, Decision, render_csv
+from tasks.artifacts.faces import CropReader
+from tasks.artifacts.images import read_manifest
 from tasks.errors import DataError
-from tasks.fileio import atomic_write_bytes, atomic_write_text, create_temp_dir, read_parquet
-from tasks.review.config import ReviewConfig
-from tasks.review.csvio import QUEUE_COLUMNS, Decision, render_csv
+from tasks.fileio import atomic_write_bytes, atomic_write_text, create_temp_dir
+from tasks.params.review import ReviewConfig
 from tasks.review.html import PAGE_STEM, render_html, render_index_js, render_page_js
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,8 @@ def load_urls(manifest: str | os.PathLike | None) -> dict[str, str]:
     if not Path(manifest).exists():
         log.warning("review: no scrape manifest at %s; the queue's url column stays empty", manifest)
         return {}
-    t = read_parquet(manifest, "raw_manifest", 2)
-    urls = t.column("url").to_pylist()
-    pages = t.column("page_url").to_pylist() if "page_url" in t.column_names else [None] * len(urls)
+    t = read_manifest(manifest, ["image_id", "url", "page_url"])
+    urls, pages = t.column("url").to_pylist(), t.column("page_url").to_pylist()
     return {i: source_url(u, p) for i, u, p in zip(t.column("image_id").to_pylist(), urls, pages)}
 
 

@@ -1,11 +1,7 @@
-"""The review stage and the one function downstream stages use.
-
-- `run_review`: validate the decisions CSV, export the queue of undecided kept faces
-  (queue.csv, queue.html, sprite pages) and the statistics. Writes nothing on any error, and
-  holds the decisions lock while it runs (tasks.review.lock).
-- `reviewed_faces` (tasks.review.selection): what later stages train on.
-
-The reviewer's `merge` lives in tasks.review.merge."""
+"""The review stage: validate the decisions CSV, write the reviewed faces (what tag, train and
+release take: tasks.artifacts.reviewed), export the queue of undecided kept faces (queue.csv,
+queue.html, sprite pages) and the statistics. Writes nothing on any error, and holds the decisions
+lock while it runs (tasks.review.lock). The reviewer's `merge` lives in tasks.review.merge."""
 
 from __future__ import annotations
 
@@ -16,15 +12,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tasks.detect.dataset import kept_mask, read_faces
+from tasks.artifacts.decisions import QUEUE_COLUMNS, Decision, applied_decisions, decisions_of, load_decisions, read_csv
+from tasks.artifacts.faces import kept_mask, read_faces
+from tasks.artifacts.reviewed import write_reviewed
 from tasks.errors import ReviewError
 from tasks.fileio import atomic_write_json
-from tasks.review.config import ReviewConfig
-from tasks.review.csvio import QUEUE_COLUMNS, Decision, decisions_of, read_csv
-from tasks.review.groups import applied_decisions
+from tasks.params.review import ReviewConfig
 from tasks.review.lock import decisions_lock
 from tasks.review.queue import export_queue, load_urls, queue_rows
-from tasks.review.selection import load_decisions
+from tasks.review.selection import select_reviewed
 from tasks.review.stats import ReviewStats, compute_stats
 
 log = logging.getLogger(__name__)
@@ -33,16 +29,12 @@ MERGE_COMMAND = "python -m tasks.review merge"
 
 @dataclass(frozen=True)
 class ReviewInputs:
-    """Where the stage reads faces (detect's outputs) and source urls (scrape's manifest)."""
+    """Where the stage reads faces (detect's outputs) and source urls (scrape's manifest): the paths
+    dvc.yaml hands it."""
 
     faces: str
     crops: str
     manifest: str | None = None
-
-
-def inputs_from(params) -> ReviewInputs:
-    return ReviewInputs(faces=params.detect.out.faces, crops=params.detect.out.crops,
-                        manifest=params.scrape.out.manifest)
 
 
 def unmerged(queue_path: str | os.PathLike, decisions: dict[str, Decision]) -> list[Decision]:
@@ -66,11 +58,15 @@ def run_review(cfg: ReviewConfig, inputs: ReviewInputs) -> ReviewStats:
                               f"{cfg.decisions} yet and would be overwritten: run `{MERGE_COMMAND}` first "
                               "(or clear them)")
         kept = faces.filter(pa.array(kept_mask(faces), pa.bool_()))
+        reviewed, verdicts = select_reviewed(faces, decisions, cfg.unreviewed)
         stats = compute_stats(faces, decisions, cfg.unreviewed)
         rows = queue_rows(kept, applied_decisions(faces, decisions), load_urls(inputs.manifest))
         stats.queued = len(rows)
         export = export_queue(cfg, rows, kept, inputs.crops)
         stats.pages, stats.version = export.pages, export.version
+        write_reviewed(cfg.out.faces, reviewed, verdicts)
+        log.info("review: %d of %d detected faces pass review (unreviewed: %s)", reviewed.num_rows, faces.num_rows,
+                 cfg.unreviewed)
         atomic_write_json(cfg.out.stats, stats.as_dict())
         atomic_write_json(cfg.out.metrics, stats.metrics())
     return stats

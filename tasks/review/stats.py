@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from tasks.review.csvio import Decision
-from tasks.review.groups import applied_decisions
+from tasks.artifacts.decisions import Decision, applied_decisions
 
 
 @dataclass

@@ -1,9 +1,18 @@
-"""`python -m tasks.scrape [--params FILE]`: collect images into data/raw (the DVC stage command)."""
+"""`python -m tasks.scrape [--params FILE]`: collect images into data/raw (the DVC stage command).
+Its inputs are its own params: the source (scrape.folder, scrape.getchu_games, scrape.release, the
+web) and optout.csv (scrape.optout)."""
 
 import sys
 
-from tasks.scrape.run import scrape
+from tasks.params.scrape import ScrapeConfig
 from tasks.stage import main
 
+
+def run(cfg: ScrapeConfig):
+    from tasks.scrape.run import scrape
+
+    return scrape(cfg)
+
+
 if __name__ == "__main__":
-    sys.exit(main("scrape", lambda params: scrape(params.scrape), description=__doc__))
+    sys.exit(main("scrape", ScrapeConfig, run, description=__doc__))

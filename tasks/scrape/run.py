@@ -15,16 +15,17 @@ from datetime import datetime, timezone
 
 from tqdm import tqdm
 
+from tasks.artifacts.boxes import write_boxes
+from tasks.artifacts.images import FORMAT_FOR_EXT, OPTOUT
+from tasks.artifacts.optout import Requests, read_requests
 from tasks.errors import Rejected, SourceError
 from tasks.fileio import atomic_write_json, create_temp, sha256_file
 from tasks.http import Download, FetchFailed, PoliteSession, Stopped
-from tasks.optout.requests import Requests, read_requests
-from tasks.release.schema import write_boxes
+from tasks.params.scrape import ScrapeConfig
 from tasks.reports import write_run_report
-from tasks.scrape import release as _release  # noqa: F401 - registers the `release` source
-from tasks.scrape.config import ScrapeConfig
+from tasks.scrape import rebuild as _rebuild  # noqa: F401 - registers the `release` source
 from tasks.scrape.sources import Extractor, Post
-from tasks.scrape.store import FORMAT_FOR_EXT, OPTOUT, Store
+from tasks.scrape.store import Store
 from tasks.scrape.takedown import Takedown
 from tasks.scrape.validate import CUT_SHORT, DecoderCrashed, Decoders
 

@@ -18,7 +18,7 @@ from bs4 import BeautifulSoup
 
 from tasks.errors import ConfigError, Rejected, SourceError
 from tasks.http import PRODUCT, VERSION, FetchFailed, HostUnreachable, HttpSettings, PoliteSession
-from tasks.scrape.config import ScrapeConfig
+from tasks.params.scrape import ScrapeConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,61 +22,11 @@ import json
 import logging
 import os
 import shutil
-from datetime import datetime
 from pathlib import Path
 
-import pyarrow as pa
-
-from tasks.fileio import with_version, write_parquet
+from tasks.artifacts.images import EXT_FOR_FORMAT, OPTOUT, write_manifest, write_rejected
 
 log = logging.getLogger(__name__)
-
-OPTOUT = "optout"  # the skip reason of whatever optout.csv names
-EXT_FOR_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
-FORMAT_FOR_EXT = {"jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF"}
-
-MANIFEST_VERSION = 2  # 2: fetched_at is null for local files (no clock in a rebuild of the same files)
-MANIFEST_SCHEMA = with_version(pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("path", pa.string(), nullable=False),  # relative to the images directory
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("post_id", pa.string(), nullable=False),
-    pa.field("url", pa.string()),
-    pa.field("page_url", pa.string()),
-    pa.field("width", pa.int32(), nullable=False),
-    pa.field("height", pa.int32(), nullable=False),
-    pa.field("format", pa.string(), nullable=False),
-    pa.field("bytes", pa.int64(), nullable=False),
-    pa.field("tags", pa.list_(pa.string())),
-    pa.field("rating", pa.string()),
-    pa.field("artist", pa.string()),
-    pa.field("title", pa.string()),
-    pa.field("character", pa.string()),
-    pa.field("fetched_at", pa.timestamp("us", tz="UTC")),  # when it was downloaded; null for the folder source
-]), "raw_manifest", MANIFEST_VERSION)
-
-REJECTED_VERSION = 3  # 2: `kind`, and the posts skipped by the filters; 3: `at` null for the folder source
-REJECTED_SCHEMA = with_version(pa.schema([
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("post_id", pa.string(), nullable=False),
-    pa.field("url", pa.string()),
-    pa.field("kind", pa.string(), nullable=False),  # skipped (by the listing) | rejected (judged) | failed (transient)
-    pa.field("reason", pa.string(), nullable=False),
-    pa.field("detail", pa.string()),
-    pa.field("final", pa.bool_(), nullable=False),  # false: transient, retried on the next run
-    pa.field("at", pa.timestamp("us", tz="UTC")),  # when; null for the folder source
-]), "raw_rejected", REJECTED_VERSION)
-
-
-def _row(rec: dict, schema: pa.Schema) -> dict:
-    row = {}
-    for f in schema:
-        v = rec.get(f.name)
-        if isinstance(v, str) and pa.types.is_timestamp(f.type):
-            v = datetime.fromisoformat(v)
-        row[f.name] = v
-    return row
-
 
 class Store:
     def __init__(self, root: str):
@@ -194,17 +144,13 @@ class Store:
         return removed
 
     def write_manifest(self, path: str) -> int:
-        rows = sorted(self.kept.values(), key=lambda r: r["image_id"])
-        write_parquet(path, [_row(r, MANIFEST_SCHEMA) for r in rows], MANIFEST_SCHEMA)
-        return len(rows)
+        return write_manifest(path, list(self.kept.values()))
 
     def write_rejected(self, path: str) -> int:
         """Every post not kept, by its last verdict: skipped, rejected (final) or failed (transient)."""
-        rows = []
+        records = []
         for rec in [*self.done.values(), *self.failed.values(), *self.skipped.values()]:
             if rec["kind"] in ("rejected", "skipped"):
                 kind = rec["kind"] if rec.get("final", True) else "failed"
-                rows.append(_row({**rec, "kind": kind, "final": kind != "failed"}, REJECTED_SCHEMA))
-        rows.sort(key=lambda r: (r["source"], r["post_id"]))
-        write_parquet(path, rows, REJECTED_SCHEMA)
-        return len(rows)
+                records.append({**rec, "kind": kind, "final": kind != "failed"})
+        return write_rejected(path, records)

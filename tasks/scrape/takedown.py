@@ -4,7 +4,7 @@ dataset and release on the next `dvc repro` (detect rewrites the crop shards tha
 
 - At the start of a run, every kept image a request names (by the kept post's artist, tags, URLs,
   source and post id, or the image's sha256; or by a duplicate post of the same bytes) is removed:
-  first the audit lines (tasks.optout.audit), then the journal line, then the file.
+  first the audit lines (tasks.scrape.audit, tasks.artifacts.optout_log), then the journal line, then the file.
 - While listing, a post a request names is skipped before any download (reason `optout`); a post
   whose image is known (the release source's sha256, or an earlier record) is matched by it too.
 - After a download, bytes a request names, or bytes an earlier opt-out removed while its request
@@ -19,10 +19,12 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from tasks.optout.audit import PreviousLock, append_log, log_entries, now
-from tasks.optout.requests import Request, Requests, Subject
+from tasks.artifacts.images import OPTOUT
+from tasks.artifacts.optout import Request, Requests, Subject
+from tasks.artifacts.optout_log import append_log, now
+from tasks.scrape.audit import PreviousLock, log_entries
 from tasks.scrape.sources import Post
-from tasks.scrape.store import OPTOUT, Store
+from tasks.scrape.store import Store
 
 log = logging.getLogger(__name__)
 

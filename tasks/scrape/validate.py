@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from tasks.errors import Rejected
-from tasks.scrape.config import FilterConfig
+from tasks.params.scrape import FilterConfig
 
 # What a decoder says about bytes that may have been cut short: a verdict only when the
 # transport confirmed the body was complete (see tasks.http.Download.framed).

@@ -1,9 +1,20 @@
-"""`python -m tasks.tag [--params FILE]`: the 34 Make.Girls.Moe tags for every reviewed face (the DVC stage command)."""
+"""`python -m tasks.tag --faces PATH --crops PATH [--params FILE]`: the 34 Make.Girls.Moe tags for every
+reviewed face (the DVC stage command; dvc.yaml hands it review's and detect's outputs)."""
 
 import sys
 
-from tasks.stage import main
-from tasks.tag.run import run_tag
+from tasks.params.tag import TagConfig
+from tasks.stage import Input, main
+
+INPUTS = (Input("faces", "the reviewed faces (review.out.faces)"),
+          Input("crops", "their crop shards (detect.out.crops)"))
+
+
+def run(cfg: TagConfig, faces: str, crops: str):
+    from tasks.tag.run import run_tag
+
+    return run_tag(cfg, faces, crops)
+
 
 if __name__ == "__main__":
-    sys.exit(main("tag", run_tag, description=__doc__))
+    sys.exit(main("tag", TagConfig, run, description=__doc__, inputs=INPUTS))

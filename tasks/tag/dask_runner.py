@@ -26,13 +26,12 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from models.typed import to_dict
-from tasks.config import build
 from tasks.errors import DataError
 from tasks.fileio import sha256_file
-from tasks.tag.backends import BACKENDS, TagBatch
-from tasks.tag.config import TagConfig
-from tasks.tag.loader import plan_batches
+from tasks.params.tag import TagConfig
+from tasks.taggers.backends import BACKENDS, TagBatch
+from tasks.taggers.loader import plan_batches
+from tasks.typed import build, to_dict
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""The tag stage: reviewed faces → data/tags/tags.parquet (+ summary.json).
+"""The tag stage: reviewed faces → data/tags/tags.parquet (+ tagger.json, summary.json).
 
-`run_tag(params)` tags the faces `tasks.review.run.reviewed_faces` keeps, with the backend
+`run_tag(cfg, faces, crops)` tags the reviewed faces (the review stage's tasks.artifacts.reviewed), with the backend
 `tag.backend` names (or, for auto, the one tasks.tag.choice picks and says why), and writes
 the rows in face_id order: the same inputs give the same bytes whatever the workers, threads,
 batch size or runner. Batches are spilled to an Arrow file beside the output as they come
@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from models.typed import to_dict
-from tasks.fileio import atomic_open, atomic_write_json, sha256_file
+from tasks.artifacts.reviewed import read_reviewed
+from tasks.artifacts.tagger import write_tagger_spec
+from tasks.artifacts.tags import MGM_TAGS, SortedTagWriter, binarize, tags_schema
+from tasks.fileio import atomic_write_json, sha256_file
+from tasks.params.tag import TagConfig
 from tasks.reports import write_run_report
-from tasks.tag.backends import BACKENDS, TagBatch
-from tasks.tag.choice import Choice, choose_backend, warn_fallback_once
-from tasks.tag.config import TagConfig
-from tasks.tag.schema import MGM_TAGS, binarize, tags_schema  # noqa: F401 - binarize: the stage's rule
 from tasks.tag.summary import TagSummary
+from tasks.taggers.backends import BACKENDS, TagBatch
+from tasks.taggers.choice import Choice, choose_backend, warn_fallback_once
+from tasks.typed import to_dict
 
 log = logging.getLogger(__name__)
 
@@ -96,50 +94,6 @@ def _animeface_version() -> str:
         return "animeface (version unknown)"
 
 
-# --- rows in face_id order -------------------------------------------------------------------------
-
-class SortedTagWriter:
-    """Parquet rows in face_id order, whatever order the batches come in: each batch goes to an
-    Arrow IPC file beside `path`; close() memory-maps it and writes ROW_GROUP rows at a time in
-    face_id order, atomically (the spill is removed, also on failure)."""
-
-    def __init__(self, path: str | os.PathLike, schema: pa.Schema):
-        self.path, self.schema = Path(path), schema  # the final metadata comes with close()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.parent.glob(f".{self.path.name}.*.rows.arrow"):  # a killed run's spill
-            stale.unlink(missing_ok=True)
-        self.spill = self.path.with_name(f".{self.path.name}.{os.getpid()}.rows.arrow")
-        self._sink = pa.OSFile(str(self.spill), "wb")
-        self._writer = pa.ipc.new_file(self._sink, schema)
-
-    def write(self, table: pa.Table) -> None:
-        self._writer.write_table(table)
-
-    def close(self, metadata: dict[str, str]) -> None:
-        self._writer.close()
-        self._sink.close()
-        schema = self.schema.with_metadata({**(self.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
-        try:
-            with pa.memory_map(str(self.spill)) as src:
-                table = pa.ipc.open_file(src).read_all()
-                ids = table.column("face_id")
-                if pc.count_distinct(ids).as_py() != len(ids):
-                    raise ValueError("tag: a face was tagged twice (duplicate face_id in a batch stream)")
-                order = pc.sort_indices(table, sort_keys=[("face_id", "ascending")])
-                with atomic_open(self.path, "wb") as f, pq.ParquetWriter(f, schema, compression="zstd") as out:
-                    for i in range(0, len(order), ROW_GROUP):
-                        rows = table.take(order[i:i + ROW_GROUP]).combine_chunks().replace_schema_metadata(schema.metadata)
-                        out.write_table(rows, row_group_size=ROW_GROUP)
-        finally:
-            self.abort()
-
-    def abort(self) -> None:
-        if not self._sink.closed:
-            self._writer.close()
-            self._sink.close()
-        self.spill.unlink(missing_ok=True)
-
-
 # --- the stage -------------------------------------------------------------------------------------------
 
 def tag_faces(cfg: TagConfig, faces: pa.Table, crops_dir: str) -> TagSummary:
@@ -174,6 +128,7 @@ def tag_faces(cfg: TagConfig, faces: pa.Table, crops_dir: str) -> TagSummary:
     writer.close({"moeflow.backend": choice.backend, "moeflow.backend_reason": choice.reason,
                   "moeflow.weights_sha256": backend.weights_sha256 or "",
                   "moeflow.params": json.dumps(params, sort_keys=True)})
+    write_tagger_spec(cfg.out.tagger, cfg, choice.backend, choice.reason)
     summary.seconds = time.perf_counter() - t0
     if summary.tagged < faces.num_rows:
         summary.notes.append(f"{faces.num_rows - summary.tagged} reviewed faces have no stored crop and were not tagged")
@@ -196,12 +151,9 @@ def run_report(cfg: TagConfig, summary: TagSummary) -> dict:
             "batch_size": cfg.batch_size, "device": cfg.device}
 
 
-def run_tag(params) -> TagSummary:
-    """The stage: the faces the review stage keeps, tagged."""
-    from tasks.review.selection import reviewed_faces
-
-    choose_backend(params.tag)  # a tagger path typo fails before any data is read
-    faces = reviewed_faces(params)
-    summary = tag_faces(params.tag, faces, params.detect.out.crops)
-    write_run_report("tag", run_report(params.tag, summary))
+def run_tag(cfg: TagConfig, faces: str, crops: str) -> TagSummary:
+    """The stage: the reviewed faces (`faces`, the review stage's table; their crops in `crops`), tagged."""
+    choose_backend(cfg)  # a tagger path typo fails before any data is read
+    summary = tag_faces(cfg, read_reviewed(faces), crops)
+    write_run_report("tag", run_report(cfg, summary))
     return summary

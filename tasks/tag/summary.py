@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tasks.tag.schema import MGM_TAGS
+from tasks.artifacts.tags import MGM_TAGS
 
 MGM_PRIOR_SOURCE = ("makegirlsmoe_web src/Config.js @154fdcf (the web generator's attribute priors: "
                     "github.com/makegirlsmoe/makegirlsmoe_web/blob/154fdcfd86da46a71306313e1d5cdcca7b0d89b5/src/Config.js)")

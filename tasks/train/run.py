@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.training_loop import SUMMARY, TrainingError, train
-from models.typed import to_dict
+from tasks.artifacts.reviewed import read_reviewed
 from tasks.errors import MoeflowError
 from tasks.fileio import atomic_write_json
+from tasks.params.train import RunConfig
 from tasks.reports import write_run_report
-from tasks.train.config import TrainConfig
-from tasks.train.dataset import ExportSummary, export_training_data
+from tasks.train.export import ExportSummary, export_training_data
+from tasks.typed import to_dict
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +52,25 @@ class TrainSummary:
         return "\n".join(lines) + "\n"
 
 
-def prepare(params) -> ExportSummary:
-    """The training dataset from the reviewed faces and the tags file."""
-    from tasks.review.selection import reviewed_faces  # validates review/false_positives.csv
-
-    cfg: TrainConfig = params.train
-    return export_training_data(reviewed_faces(params), params.detect.out.crops, params.tag.out.tags, cfg.out.data,
-                                cfg.holdout)
+def prepare(cfg: RunConfig, faces: str, crops: str, tags: str) -> ExportSummary:
+    """The training dataset from the reviewed faces (`faces`, their crops in `crops`) and the tags."""
+    return export_training_data(read_reviewed(faces), crops, tags, cfg.out.data, cfg.holdout)
 
 
-def write_run_config(cfg: TrainConfig) -> Path:
-    path = Path(cfg.out.dir) / "run.json"
-    atomic_write_json(path, to_dict(cfg.run_config()))
+def write_run_config(run: RunConfig) -> Path:
+    """run.json: the resolved option list (the preset applied), what a standalone run reads."""
+    path = Path(run.out.dir) / "run.json"
+    atomic_write_json(path, to_dict(run))
     return path
 
 
-def run_train(params) -> TrainSummary:
-    cfg: TrainConfig = params.train
-    export = prepare(params)
-    path = write_run_config(cfg)
+def run_train(cfg: RunConfig, faces: str, crops: str, tags: str) -> TrainSummary:
+    export = prepare(cfg, faces, crops, tags)
+    run = cfg.resolved()
+    path = write_run_config(run)
     log.info("train: run config %s (standalone: python -m models.training_loop --config %s)", path, path)
     try:
-        result = train(cfg.run_config())
+        result = train(run)
     except (TrainingError, ValueError) as e:
         raise TrainError(str(e)) from None
     write_run_report("train", {k: result[k] for k in ("run", "step", "steps_trained", "wall_s", "images_per_s",

@@ -1,0 +1,90 @@
+"""The scrape stage's tables: the manifest of kept images and the table of posts not kept.
+
+- `manifest.parquet` (table "raw_manifest"): one row per kept image, by image_id (the sha256 of its
+  bytes), with its path under the image store, where it came from and its size.
+- `rejected.parquet` (table "raw_rejected"): every post not kept, by its last verdict: skipped by a
+  filter (or an opt-out: reason `optout`), rejected, or failed (transient, retried next run)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+import pyarrow as pa
+
+from tasks.fileio import read_parquet, with_version, write_parquet
+
+MANIFEST_TABLE, REJECTED_TABLE = "raw_manifest", "raw_rejected"
+OPTOUT = "optout"  # the skip reason of whatever optout.csv names
+EXT_FOR_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
+FORMAT_FOR_EXT = {"jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF"}
+
+MANIFEST_VERSION = 2  # 2: fetched_at is null for local files (no clock in a rebuild of the same files)
+MANIFEST_SCHEMA = with_version(pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("path", pa.string(), nullable=False),  # relative to the images directory
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("post_id", pa.string(), nullable=False),
+    pa.field("url", pa.string()),
+    pa.field("page_url", pa.string()),
+    pa.field("width", pa.int32(), nullable=False),
+    pa.field("height", pa.int32(), nullable=False),
+    pa.field("format", pa.string(), nullable=False),
+    pa.field("bytes", pa.int64(), nullable=False),
+    pa.field("tags", pa.list_(pa.string())),
+    pa.field("rating", pa.string()),
+    pa.field("artist", pa.string()),
+    pa.field("title", pa.string()),
+    pa.field("character", pa.string()),
+    pa.field("fetched_at", pa.timestamp("us", tz="UTC")),  # when it was downloaded; null for the folder source
+]), MANIFEST_TABLE, MANIFEST_VERSION)
+
+REJECTED_VERSION = 3  # 2: `kind`, and the posts skipped by the filters; 3: `at` null for the folder source
+REJECTED_SCHEMA = with_version(pa.schema([
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("post_id", pa.string(), nullable=False),
+    pa.field("url", pa.string()),
+    pa.field("kind", pa.string(), nullable=False),  # skipped (by the listing) | rejected (judged) | failed (transient)
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("detail", pa.string()),
+    pa.field("final", pa.bool_(), nullable=False),  # false: transient, retried on the next run
+    pa.field("at", pa.timestamp("us", tz="UTC")),  # when; null for the folder source
+]), REJECTED_TABLE, REJECTED_VERSION)
+
+
+def _row(rec: dict, schema: pa.Schema) -> dict:
+    """A journal record as a row of `schema` (ISO timestamps parsed)."""
+    row = {}
+    for f in schema:
+        v = rec.get(f.name)
+        if isinstance(v, str) and pa.types.is_timestamp(f.type):
+            v = datetime.fromisoformat(v)
+        row[f.name] = v
+    return row
+
+
+
+
+def write_manifest(path: str | os.PathLike, records: list[dict]) -> int:
+    """The kept images' records (the store's journal lines), in image_id order."""
+    rows = sorted(records, key=lambda r: r["image_id"])
+    write_parquet(path, [_row(r, MANIFEST_SCHEMA) for r in rows], MANIFEST_SCHEMA)
+    return len(rows)
+
+
+def write_rejected(path: str | os.PathLike, records: list[dict]) -> int:
+    """The posts not kept (their last verdict each), in (source, post_id) order."""
+    rows = sorted((_row(r, REJECTED_SCHEMA) for r in records), key=lambda r: (r["source"], r["post_id"]))
+    write_parquet(path, rows, REJECTED_SCHEMA)
+    return len(rows)
+
+
+def read_manifest(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """The manifest (or the named columns of it)."""
+    table = read_parquet(path, MANIFEST_TABLE, MANIFEST_VERSION)
+    return table.select(columns) if columns else table
+
+
+def read_rejected(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    table = read_parquet(path, REJECTED_TABLE, REJECTED_VERSION)
+    return table.select(columns) if columns else table

@@ -1,0 +1,17 @@
+"""`python -m tasks.export [--params FILE]`: the EMA generator (export.generator) to ONNX for the web
+page (the DVC stage command)."""
+
+import sys
+
+from tasks.params.export import ExportConfig
+from tasks.stage import main
+
+
+def run(cfg: ExportConfig):
+    from tasks.export.run import run_stage
+
+    return run_stage(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main("export", ExportConfig, run, description=__doc__))

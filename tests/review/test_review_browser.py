@@ -1,0 +1,112 @@
+"""queue.html in real headless Chromium (Debian's, driven by playwright-core), from file:// as a
+reviewer opens it: mark a page checked and a face as a false positive, regenerate the queue (a
+colleague merged verdicts, so every page now holds other faces), reload. The page must not show
+a page as checked that holds faces nobody looked at, must keep the marks that still apply, set
+aside visibly the ones that no longer do, and download only what the reviewer decided."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.review.run import run_review
+from tests.support.review import build_faces, inputs, png_bytes, read_queue, review_config
+from tests.support.web import BrowserUnavailable, ensure_browser, ensure_node_modules
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = ROOT / "tests" / "support" / "review_sheet_driver.mjs"
+LAYOUT = {"page_size": 4, "columns": 4, "thumb_size": 48}
+
+REGENERATE = """
+import sys
+from pathlib import Path
+from tasks.review.run import run_review
+from tests.support.review import inputs, review_config
+root, decided = Path(sys.argv[1]), sys.argv[2:]
+cfg = review_config(root, page_size=4, columns=4, thumb_size=48)
+with open(cfg.decisions, "a") as f:
+    f.writelines(f"{fid},0,colleague,\\n" for fid in decided)
+run_review(cfg, inputs(root))
+"""
+
+CELLS = ("Array.from(document.querySelectorAll('#grid .cell')).map(c => ({id: c.querySelector('.id').textContent, "
+         "fp: c.classList.contains('fp'), fine: c.classList.contains('fine')}))")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    try:
+        ensure_node_modules()
+        return ensure_browser()
+    except (BrowserUnavailable, RuntimeError) as e:
+        pytest.skip(str(e))
+
+
+def first_id_is(fid: str) -> dict:
+    return {"wait": f"(document.querySelector('#grid .cell .id') || {{}}).textContent === '{fid}'"}
+
+
+def drive(steps: list[dict]) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(["node", str(DRIVER), json.dumps(steps)], capture_output=True, text=True, timeout=300, env=env)
+    try:
+        result = json.loads(r.stdout)
+    except ValueError:
+        raise AssertionError(f"the driver printed no result (rc {r.returncode}): {r.stderr[-2000:]}") from None
+    assert result["ok"], result.get("error")
+    assert result["errors"] == [] and result["console"] == [], result
+    return result
+
+
+def verdicts(text: str) -> dict[str, str]:
+    lines = text.strip().splitlines()
+    assert lines[0] == "face_id,false_positive"
+    return dict(line.split(",") for line in lines[1:])
+
+
+def test_marks_survive_a_regenerated_queue_and_never_mark_unseen_faces(chromium, tmp_path, shared):
+    files = sorted((shared / "data/faces").glob("dlgan_*.jpg"))[:12]
+    build_faces(tmp_path, [(f.name, png_bytes(f)) for f in files])
+    cfg = review_config(tmp_path, **LAYOUT)
+    run_review(cfg, inputs(tmp_path))
+    q = [row["face_id"] for row in read_queue(Path(cfg.out.queue))]
+    assert len(q) == 12
+    script = tmp_path / "regenerate.py"
+    script.write_text(REGENERATE)
+    url = Path(cfg.out.html).resolve().as_uri() + "#p=1"
+
+    r = drive([
+        {"goto": url}, first_id_is(q[0]),
+        {"check": "#done"},  # page 1 checked: q0..q3 are fine
+        {"click": "#next"}, first_id_is(q[4]),
+        {"click": "#grid .cell:nth-child(1) .thumb"},  # q4 is a false positive
+        {"eval": CELLS},
+        # a colleague merges q0 and q1 as fine, and the queue is regenerated: pages shift by two
+        {"exec": [sys.executable, str(script), str(tmp_path), q[0], q[1]]},
+        {"goto": "about:blank"}, {"goto": url}, first_id_is(q[2]),  # the reviewer reopens the sheet
+        {"eval": CELLS}, {"eval": "document.getElementById('done').checked"},
+        {"eval": "document.getElementById('notice').hidden ? '' : document.getElementById('notice-text').textContent"},
+        {"download": "#save"},
+        {"download": "#notice-save"},
+        {"check": "#done"},  # now the reviewer checks the new page 1, with q5 on it
+        {"download": "#save"},
+        {"click": "#notice-close"}, {"reload": True}, first_id_is(q[2]),
+        {"eval": "document.getElementById('notice').hidden"},
+    ])
+    before, after, checked, notice, saved, stale, saved_checked, closed = r["results"]
+    assert [c["fp"] for c in before] == [True, False, False, False]
+    assert [c["id"] for c in after] == q[2:6]  # page 1 of the new queue
+    assert not checked, "page 1 holds q5, which nobody looked at, yet shows as checked"
+    assert [(c["fp"], c["fine"]) for c in after] == [(False, True), (False, True), (True, False), (False, False)]
+    assert "2 marks no longer apply" in notice
+    assert verdicts(saved) == {q[2]: "0", q[3]: "0", q[4]: "1"}  # q5 is not recorded as fine
+    assert verdicts(stale) == {q[0]: "0", q[1]: "0"}  # set aside, still downloadable
+    assert verdicts(saved_checked) == {q[2]: "0", q[3]: "0", q[4]: "1", q[5]: "0"}
+    assert closed is True
+    version = json.loads(Path(cfg.out.stats).read_text())["queue_version"]
+    assert read_queue(Path(cfg.out.queue))[0]["thumbnail"].startswith(f"thumbs/{version}/")
