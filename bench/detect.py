@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 
-from tasks.params.detect import DetectConfig, DetectOut  # noqa: E402
+from tasks.artifacts.images import MANIFEST_SCHEMA  # noqa: E402
 from tasks.detect.run import detect  # noqa: E402
 from tasks.detect.runner import default_workers  # noqa: E402
 from tasks.fileio import write_parquet  # noqa: E402
-from tasks.artifacts.images import MANIFEST_SCHEMA  # noqa: E402
+from tasks.params.detect import DetectConfig, DetectOut  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 REAL = SHARED / "data" / "real"
@@ -92,7 +92,8 @@ def stage(tmp: Path, workers: int, tag: str) -> tuple[int, float]:
     out = tmp / f"stage-{tag}"
     shutil.rmtree(out, ignore_errors=True)
     o = DetectOut(crops=str(out / "crops"), faces=str(out / "faces.parquet"), images=str(out / "images.parquet"),
-                  contact_sheet=str(out / "sheet.png"), summary=str(out / "summary.json"),
+                  detector=str(out / "detector.json"), contact_sheet=str(out / "sheet.png"),
+                  summary=str(out / "summary.json"),
                   metrics=str(out / "metrics.json"))
     cfg = DetectConfig(cascade=str(CASCADE), workers=workers, out=o)
     t0 = time.perf_counter()

@@ -24,8 +24,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tasks.artifacts.detector import write_detector_spec  # noqa: E402
 from tasks.artifacts.faces import ShardWriter, face_id, write_faces  # noqa: E402
-from tasks.fileio import atomic_write_json, read_parquet, write_parquet  # noqa: E402
+from tasks.artifacts.images import read_manifest  # noqa: E402
+from tasks.fileio import atomic_write_json, write_parquet  # noqa: E402
+from tasks.params.detect import DetectConfig  # noqa: E402
 from tests.support.project import make_copy, run  # noqa: E402
 
 STAGES = ["scrape", "detect", "review"]
@@ -43,7 +46,7 @@ def noop_seconds(project: Path, repeats: int = 3) -> float:
 
 def synth_detect(project: Path, n_max: int) -> int:
     """faces.parquet + crop shards: one face per scraped image, as detect would write them."""
-    manifest = read_parquet(project / "data/raw/manifest.parquet", "raw_manifest", 2).to_pylist()[:n_max]
+    manifest = read_manifest(project / "data/raw/manifest.parquet").to_pylist()[:n_max]
     buf = io.BytesIO()
     Image.new("RGB", (128, 128), (200, 150, 150)).save(buf, "PNG")
     png = buf.getvalue()
@@ -64,6 +67,7 @@ def synth_detect(project: Path, n_max: int) -> int:
                   pa.schema([("image_id", pa.string())]))
     Image.new("RGB", (64, 64)).save(project / "data/faces/contact_sheet.png")
     atomic_write_json(project / "data/faces/summary.json", {"faces": len(rows)})
+    write_detector_spec(project / "data/faces/detector.json", DetectConfig(), None)
     return len(rows)
 
 

@@ -37,10 +37,10 @@ import numpy as np  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import torch  # noqa: E402
 
-from tasks.typed import build  # noqa: E402
 from tasks.artifacts.faces import read_faces, read_shard  # noqa: E402
 from tasks.params.tag import TagConfig  # noqa: E402
 from tasks.tag.run import tag_faces  # noqa: E402
+from tasks.typed import build  # noqa: E402
 from tests.support.tag import png_bytes, write_faces_dataset  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -59,8 +59,8 @@ def real_crops(size: int = 128) -> list[bytes]:
     lbpcascade finds in the illustrations (1.5x box, shifted inside the image, as detect cuts them)."""
     from PIL import Image
 
-    from tasks.detectors import LbpCascade, read_cascade
     from tasks.detect.geometry import cut, enlarge, place, resize
+    from tasks.detectors import LbpCascade, read_cascade
 
     data = SHARED / "data"
     out = [_png(resize(np.asarray(Image.open(p).convert("RGB")), size))
@@ -123,8 +123,7 @@ def bench_color(args, tmp: Path) -> int:
 def bench_i2v(args, tmp: Path) -> int:
     from safetensors.torch import save_file
 
-    from models.illust2vec import FORMAT
-    from models.illust2vec import I2V_TAG_ARCH, MEAN_BGR, Illust2Vec, specs_json
+    from models.illust2vec import FORMAT, I2V_TAG_ARCH, MEAN_BGR, Illust2Vec, specs_json
     from tasks.taggers.backends import I2VBackend
 
     model = Illust2Vec(I2V_TAG_ARCH)

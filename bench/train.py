@@ -40,12 +40,15 @@ sys.path.insert(0, str(ROOT))
 
 from models import loss as L  # noqa: E402
 from models.conditioning import tag_frequencies  # noqa: E402
-from tasks.params.train import LoopConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
-from tasks.artifacts.trainset import read_export  # noqa: E402
 from models.device import busy_cores, choose_threads, cores  # noqa: E402
 from models.dragan import Discriminator, Generator  # noqa: E402
 from models.training_loop import Trainer  # noqa: E402
-from tasks.artifacts.trainset import split_of, write_dataset  # noqa: E402
+from tasks.artifacts.trainset import (  # noqa: E402
+    read_export,  # noqa: E402
+    split_of,
+    write_dataset,
+)
+from tasks.params.train import LoopConfig, ModelConfig, OptimConfig, RunConfig, RunOut  # noqa: E402
 from tasks.tools.paper_run import DEFAULT_FACES, DEMO_SIZES, collect, peak_tflops, step_flops  # noqa: E402
 from tests.support.train import random_attributes  # noqa: E402
 
@@ -207,7 +210,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         tmp = Path(tmp)
         make_dataset(tmp / "faces.parquet", args.faces)
-        run = RunConfig(data=str(tmp / "faces.parquet"), out=str(tmp / "run"), model=model,
+        run = RunConfig(out=RunOut(data=str(tmp / "faces.parquet"), dir=str(tmp / "run")), model=model,
                         optim=OptimConfig(batch=args.batch),
                         loop=LoopConfig(steps=10**9, device=args.device, progress=False, threads=n_cores))
         ours = Trainer(run)

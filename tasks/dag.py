@@ -75,7 +75,9 @@ def load_dag(root: str | Path = ".", params_file: str = "params.yaml") -> dict[s
     stages = {}
     for name, s in (spec.get("stages") or {}).items():
         where = f"{DVC_YAML}: stage {name}"
-        stages[name] = Stage(name, s.get("cmd", ""), _paths(s.get("deps"), params, where), _params(s.get("params")),
+        cmd = s.get("cmd", "")
+        cmd = " ".join(cmd) if isinstance(cmd, list) else _resolve(str(cmd), params, where)
+        stages[name] = Stage(name, cmd, _paths(s.get("deps"), params, where), _params(s.get("params")),
                              _paths(s.get("outs"), params, where), _paths(s.get("metrics"), params, where),
                              _paths(s.get("plots"), params, where))
     return {n: stages[n] for n in topological_order(stages)}

@@ -14,6 +14,7 @@ import torch
 
 from models.device import resolve_device
 from tasks.artifacts.detector import read_detector_spec
+from tasks.artifacts.tagger import read_tagger_spec
 from tasks.artifacts.tags import binarize
 from tasks.artifacts.trainset import HOLDOUT, TRAIN, Export, decode, read_export
 from tasks.detectors import AnimeFace, LbpCascade, read_cascade
@@ -155,9 +156,11 @@ def evaluate(G, sampler, cfg: RenderConfig, data: str, detect: DetectConfig, tag
     return metrics, detail
 
 
-def run_render(cfg: RenderConfig, data: str, tagger_spec: str, detector_spec: str) -> RenderSummary:
+def run_render(cfg: RenderConfig, data: str, tagger_spec: str, detector_spec: str,
+               tagger: Tagger | None = None) -> RenderSummary:
     """The stage: sheets from `cfg.generator`, then its metrics against the training dataset at `data`
-    (with the tag stage's tagger, `tagger_spec`, and the detect stage's settings, `detector_spec`)."""
+    (with the tag stage's tagger, `tagger_spec`, and the detect stage's settings, `detector_spec`).
+    A `tagger` given here reads the samples instead, binarised with the spec's thresholds."""
     try:
         device = resolve_device(cfg.device, key="render.device")
     except ValueError as e:
@@ -170,7 +173,10 @@ def run_render(cfg: RenderConfig, data: str, tagger_spec: str, detector_spec: st
     sheets = render_sheets(G, sampler, cfg.out.samples, seed=cfg.seed, grid=cfg.grid, variations=cfg.variations,
                            fixed_tag_rows=cfg.fixed_tag_rows, pairs=cfg.interpolation_pairs,
                            steps=cfg.interpolation_steps, batch=cfg.batch)
-    tagger, tag_cfg, reason = load_tagger(tagger_spec, cfg.tagger)
+    if tagger is None:
+        tagger, tag_cfg, reason = load_tagger(tagger_spec, cfg.tagger)
+    else:
+        tag_cfg, reason = read_tagger_spec(tagger_spec)[0], ""
     metrics, detail = evaluate(G, sampler, cfg, data, detect, tagger, tag_cfg, reason)
     metrics = {"step": step, **metrics}
     atomic_write_json(cfg.out.summary, metrics)

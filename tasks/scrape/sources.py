@@ -171,6 +171,57 @@ class Extractor:
             raise self._unreachable(f"cannot reach {url}: {e}") from None
 
 
+    # -- paging (gallery-dl's `_pagination`): one loop, the sites' differences as data and small hooks --
+    page_param: ClassVar[str] = "page"  # the listing's page-number parameter
+    first_page: ClassVar[int] = 1  # its first value
+    refusals: ClassVar[bool] = False  # whether the site may refuse a deep page (then: the cursor)
+
+    def _pagination(self, endpoint: str, params: dict) -> Iterator[dict]:
+        """The raw posts of a listing, each once: page numbers up to the page limit, then a cursor below
+        the smallest post id seen (`cursor_params`), from the first page the site refuses on; stops at
+        a short page or a page with nothing new."""
+        page, cursor, seen, deep = self.first_page, None, set(), False
+        while True:
+            if not deep and page - self.first_page >= self.page_limit and cursor is not None:
+                deep = True
+            query = self.cursor_params(params, cursor) if deep else {**params, self.page_param: page}
+            data, refused = self._listing(self.base + endpoint, query,
+                                          refusable=self.refusals and not deep and cursor is not None)
+            items = self.page_posts(data) if refused is None else []
+            refused = refused or self.refusal(data, items, page, deep, cursor)
+            if refused is not None:
+                log.info("%s: the site refuses %s %d (%s): going on with the cursor below id %d", self.name,
+                         self.page_param, page, refused, cursor)
+                deep = True
+                continue
+            if not items:
+                return
+            fresh = 0
+            for raw in items:
+                post_id = _int(raw.get("id"))
+                if post_id is None or post_id in seen:
+                    continue
+                seen.add(post_id)
+                fresh += 1
+                cursor = post_id if cursor is None else min(cursor, post_id)
+                yield raw
+            if len(items) < self.per_page or not fresh:
+                return
+            page += 1
+
+    def page_posts(self, data) -> list[dict]:
+        """The raw posts of one listing page (an error object is a SourceError)."""
+        raise NotImplementedError
+
+    def refusal(self, data, items: list[dict], page: int, deep: bool, cursor: int | None) -> str | None:
+        """Why the site refused this numbered page (so paging goes on with the cursor), or None."""
+        return None
+
+    def cursor_params(self, params: dict, cursor: int) -> dict:
+        """The listing's params for the posts below `cursor`."""
+        raise NotImplementedError
+
+
 class Danbooru(Extractor):
     """Danbooru JSON API: /posts.json, page numbers up to page_limit, then page=b<id> cursors."""
 
@@ -190,25 +241,16 @@ class Danbooru(Extractor):
         return super().user_agent()
 
     def posts(self) -> Iterator[Post]:
-        page, cursor, seen = 1, None, set()
-        limit = self.per_page
-        while True:
-            page_param = page if page <= self.page_limit else f"b{cursor}"
-            data, _ = self._listing(self.base + self.endpoint, {"tags": self.cfg.tags, "limit": limit, "page": page_param})
-            if isinstance(data, dict):  # an error object: {"success": false, "message": ...}
-                raise SourceError(f"danbooru: {_error_object(data) or data}")
-            if not data:
-                return
-            for raw in data:
-                pid = _int(raw.get("id"))
-                if pid is None or pid in seen:
-                    continue
-                seen.add(pid)
-                cursor = pid if cursor is None else min(cursor, pid)
-                yield self.parse(raw)
-            if len(data) < limit:
-                return
-            page += 1
+        for raw in self._pagination(self.endpoint, {"tags": self.cfg.tags, "limit": self.per_page}):
+            yield self.parse(raw)
+
+    def page_posts(self, data) -> list[dict]:
+        if isinstance(data, dict):  # an error object: {"success": false, "message": ...}
+            raise SourceError(f"danbooru: {_error_object(data) or data}")
+        return data or []
+
+    def cursor_params(self, params: dict, cursor: int) -> dict:
+        return {**params, "page": f"b{cursor}"}
 
     def parse(self, raw: dict) -> Post:
         file_url = raw.get("file_url") or None
@@ -237,48 +279,33 @@ class Gelbooru(Extractor):
     max_offset = 20000  # pid * limit beyond this is refused
     min_interval = 0.5
 
+    page_param, first_page, refusals = "pid", 0, True
+
     def posts(self) -> Iterator[Post]:
-        pid, cursor, seen = 0, None, set()
-        limit = self.per_page
+        params = {"page": "dapi", "s": "post", "q": "index", "json": 1, "tags": self.cfg.tags, "limit": self.per_page}
         creds = self.auth()
-        deep = False  # on the id:< cursor
-        while True:
-            if not deep and pid >= self.page_limit and cursor is not None:
-                deep = True
-            tags, page = (f"{self.cfg.tags} id:<{cursor}".strip(), 0) if deep else (self.cfg.tags, pid)
-            params = {"page": "dapi", "s": "post", "q": "index", "json": 1, "tags": tags, "pid": page, "limit": limit}
-            if creds:
-                params.update({"user_id": creds[0], "api_key": creds[1]})
-            data, refused = self._listing(self.base + self.endpoint, params, refusable=not deep and cursor is not None)
-            items = (data.get("post", []) if isinstance(data, dict) else (data or [])) if refused is None else []
-            if isinstance(items, dict):  # a single post is not wrapped in a list
-                items = [items]
-            count = _int((data.get("@attributes") or {}).get("count")) if isinstance(data, dict) else None
-            error = _error_object(data)
-            if error and (deep or cursor is None):
-                raise SourceError(f"gelbooru: {error}")
-            if refused is None and error:
-                refused = error
-            if refused is None and not items and not deep and pid > 0 and count and count > pid * limit:
-                refused = f"an empty page at offset {pid * limit} of {count} posts"
-            if refused is not None:
-                log.info("gelbooru: the site refuses pid %d (%s): going on with the id:<%d cursor", pid, refused, cursor)
-                deep = True
-                continue
-            if not items:
-                return
-            fresh = 0
-            for raw in items:
-                post_id = _int(raw.get("id"))
-                if post_id is None or post_id in seen:
-                    continue
-                seen.add(post_id)
-                fresh += 1
-                cursor = post_id if cursor is None else min(cursor, post_id)
-                yield self.parse(raw)
-            if len(items) < limit or not fresh:
-                return
-            pid += 1
+        if creds:
+            params.update({"user_id": creds[0], "api_key": creds[1]})
+        for raw in self._pagination(self.endpoint, params):
+            yield self.parse(raw)
+
+    def page_posts(self, data) -> list[dict]:
+        items = data.get("post", []) if isinstance(data, dict) else (data or [])
+        return [items] if isinstance(items, dict) else items  # a single post is not wrapped in a list
+
+    def refusal(self, data, items: list[dict], page: int, deep: bool, cursor: int | None) -> str | None:
+        error = _error_object(data)
+        if error and (deep or cursor is None):
+            raise SourceError(f"gelbooru: {error}")
+        if error:
+            return error
+        count = _int((data.get("@attributes") or {}).get("count")) if isinstance(data, dict) else None
+        if not items and not deep and page > 0 and count and count > page * self.per_page:
+            return f"an empty page at offset {page * self.per_page} of {count} posts"
+        return None
+
+    def cursor_params(self, params: dict, cursor: int) -> dict:
+        return {**params, "tags": f"{self.cfg.tags} id:<{cursor}".strip(), "pid": 0}
 
     def parse(self, raw: dict) -> Post:
         file_url = raw.get("file_url") or None

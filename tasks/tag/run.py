@@ -128,7 +128,6 @@ def tag_faces(cfg: TagConfig, faces: pa.Table, crops_dir: str) -> TagSummary:
     writer.close({"moeflow.backend": choice.backend, "moeflow.backend_reason": choice.reason,
                   "moeflow.weights_sha256": backend.weights_sha256 or "",
                   "moeflow.params": json.dumps(params, sort_keys=True)})
-    write_tagger_spec(cfg.out.tagger, cfg, choice.backend, choice.reason)
     summary.seconds = time.perf_counter() - t0
     if summary.tagged < faces.num_rows:
         summary.notes.append(f"{faces.num_rows - summary.tagged} reviewed faces have no stored crop and were not tagged")
@@ -155,5 +154,6 @@ def run_tag(cfg: TagConfig, faces: str, crops: str) -> TagSummary:
     """The stage: the reviewed faces (`faces`, the review stage's table; their crops in `crops`), tagged."""
     choose_backend(cfg)  # a tagger path typo fails before any data is read
     summary = tag_faces(cfg, read_reviewed(faces), crops)
+    write_tagger_spec(cfg.out.tagger, cfg, summary.backend, summary.reason)  # what render reads samples back with
     write_run_report("tag", run_report(cfg, summary))
     return summary

@@ -7,9 +7,9 @@ import PIL
 import pytest
 from PIL import Image
 
-from tasks.detectors import AnimeFace, check_animeface
-from tasks.detect.run import detect
 from tasks.artifacts.faces import read_faces
+from tasks.detect.run import detect
+from tasks.detectors import AnimeFace, check_animeface
 from tests.support.detect import REAL, config, write_manifest
 
 SMALL = ["s2p_25.png", "s2p_29.png", "s2p_test_19.jpg", "renpy_sylvie_blue_smile.png"]

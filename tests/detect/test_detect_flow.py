@@ -19,16 +19,16 @@ def test_flow_cli(tmp_path):
     out = tmp_path / "faces"
     params = tmp_path / "params.yaml"
     params.write_text(textwrap.dedent(f"""\
-        scrape:
-          out: {{images: {tmp_path}, manifest: {tmp_path}/manifest.parquet, rejected: {tmp_path}/rejected.parquet}}
         detect:
           cascade: {CASCADE}
           workers: 2
           out: {{crops: {out}/crops, faces: {out}/faces.parquet, images: {out}/images.parquet,
-                 contact_sheet: {out}/sheet.png, summary: {out}/summary.json, metrics: {out}/metrics.json}}
+                 detector: {out}/detector.json, contact_sheet: {out}/sheet.png, summary: {out}/summary.json,
+                 metrics: {out}/metrics.json}}
         """))
-    r = subprocess.run([sys.executable, "-m", "tasks.detect", "--params", str(params)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=240)
+    r = subprocess.run([sys.executable, "-m", "tasks.detect", "--params", str(params),
+                        "--manifest", str(tmp_path / "manifest.parquet"), "--images", str(tmp_path),
+                        "--boxes", str(tmp_path / "boxes.parquet")], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     assert "unusable images: 1 (unreadable 1)" in r.stderr  # the summary reaches the log
     assert "\r" not in r.stderr  # stderr is no terminal: no progress bar, a log of lines
@@ -37,3 +37,6 @@ def test_flow_cli(tmp_path):
     assert read_faces(out / "faces.parquet").num_rows == summary["faces"]
     assert json.loads((out / "metrics.json").read_text()) == {"images": 4, "faces": summary["faces"], "kept": summary["kept"]}
     assert (out / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    spec = json.loads((out / "detector.json").read_text())  # what render and release read of detect's settings
+    assert spec["settings"]["cascade"] == str(CASCADE) and spec["settings"]["detector"] == "lbpcascade"
+    assert len(spec["cascade_sha256"]) == 64 and "workers" not in spec["settings"]

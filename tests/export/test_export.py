@@ -13,17 +13,17 @@ import onnx
 import pytest
 import torch
 
-from tasks.params.train import ModelConfig
 from models.dragan import Generator
-from tasks.typed import build
+from tasks.artifacts.generator import load_generator
+from tasks.artifacts.tags import MGM_TAGS
 from tasks.errors import ConfigError, DataError
 from tasks.export.noise import parse_seed, seed_to_z, variation_seeds
-from tasks.artifacts.generator import load_generator
 from tasks.export.onnx_export import export_onnx, fast_tail, fold_batchnorm
 from tasks.export.parity import ParityError, inputs_for, run_onnx, session, to_uint8
 from tasks.export.run import run_export
 from tasks.params.all import Params
-from tasks.artifacts.tags import MGM_TAGS
+from tasks.params.train import ModelConfig
+from tasks.typed import build
 from tests.conftest import ROOT
 from tests.support.export import export_config, make_generator_file, randomize_batchnorm
 

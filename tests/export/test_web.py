@@ -9,11 +9,11 @@ import urllib.parse
 import numpy as np
 import pytest
 
+from tasks.artifacts.tags import MGM_TAGS
 from tasks.export.noise import variation_seeds
 from tasks.export.parity import inputs_for, run_onnx, session, to_uint8
 from tasks.export.run import run_export
 from tasks.tools.webserve import serve_in_thread
-from tasks.artifacts.tags import MGM_TAGS
 from tests.support.export import export_config, make_generator_file
 from tests.support.web import BrowserUnavailable, build_page, drive, ensure_browser, rgb
 

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import sys
-
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -61,6 +60,26 @@ def test_two_clean_repros_give_the_same_bytes(two):
         assert outs(a, stage) == outs(b, stage), stage
     status = run(["dvc", "status"], two[0]).stdout
     assert "changed" not in status and "frozen" not in status.lower(), status
+
+
+def test_a_tag_only_change_reruns_tag_and_what_follows_never_what_comes_before(two):
+    """The floor plan at work: a tag-only module and a tag-only param make `dvc status` name the tag
+    stage alone, and `dvc repro` rerun tag and the stages after it, none before it."""
+    project = two[0]
+    with open(project / "tasks/tag/summary.py", "a", encoding="utf-8") as f:
+        f.write("# a tag-only edit\n")
+    status = run(["dvc", "status"], project).stdout
+    assert [line[:-1] for line in status.splitlines() if line and not line[0].isspace()] == ["tag"], status
+    set_param(project, ("tag", "threshold"), 0.3)
+    with open(project / "tasks/taggers/colors.py", "a", encoding="utf-8") as f:
+        f.write("# a tagger-only edit (shared by tag and render)\n")
+    status = run(["dvc", "status"], project).stdout
+    assert {line[:-1] for line in status.splitlines() if line and not line[0].isspace()} == {"tag", "render"}, status
+    out = run(["dvc", "repro"], project, timeout=900).stdout
+    ran = re.findall(r"Running stage '(\w+)'", out)
+    assert ran[0] == "tag" and not set(ran) & {"fetch", "scrape", "detect", "review"}, ran
+    assert {"release", "train", "render"} <= set(ran), ran  # the tags changed: what reads them reruns
+    assert "changed" not in run(["dvc", "status"], project).stdout
 
 
 def test_dvc_metrics_show_is_a_readable_table(two):
@@ -114,8 +133,8 @@ def test_a_changed_lr_keeps_the_previous_run(two):
 
 
 def test_dvc_repro_from_a_plain_shell(two):
-    """`.venv/bin/dvc repro` from a shell whose `python` is not the project's: the stage re-runs
-    itself with the project's .venv/bin/python; without one it stops with one line saying what to do."""
+    """`.venv/bin/dvc repro` from a shell whose `python` is not the project's: the stage stops with one
+    line saying to activate the environment (nothing re-executes the interpreter); activated, it runs."""
     project = two[1]
     venv_bin = os.path.dirname(sys.executable)
     e = env()
@@ -127,7 +146,10 @@ def test_dvc_repro_from_a_plain_shell(two):
     r = run(dvc, project, env=e, timeout=900, check=False)  # this copy has no .venv of its own
     assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr
     assert "activate the project's environment" in r.stdout + r.stderr
-    (project / ".venv").symlink_to(Path(venv_bin).parent)  # as `make demo` leaves it
+    (project / ".venv").symlink_to(Path(venv_bin).parent)  # as `make demo` leaves it: still no re-exec
+    r = run(dvc, project, env=e, timeout=900, check=False)
+    assert r.returncode != 0 and "activate the project's environment" in r.stdout + r.stderr
+    e["PATH"] = os.pathsep.join([str(project / ".venv" / "bin"), e["PATH"]])  # `source .venv/bin/activate`
     r = run(dvc, project, env=e, timeout=900, check=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert lock(project)["stages"]["render"]["params"]["params.yaml"]["render"]["grid"] == 3

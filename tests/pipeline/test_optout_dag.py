@@ -22,9 +22,8 @@ import yaml
 from tasks.artifacts.faces import read_shard
 from tasks.fileio import safetensors_metadata
 from tests.support.fakebooru import FakeBooru
-from tests.support.project import make_copy, run
+from tests.support.project import TINY_DAG, make_copy, run
 from tests.support.scrape import FAST_HTTP
-from tests.support.project import TINY_DAG
 
 # small illustrations lbpcascade finds faces in (TINY's detect params): 13 faces by artist_a, 5 by artist_b
 ARTIST_A = ["afdr_detect_01.jpg", "afdr_detect_04.jpg", "afdr_detect_07.jpg", "s2p_23.png",

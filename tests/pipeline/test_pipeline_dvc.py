@@ -10,10 +10,10 @@ from dataclasses import replace
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.params.detect import DetectOut
 from tasks.detect.run import detect
 from tasks.detect.work import is_final
 from tasks.params.all import load_params
+from tasks.params.detect import DetectOut
 from tests.support.detect import tree
 from tests.support.project import env, make_copy, run
 
@@ -30,7 +30,8 @@ def clean_detect(project, out):
     """detect on the copy's own manifest and params, from nothing, into `out`."""
     cfg = load_params(project / "params.yaml").detect
     out_cfg = DetectOut(crops=str(out / "crops"), faces=str(out / "faces.parquet"), images=str(out / "images.parquet"),
-                        contact_sheet=str(out / "contact_sheet.png"), summary=str(out / "summary.json"),
+                        detector=str(out / "detector.json"), contact_sheet=str(out / "contact_sheet.png"),
+                        summary=str(out / "summary.json"),
                         metrics=str(out / "metrics.json"))
     cfg = replace(cfg, cascade=str(project / cfg.cascade), out=out_cfg)  # the copy's cascade (its fetch stage's)
     detect(cfg, project / "data/raw/manifest.parquet", project / "data/raw/images", progress=False)

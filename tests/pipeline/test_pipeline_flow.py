@@ -36,21 +36,12 @@ def test_dvc_repro_output_is_one_record_a_line_at_the_stage_s_level(tmp_path, mo
     """flows._stage.repro relays `dvc repro`: a stage's own `LEVEL logger: message` (no timestamp
     of its own) keeps its level, DVC's lines are INFO, so Prefect adds the one timestamp."""
     import logging
-    import stat
-    import sys
 
     from flows import _stage
 
-    fake = tmp_path / "dvc"
-    fake.write_text(f"#!{sys.executable}\nimport sys\n"
-                    "print(\"Running stage 'review':\")\n"
-                    "print('INFO tasks.stage: review: 52 faces', file=sys.stderr, flush=True)\n"
-                    "print('WARNING tasks.tag.choice: NO TAGGER WEIGHTS', file=sys.stderr, flush=True)\n"
-                    "print('  indented DVC hint')\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(_stage, "_dvc", lambda: str(fake))
+    monkeypatch.setattr(_stage, "_dvc", lambda: str(ROOT / "tests" / "support" / "fake_dvc.sh"))
     with caplog.at_level(logging.INFO, logger="flows"):
         _stage.repro("review", tmp_path)
     got = sorted((r.levelname, r.getMessage()) for r in caplog.records if r.name == "flows")
     assert got == sorted([("INFO", "[review] Running stage 'review':"), ("INFO", "[review] tasks.stage: review: 52 faces"),
-                          ("WARNING", "[review] tasks.tag.choice: NO TAGGER WEIGHTS"), ("INFO", "[review]   indented DVC hint")])
+                          ("WARNING", "[review] tasks.taggers.choice: NO TAGGER WEIGHTS"), ("INFO", "[review]   indented DVC hint")])

@@ -10,14 +10,14 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.artifacts.tags import MGM_TAGS
+from tasks.artifacts.boxes import write_boxes
 from tasks.artifacts.faces import face_id, read_faces, read_shard
+from tasks.artifacts.release import jsonl_line, read_release, release_schema
+from tasks.artifacts.tags import MGM_TAGS
 from tasks.detect.run import detect
 from tasks.errors import SourceError
-from tasks.release.run import _image_url
-from tasks.artifacts.release import jsonl_line, read_release, release_schema
-from tasks.artifacts.boxes import write_boxes
 from tasks.fileio import write_parquet
+from tasks.release.run import _image_url
 from tasks.scrape.run import scrape
 from tasks.scrape.sources import Extractor
 from tests.support.detect import REAL, config, write_manifest

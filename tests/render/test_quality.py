@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.params.train import ModelConfig
 from models.dragan import Generator
+from tasks.artifacts.tags import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, MGM_TAGS
 from tasks.detectors import LbpCascade, read_cascade
+from tasks.params.train import ModelConfig
 from tasks.render import quality as Q
 from tasks.render.metrics import agreement, attribute_section
 from tasks.render.sheets import generate
-from tasks.artifacts.tags import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, MGM_TAGS
 
 PX = 32
 

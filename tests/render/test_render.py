@@ -4,7 +4,7 @@ and every metric section available with values or unavailable with the reason (n
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +12,40 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.typed import to_dict
-from tasks.typed import build
+from tasks.artifacts.detector import write_detector_spec
 from tasks.artifacts.faces import read_faces
-from tasks.params.all import Params
+from tasks.artifacts.tagger import write_tagger_spec
+from tasks.artifacts.tags import MGM_TAGS
+from tasks.params.detect import DetectConfig
+from tasks.params.render import RenderConfig
+from tasks.params.tag import TagConfig
+from tasks.params.train import RunConfig
 from tasks.render.metrics import frechet_distance, frechet_of_features, load_tagger
 from tasks.render.report import metric_lines
 from tasks.render.run import run_render
-from tasks.render.sheets import load_generator, slerp
-from tasks.artifacts.tags import MGM_TAGS
+from tasks.render.sheets import load_sampled, slerp
 from tasks.train.export import export_training_data
 from tasks.train.run import write_run_config
+from tasks.typed import build
 from tests.support.train import TINY_MODEL, make_faces, tiny_run
 
 torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The render section and the paths dvc.yaml would hand the stage, over a tiny trained run."""
+
+    render: RenderConfig
+    data: str  # the training dataset
+    tagger: str  # the tag stage's tagger spec (the colour tagger)
+    detector: str  # the detect stage's detector spec (lbpcascade with the shared cascade)
+    run: RunConfig
+
+    def __call__(self, **kw):
+        """run_render on this setup (render section fields replaced by `kw`)."""
+        tagger = kw.pop("tagger_obj", None)
+        return run_render(replace(self.render, **kw), self.data, self.tagger, self.detector, tagger=tagger)
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +58,16 @@ def params(shared, tmp_path_factory):
     export_training_data(read_faces(f["faces"]), f["crops"], f["tags"], export, holdout=0.3)
     run = tiny_run(export, root / "train", steps=3)
     train(run)
-    data = {"detect": {"cascade": str(shared / "models" / "lbpcascade_animeface.xml")},
-            "train": {"model": to_dict(TINY_MODEL), "optim": to_dict(run.optim), "loop": to_dict(run.loop),
-                      "out": {"data": str(export), "dir": str(root / "train")}},
-            "render": {"generator": str(root / "train" / "generator.safetensors"), "grid": 3, "variations": 2,
-                       "fixed_tag_rows": 2, "interpolation_pairs": 2, "interpolation_steps": 3, "eval_samples": 12,
-                       "batch": 8, "device": "cpu", "tagger": "none",
-                       "out": {"samples": str(root / "samples"), "metrics": str(root / "metrics.json"),
-                               "summary": str(root / "summary.json"), "attributes": str(root / "attributes.json")}}}
-    return build(Params, data)
+    write_detector_spec(root / "detector.json", DetectConfig(cascade=str(shared / "models" / "lbpcascade_animeface.xml")),
+                        None)
+    write_tagger_spec(root / "tagger.json", TagConfig(), "color", "test: the colour tagger")
+    render = build(RenderConfig, {
+        "generator": str(root / "train" / "generator.safetensors"), "grid": 3, "variations": 2, "fixed_tag_rows": 2,
+        "interpolation_pairs": 2, "interpolation_steps": 3, "eval_samples": 12, "batch": 8, "device": "cpu",
+        "tagger": "none", "out": {"samples": str(root / "samples"), "metrics": str(root / "metrics.json"),
+                                  "summary": str(root / "summary.json"), "attributes": str(root / "attributes.json")}},
+        "render")
+    return Setup(render, str(export), str(root / "tagger.json"), str(root / "detector.json"), run)
 
 
 def no_nulls_when_available(m: dict) -> None:
@@ -89,7 +110,7 @@ def test_slerp_keeps_norm_on_the_great_circle():
 
 
 def test_render_writes_every_sheet_at_the_right_size(params):
-    s = run_render(params)
+    s = params()
     samples = Path(params.render.out.samples)
     sizes = {"grid": (3 * 32, 3 * 32), "hair_colors": (2 * 32, 13 * 32), "fixed_tags": (2 * 32, 2 * 32),
              "interpolation": (3 * 32, 2 * 32)}
@@ -125,7 +146,7 @@ def test_render_metrics_with_a_tagger(params, tmp_path):
         def features(self, images):
             return images.reshape(len(images), -1)[:, :16].astype(np.float64)
 
-    s = run_render(params, tagger=FakeTagger())
+    s = params(tagger_obj=FakeTagger())
     acc, fd = s.metrics["attributes"], s.metrics["frechet"]
     assert acc["available"] and acc["n"] == 12 and 0 <= acc["mean"] <= 1 and 0 <= acc["mean_ceiling"] <= 1
     assert fd["available"] and fd["value"] >= 0 and fd["n_real"] == 12
@@ -141,40 +162,40 @@ def test_a_failing_metric_says_why(params, monkeypatch):
         raise RuntimeError("cdist ran out of memory")
 
     monkeypatch.setattr(quality, "diversity", broken)
-    m = run_render(params).metrics
+    m = params().metrics
     assert m["diversity"] == {"available": False, "reason": "RuntimeError: cdist ran out of memory"}
     assert m["detectability"]["available"]  # the others are still computed
 
 
 def test_tagger_auto_uses_the_tag_backend_or_says_why(params, monkeypatch):
-    import tasks.tag.backends as backends
+    import tasks.taggers.backends as backends
 
-    auto = replace(params, render=replace(params.render, tagger="auto"))
-    m = run_render(auto).metrics["attributes"]  # whatever the tag stage offers here (colour at least)
+    m = params(tagger="auto").metrics["attributes"]  # the tag stage's tagger (its spec: colour)
     assert m["available"] or m["reason"]
 
-    def broken(_params):
+    def broken(_cfg):
         raise FileNotFoundError("models/illust2vec_tag.safetensors")
 
     monkeypatch.setattr(backends, "load_tagger", broken)
-    tagger, reason = load_tagger(auto, "auto")
-    assert tagger is None and "FileNotFoundError" in reason and "illust2vec" in reason
-    m = run_render(auto).metrics
+    tagger, cfg, reason = load_tagger(params.tagger, "auto")
+    assert tagger is None and cfg.backend == "color" and "FileNotFoundError" in reason and "illust2vec" in reason
+    m = params(tagger="auto").metrics
     assert not m["attributes"]["available"] and "illust2vec" in m["frechet"]["reason"]
 
 
 def test_tagger_none_and_generator_round_trip(params):
-    tagger, reason = load_tagger(params, "none")
-    assert tagger is None and "none" in reason
-    G, sampler, meta = load_generator(params.train.generator)
+    tagger, cfg, reason = load_tagger(params.tagger, "none")
+    assert tagger is None and cfg is None and "none" in reason
+    G, sampler, meta = load_sampled(params.run.generator)
     assert G.cfg == TINY_MODEL and meta["step"] == "3" and sampler.n_tags == 34
 
 
 def test_run_config_is_standalone(params, tmp_path):
     from models.training_loop import load_run
 
-    path = write_run_config(params.train)
-    assert load_run(path) == params.train.run_config()
+    run = replace(params.run, preset="paper").resolved()
+    path = write_run_config(run)
+    assert load_run(path) == run and run.loss.lambda_adv == 34.0
 
 
 def test_metric_lines_say_what_is_unavailable():

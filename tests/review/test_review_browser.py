@@ -22,17 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "support" / "review_sheet_driver.mjs"
 LAYOUT = {"page_size": 4, "columns": 4, "thumb_size": 48}
 
-REGENERATE = """
-import sys
-from pathlib import Path
-from tasks.review.run import run_review
-from tests.support.review import inputs, review_config
-root, decided = Path(sys.argv[1]), sys.argv[2:]
-cfg = review_config(root, page_size=4, columns=4, thumb_size=48)
-with open(cfg.decisions, "a") as f:
-    f.writelines(f"{fid},0,colleague,\\n" for fid in decided)
-run_review(cfg, inputs(root))
-"""
+REGENERATE = ROOT / "tests" / "support" / "regenerate_queue.py"  # a colleague decides two faces, reruns review
 
 CELLS = ("Array.from(document.querySelectorAll('#grid .cell')).map(c => ({id: c.querySelector('.id').textContent, "
          "fp: c.classList.contains('fp'), fine: c.classList.contains('fine')}))")
@@ -76,8 +66,6 @@ def test_marks_survive_a_regenerated_queue_and_never_mark_unseen_faces(chromium,
     run_review(cfg, inputs(tmp_path))
     q = [row["face_id"] for row in read_queue(Path(cfg.out.queue))]
     assert len(q) == 12
-    script = tmp_path / "regenerate.py"
-    script.write_text(REGENERATE)
     url = Path(cfg.out.html).resolve().as_uri() + "#p=1"
 
     r = drive([
@@ -87,7 +75,7 @@ def test_marks_survive_a_regenerated_queue_and_never_mark_unseen_faces(chromium,
         {"click": "#grid .cell:nth-child(1) .thumb"},  # q4 is a false positive
         {"eval": CELLS},
         # a colleague merges q0 and q1 as fine, and the queue is regenerated: pages shift by two
-        {"exec": [sys.executable, str(script), str(tmp_path), q[0], q[1]]},
+        {"exec": [sys.executable, str(REGENERATE), str(tmp_path), q[0], q[1]]},
         {"goto": "about:blank"}, {"goto": url}, first_id_is(q[2]),  # the reviewer reopens the sheet
         {"eval": CELLS}, {"eval": "document.getElementById('done').checked"},
         {"eval": "document.getElementById('notice').hidden ? '' : document.getElementById('notice-text').textContent"},

@@ -15,13 +15,24 @@ from pathlib import Path
 import pytest
 
 import tasks.review.queue as review_queue
+from tasks.artifacts.decisions import read_decisions
 from tasks.artifacts.faces import write_faces
 from tasks.errors import ReviewError
-from tasks.artifacts.decisions import read_decisions
 from tasks.review.merge import merge
 from tasks.review.run import run_review
-from tests.support.review import (build_faces, cell_diff, crop_of, inputs, params_file, reviewed_faces, png_bytes,
-                                  read_queue, review_config, snapshot, sprite_cell)
+from tests.support.review import (
+    build_faces,
+    cell_diff,
+    crop_of,
+    inputs,
+    params_file,
+    png_bytes,
+    read_queue,
+    review_config,
+    reviewed_faces,
+    snapshot,
+    sprite_cell,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "face_id,false_positive,reviewer,note\n"
@@ -111,9 +122,9 @@ def test_a_killed_export_never_points_the_csv_at_other_faces(tmp_path, crops, mo
     assert all(q["thumbnail"].startswith(f"thumbs/{stats.version}/") for q in read_queue(Path(cfg.out.queue)))
 
 
-def _merge_cmd(params: Path, source: Path, reviewer: str) -> list[str]:
+def _merge_cmd(params: Path, source: Path, reviewer: str, faces: str) -> list[str]:
     return [sys.executable, "-m", "tasks.review", "merge", "--params", str(params), "--from", str(source),
-            "--reviewer", reviewer]
+            "--reviewer", reviewer, "--faces", faces]
 
 
 def test_a_second_process_is_refused_while_a_merge_holds_the_csv(tmp_path, crops):
@@ -127,7 +138,7 @@ def test_a_second_process_is_refused_while_a_merge_holds_the_csv(tmp_path, crops
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     fifo = tmp_path / "slow.csv"
     os.mkfifo(fifo)
-    first = subprocess.Popen(_merge_cmd(params, fifo, "first"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    first = subprocess.Popen(_merge_cmd(params, fifo, "first", inp.faces), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         lock = Path(cfg.decisions + ".lock")
@@ -141,7 +152,7 @@ def test_a_second_process_is_refused_while_a_merge_holds_the_csv(tmp_path, crops
             pytest.fail("the first merge never took the lock")
         (tmp_path / "mine.csv").write_text(f"face_id,false_positive\n{rows[1]['face_id']},1\n")
         before = snapshot(tmp_path / "review")
-        second = subprocess.run(_merge_cmd(params, tmp_path / "mine.csv", "second"), cwd=ROOT, env=env,
+        second = subprocess.run(_merge_cmd(params, tmp_path / "mine.csv", "second", inp.faces), cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 1, second.stdout + second.stderr
         assert second.stderr.startswith("error: ") and second.stderr.count("\n") == 1
@@ -159,7 +170,7 @@ def test_a_second_process_is_refused_while_a_merge_holds_the_csv(tmp_path, crops
             os.close(fd)
         out, err = first.communicate(timeout=120)
     assert first.returncode == 0 and "merged 1 verdicts" in out, err
-    again = subprocess.run(_merge_cmd(params, tmp_path / "mine.csv", "second"), cwd=ROOT, env=env,
+    again = subprocess.run(_merge_cmd(params, tmp_path / "mine.csv", "second", inp.faces), cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     text = Path(cfg.decisions).read_text()
@@ -179,7 +190,7 @@ def test_concurrent_merges_never_lose_a_verdict(tmp_path, crops):
         src = tmp_path / f"v{n}.csv"
         src.write_text("face_id,false_positive\n" + "".join(f"{r['face_id']},{n % 2}\n" for r in rows[2 * n:2 * n + 2]))
         sources.append(src)
-    procs = [subprocess.Popen(_merge_cmd(params, s, f"r{n}"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(_merge_cmd(params, s, f"r{n}", inp.faces), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for n, s in enumerate(sources)]
     results = [p.communicate(timeout=180) + (p.returncode,) for p in procs]
     refused = [n for n, (_, err, code) in enumerate(results) if code != 0]

@@ -15,12 +15,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.support.review import face_row, inputs, reviewed_faces, review_config, snapshot, tiny_png
+from tasks.artifacts.decisions import read_decisions
 from tasks.artifacts.faces import ShardWriter, write_faces
 from tasks.errors import ReviewError
-from tasks.artifacts.decisions import read_decisions
 from tasks.review.merge import merge
 from tasks.review.run import run_review
+from tests.support.review import face_row, inputs, review_config, reviewed_faces, snapshot, tiny_png
 
 N_IMAGES = 6
 DETECTORS = ("lbpcascade", "animeface")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import SourceError
-from tasks.params.fetch import ExternalFile, FetchHttp
 from tasks.fetch.run import fetch_file
+from tasks.params.fetch import ExternalFile, FetchHttp
 
 FAST = FetchHttp(connect_timeout=2, read_timeout=5, retries=0)
 

@@ -13,8 +13,8 @@ import sys
 import pytest
 import yaml
 
-from tasks.errors import OptoutError
 from tasks.artifacts.optout import Subject, read_requests
+from tasks.errors import OptoutError
 from tasks.scrape.run import scrape
 from tests.conftest import ROOT
 from tests.support.fakebooru import REAL, FakeBooru

@@ -132,14 +132,7 @@ def test_consecutive_failures_stop_the_stage_and_keep_what_was_kept(tmp_path):
     assert {r["image_id"] for r in manifest(cfg)} == sha_of(REAL / n for n in NAMES[:2])
 
 
-KILL_SCRIPT = """
-import sys
-sys.path.insert(0, {root!r})
-from tests.support.scrape import scrape_cfg
-from tasks.scrape.run import scrape
-from pathlib import Path
-scrape(scrape_cfg(Path({tmp!r}), {url!r}, http={{"rate_limit": 25.0, "concurrency": 3}}), progress=False)
-"""
+SCRAPE_SCRIPT = ROOT / "tests" / "support" / "scrape_run.py"  # a caller's plain script, no main guard
 
 
 def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_set(tmp_path):
@@ -148,8 +141,8 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_set(tmp_path):
         for n in NAMES[:3]:  # the same bytes again under other posts and URLs
             srv.alias(f"dup_{n}", n)
         srv.add_real_posts([f"dup_{n}" for n in NAMES[:3]], start_id=10)
-        script = KILL_SCRIPT.format(root=str(ROOT), tmp=str(tmp_path), url=srv.url)
-        proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, str(SCRAPE_SCRIPT), str(tmp_path), srv.url], cwd=ROOT,
+                                stdout=subprocess.DEVNULL)
         journal = tmp_path / "images" / "journal.jsonl"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 12):
@@ -189,22 +182,15 @@ def test_x_robots_tag_opt_out_parsing(value, out):
 
 def test_scrape_from_a_script_without_a_main_guard(tmp_path):
     """The decoders are plain subprocesses: a caller's unguarded script is never run again in them."""
-    script = tmp_path / "run_scrape.py"
-    script.write_text(f"""import sys
-sys.path.insert(0, {str(ROOT)!r})
-from pathlib import Path
-from tasks.scrape.run import scrape
-from tests.support.scrape import scrape_cfg
-s = scrape(scrape_cfg(Path({str(tmp_path)!r}), "http://unused.invalid", source="folder", folder={str(REAL)!r}),
-           progress=False)
-print("kept", s.kept_new)
-""")
-    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    r = subprocess.run([sys.executable, str(SCRAPE_SCRIPT), str(tmp_path), "http://unused.invalid", str(REAL)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"kept {len(NAMES)}"
 
 
 def test_the_http_layer_does_not_import_the_scrape_stage():
-    code = "import sys, tasks.http; print(sorted(m for m in sys.modules if m.startswith('tasks.scrape')))"
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "tasks.http"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)  # stderr: a line per module imported
+    imported = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line]
+    assert r.returncode == 0 and "tasks.ratelimit" in imported, r.stderr[-2000:]
+    assert not [m for m in imported if m.startswith("tasks.scrape")]

@@ -6,10 +6,10 @@ from urllib.parse import parse_qs
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.artifacts.images import MANIFEST_SCHEMA
 from tasks.errors import ConfigError, Rejected, SourceError
 from tasks.scrape.run import scrape
 from tasks.scrape.sources import Extractor, parse_getchu_page, read_game_list
-from tasks.artifacts.images import MANIFEST_SCHEMA
 from tests.support.fakebooru import DEEP_REFUSALS, REAL, FakeBooru, getchu_page
 from tests.support.scrape import manifest, scrape_cfg, sha_of
 

@@ -9,10 +9,10 @@ import stat
 import pytest
 import yaml
 
-from tasks.tools.card import build_card
 from tasks.fileio import atomic_write_text
 from tasks.params.all import load_params
 from tasks.scrape.run import scrape
+from tasks.tools.card import build_card
 from tests.support.fakebooru import REAL, FakeBooru
 from tests.support.scrape import scrape_cfg
 

@@ -6,10 +6,9 @@ import textwrap
 
 import pytest
 
-from tasks.typed import to_dict
-from tasks.typed import build
 from tasks.errors import ConfigError
 from tasks.params.all import Params, load_params
+from tasks.typed import build, to_dict
 from tests.conftest import ROOT
 
 
@@ -76,9 +75,8 @@ def test_cli_missing_params_file(tmp_path):
 
 
 def test_the_config_machinery_is_a_leaf():
-    """models.typed imports nothing of the project; models/ configs load without tasks/ or Prefect;
-    tasks.config (the builder) does not import tasks.params (the sections), so nothing needs a
-    function-level import to dodge a cycle."""
+    """tasks.typed (the builder) imports only tasks.errors; tasks.params (the loader) imports no section;
+    the train section (models/ reads it: run.json) loads without torch or Prefect."""
     import ast
 
     def project_imports(path):
@@ -87,18 +85,20 @@ def test_the_config_machinery_is_a_leaf():
         names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         return {m for m in names if m and m.split(".")[0] in ("models", "tasks", "flows")}
 
-    assert project_imports(ROOT / "models" / "typed.py") == set()
-    assert project_imports(ROOT / "tasks" / "config.py") == {"models", "tasks.errors"}  # `from models import typed`
-    code = ("import sys, models.config, models.typed; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tasks', 'prefect', 'torch')))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+    assert project_imports(ROOT / "tasks" / "typed.py") == {"tasks.errors"}
+    assert project_imports(ROOT / "tasks" / "errors.py") == set()
+    assert project_imports(ROOT / "tasks" / "params" / "__init__.py") == {"tasks.errors", "tasks.typed"}
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "tasks.params.train"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "|" in line}
+    assert r.returncode == 0 and "tasks" in imported, r.stderr[-2000:]
+    assert not imported & {"torch", "prefect", "models", "flows"}, sorted(imported & {"torch", "prefect", "models", "flows"})
 
 
 def test_models_configs_use_the_same_builder(tmp_path):
     """run.json (the standalone trainer) and params.yaml get the same strict, one-line messages."""
     from tasks.params.train import RunConfig
-    from tasks.typed import ConfigError, build as typed_build
+    from tasks.typed import build as typed_build
 
     run = typed_build(RunConfig, {"loop": {"steps": 5, "device": "cpu"}}, "run")
     assert run.loop.steps == 5 and typed_build(RunConfig, to_dict(run), "run") == run
@@ -106,7 +106,7 @@ def test_models_configs_use_the_same_builder(tmp_path):
                           ({"optim": {"batch": "64"}}, "run.optim.batch: expected an integer, got '64'"),
                           ({"model": {"image_size": 30}}, "run.model.image_size: expected a multiple of 8"),
                           ({"loop": {"device": "cuda:x"}}, "run.loop.device: expected auto | cpu | cuda | cuda:N")]:
-        with pytest.raises(ConfigValueError) as e:
+        with pytest.raises(ConfigError) as e:
             typed_build(RunConfig, data, "run")
         assert message in str(e.value) and "\n" not in str(e.value)
     f = tmp_path / "run.json"
@@ -118,15 +118,14 @@ def test_models_configs_use_the_same_builder(tmp_path):
 
 
 def test_a_models_validator_is_a_config_error_at_the_cli():
-    """A check in models/ (ModelConfig.validate) reached through params.yaml is tasks' ConfigError."""
+    """A check of the train section (ModelConfig.validate) reached through params.yaml is a ConfigError."""
     with pytest.raises(ConfigError, match=r"^train\.model\.z_dim: must be > 0$"):
         build(Params, {"train": {"model": {"z_dim": 0}}})
 
 
 @pytest.mark.parametrize("verbose, level", [(False, 30), (True, 20)])
 def test_stage_logging_keeps_dask_to_warnings_unless_verbose(verbose, level):
-    code = (f"from tasks.stage import setup_logging; setup_logging({verbose}); import logging, distributed; "
-            "print(logging.getLogger('distributed').getEffectiveLevel())")
     env = {k: v for k, v in os.environ.items() if k != "DASK_LOGGING__DISTRIBUTED"}
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, str(ROOT / "tests/support/dask_log_level.py"), str(verbose).lower()], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == str(level), r.stderr

@@ -10,10 +10,10 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.params.detect import DetectConfig, DetectOut
+from tasks.artifacts.images import MANIFEST_SCHEMA
 from tasks.detect.work import ImageResult, ImageTask, WorkSettings, process_image
 from tasks.fileio import write_parquet
-from tasks.artifacts.images import MANIFEST_SCHEMA
+from tasks.params.detect import DetectConfig, DetectOut
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 REAL = SHARED / "data" / "real"
@@ -45,7 +45,8 @@ def _rel(f: Path, base: Path) -> str:
 
 def config(out: Path, **kw) -> DetectConfig:
     o = DetectOut(crops=str(out / "crops"), faces=str(out / "faces.parquet"), images=str(out / "images.parquet"),
-                  contact_sheet=str(out / "sheet.png"), summary=str(out / "summary.json"),
+                  detector=str(out / "detector.json"), contact_sheet=str(out / "sheet.png"),
+                  summary=str(out / "summary.json"),
                   metrics=str(out / "metrics.json"))
     return replace(DetectConfig(cascade=str(CASCADE), workers=2, out=o), **kw)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tasks.params.train import ModelConfig
 from models.dragan import Generator
-from tasks.typed import to_dict
 from tasks.params.export import ExportConfig, ExportOut
+from tasks.params.train import ModelConfig
+from tasks.typed import to_dict
 
 TINY = dict(image_size=32, g_channels=8, g_blocks=1, d_channels=(8, 16))
 

@@ -14,12 +14,12 @@ import pytest
 
 from tasks.artifacts.decisions import load_decisions
 from tasks.artifacts.faces import ShardWriter, face_id, read_faces, write_faces
+from tasks.artifacts.images import MANIFEST_SCHEMA
 from tasks.errors import ReviewError
 from tasks.fileio import write_parquet
 from tasks.params.review import ReviewConfig, ReviewOut
 from tasks.review.run import ReviewInputs
 from tasks.review.selection import select_reviewed
-from tasks.artifacts.images import MANIFEST_SCHEMA
 from tests.conftest import ROOT
 
 DETECTORS = ("lbpcascade", "animeface")

@@ -9,7 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
-import { CHROMIUM_ARGS, drive } from '../scripts/browser.mjs';
+import { CHROMIUM_ARGS, drive } from '../../scripts/browser.mjs';
 
 const steps = JSON.parse(process.argv[2] || '[]');
 const executablePath = process.env.MOEFLOW_CHROMIUM || '/usr/bin/chromium';

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tasks.typed import build
 from tasks.fileio import sha256_file
 from tasks.params.scrape import ScrapeConfig
+from tasks.typed import build
 from tests.conftest import deep_update
 
 FAST_HTTP = {"rate_limit": 0, "concurrency": 4, "retries": 3, "backoff": 0.01, "backoff_max": 0.05,

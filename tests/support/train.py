@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.params.train import LoopConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 from tasks.artifacts.faces import ShardWriter, face_id, write_faces
-from tasks.fileio import write_parquet
 from tasks.artifacts.tags import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE, MGM_TAGS, tags_schema
+from tasks.fileio import write_parquet
+from tasks.params.train import LoopConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, RunOut
 
 TINY_MODEL = ModelConfig(image_size=32, z_dim=16, g_channels=8, g_blocks=2, d_channels=(8, 16, 32), d_blocks=1)
 
@@ -57,5 +57,5 @@ def tiny_run(data: Path, out: Path, steps: int = 6, **loop) -> RunConfig:
     kw = dict(steps=steps, seed=0, device="cpu", checkpoint_every=3, log_every=3, threads=1, progress=False,
               loader_threads=1)
     kw.update(loop)
-    return RunConfig(data=str(data), out=str(out), model=TINY_MODEL, loss=LossConfig(),
+    return RunConfig(out=RunOut(data=str(data), dir=str(out)), model=TINY_MODEL, loss=LossConfig(),
                      optim=OptimConfig(batch=8, ema_decay=0.9), loop=LoopConfig(**kw))

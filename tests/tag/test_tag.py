@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +18,19 @@ import pytest
 import torch
 
 from models.caffemodel import encode_net
-from tasks.tools.convert import convert
-from tasks.typed import to_dict
-from tasks.typed import build
-from tasks.params import read_yaml
+from tasks.artifacts.decisions import load_decisions
+from tasks.artifacts.faces import read_faces
+from tasks.artifacts.reviewed import write_reviewed
+from tasks.artifacts.tagger import read_tagger_spec
+from tasks.artifacts.tags import HAIR_COLORS, MGM_TAGS, TAGS_TABLE, TAGS_VERSION, binarize
 from tasks.errors import ConfigError, DataError
-from tasks.params.all import Params
-from tasks.taggers.colors import ColorNamer, ciede2000, srgb_to_lab
+from tasks.params import read_yaml
 from tasks.params.tag import TagConfig
-from tasks.tag.run import binarize, run_tag, tag_faces
-from tasks.artifacts.tags import HAIR_COLORS, MGM_TAGS, TAGS_TABLE, TAGS_VERSION
+from tasks.review.selection import select_reviewed
+from tasks.tag.run import run_tag, tag_faces
+from tasks.taggers.colors import ColorNamer, ciede2000, srgb_to_lab
+from tasks.tools.convert import convert
+from tasks.typed import build, to_dict
 from tests.conftest import ROOT, deep_update
 from tests.support.tag import CANONICAL_HAIR, labelled_faces, png_bytes, synthetic_net, write_faces_dataset
 
@@ -37,23 +41,29 @@ def fid(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-def make_params(tmp_path: Path, faces: Path, crops: Path, tag: dict | None = None, decisions: str = "") -> Params:
-    """Params over a tmp dir. The tagger paths stay at their defaults (relative): run from a tmp
-    cwd (the `in_tmp` fixture) for them to be absent."""
-    data = read_yaml(ROOT / "params.yaml")
+@dataclass(frozen=True)
+class Stage:
+    """The tag stage's config and the paths dvc.yaml would hand it."""
+
+    cfg: TagConfig
+    faces: str  # the reviewed faces (the review stage's table)
+    crops: str
+
+
+def make_stage(tmp_path: Path, faces: Path, crops: Path, tag: dict | None = None, decisions: str = "") -> Stage:
+    """The repo's tag section with outputs in a tmp dir, and the reviewed faces the review stage
+    would pass on for these `decisions`. The tagger paths stay at their defaults (relative): run
+    from a tmp cwd (the `in_tmp` fixture) for them to be absent."""
     dec = tmp_path / "false_positives.csv"
     dec.write_text("face_id,false_positive,reviewer,note\n" + decisions, encoding="utf-8")
-    over = {"detect": {"out": {"faces": str(faces), "crops": str(crops)}},
-            "review": {"decisions": str(dec), "out": {k: str(tmp_path / "review" / k) for k in ("queue", "html", "thumbs", "stats", "metrics")}},
-            "tag": deep_update({"workers": 0, "threads": 1, "batch_size": 8,
-                                "out": {"tags": str(tmp_path / "tags" / "tags.parquet"), "summary": str(tmp_path / "tags" / "summary.json"),
-                                        "metrics": str(tmp_path / "tags" / "metrics.json")}},
-                               tag or {})}
-    data = deep_update(data, over)
-    data["review"]["out"]["queue"] = str(tmp_path / "review" / "queue.csv")
-    data["review"]["out"]["html"] = str(tmp_path / "review" / "queue.html")
-    data["review"]["out"]["stats"] = str(tmp_path / "review" / "stats.json")
-    return build(Params, data)
+    reviewed, verdicts = select_reviewed(read_faces(faces), load_decisions(dec)[1], "keep")
+    write_reviewed(tmp_path / "reviewed.parquet", reviewed, verdicts)
+    section = deep_update(read_yaml(ROOT / "params.yaml")["tag"], deep_update(
+        {"workers": 0, "threads": 1, "batch_size": 8,
+         "out": {k: str(tmp_path / "tags" / f) for k, f in (("tags", "tags.parquet"), ("tagger", "tagger.json"),
+                                                             ("summary", "summary.json"), ("metrics", "metrics.json"))}},
+        tag or {}))
+    return Stage(build(TagConfig, section, "tag"), str(tmp_path / "reviewed.parquet"), str(crops))
 
 
 @pytest.fixture
@@ -214,16 +224,16 @@ def test_config_rejects_bad_values():
 
 def test_missing_weights_name_the_key_the_file_and_the_fix(tmp_path, labelled, in_tmp):
     _, faces, crops, _ = labelled
-    params = make_params(tmp_path, faces, crops, {"backend": "i2v"})
+    st = make_stage(tmp_path, faces, crops, {"backend": "i2v"})
     with pytest.raises(DataError) as e:
-        run_tag(params)
+        run_tag(st.cfg, st.faces, st.crops)
     msg = str(e.value)
     assert msg.startswith("tag.i2v.weights: models/i2v/illust2vec_tag.safetensors not found")
     assert "python -m tasks.tools.convert tag" in msg and "dvc import-url https://github.com/rezoo/illustration2vec" in msg
-    params = make_params(tmp_path, faces, crops, {"backend": "onnx"})
+    st = make_stage(tmp_path, faces, crops, {"backend": "onnx"})
     with pytest.raises(DataError, match=r"^tag\.onnx\.model: models/wd-tagger/model\.onnx not found.*selected_tags\.csv"):
-        run_tag(params)
-    assert not Path(params.tag.out.tags).exists()
+        run_tag(st.cfg, st.faces, st.crops)
+    assert not Path(st.cfg.out.tags).exists() and not Path(st.cfg.out.tagger).exists()
 
 
 def test_only_reviewed_kept_faces_are_tagged(tmp_path, labelled, caplog, in_tmp):
@@ -237,12 +247,12 @@ def test_only_reviewed_kept_faces_are_tagged(tmp_path, labelled, caplog, in_tmp)
     items = [(fid(name), src.read(sample[k])) for name, k in pngs]
     faces, crops = write_faces_dataset(root, items, drop={fid("dropped"): "duplicate"},
                                        colors={fid("kept0"): ((250, 225, 140), (50, 100, 220))})
-    params = make_params(tmp_path, faces, crops, {"color": {"measure": False}},
-                         decisions=f"{fid('false_positive')},1,test,not a face\n{fid('kept1')},0,test,\n")
+    st = make_stage(tmp_path, faces, crops, {"color": {"measure": False}},
+                    decisions=f"{fid('false_positive')},1,test,not a face\n{fid('kept1')},0,test,\n")
     with caplog.at_level(logging.INFO, logger="tasks"):
-        summary = run_tag(params)
+        summary = run_tag(st.cfg, st.faces, st.crops)
     assert "backend color (auto: no tagger weights" in caplog.text
-    rows = {r["face_id"]: r for r in pq.read_table(params.tag.out.tags).to_pylist()}
+    rows = {r["face_id"]: r for r in pq.read_table(st.cfg.out.tags).to_pylist()}
     assert set(rows) == {fid(f"kept{i}") for i in range(4)}
     assert rows[fid("kept0")]["attributes"][HAIR_COLORS.index("blonde")] == 1
     assert rows[fid("kept0")]["attributes"][MGM_TAGS.index("blue_eyes")] == 1
@@ -311,25 +321,27 @@ def test_stage_entry_point_writes_tags_summary_and_run_report(tmp_path, labelled
     src = CropReader(read_faces(labelled[1]), labelled[2])
     sample = sorted(chars)[:3]
     faces, crops = write_faces_dataset(tmp_path / "f", [(s, src.read(s)) for s in sample])
-    params = make_params(tmp_path, faces, crops, {"backend": "color", "workers": 1})
+    st = make_stage(tmp_path, faces, crops, {"backend": "color", "workers": 1})
     pfile = tmp_path / "params.yaml"
     import yaml
 
-    pfile.write_text(yaml.safe_dump(to_dict(params)), encoding="utf-8")
+    pfile.write_text(yaml.safe_dump({"tag": to_dict(st.cfg)}), encoding="utf-8")  # the stage reads its section only
     run = tmp_path / "run"
     run.mkdir()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    res = subprocess.run([sys.executable, "-m", "tasks.tag", "--params", str(pfile)], cwd=run, env=env,
-                         capture_output=True, text=True, timeout=240)
+    res = subprocess.run([sys.executable, "-m", "tasks.tag", "--params", str(pfile), "--faces", st.faces,
+                          "--crops", st.crops], cwd=run, env=env, capture_output=True, text=True, timeout=240)
     log_text = res.stdout + res.stderr
     assert res.returncode == 0, log_text[-3000:]
     assert "backend color (set in params (tag.backend: color))" in log_text
     assert "\r" not in log_text  # stderr is no terminal: no progress bar, a log of lines
     assert "long_hair" in log_text and "0.5299" in log_text and "makegirlsmoe_web src/Config.js @154fdcf" in log_text
-    assert pq.read_table(params.tag.out.tags).num_rows == 3
-    s = json.loads(Path(params.tag.out.summary).read_text())
+    assert pq.read_table(st.cfg.out.tags).num_rows == 3
+    spec, reason = read_tagger_spec(st.cfg.out.tagger)  # what render reads samples back with
+    assert spec.backend == "color" and reason == "set in params (tag.backend: color)" and spec.color == st.cfg.color
+    s = json.loads(Path(st.cfg.out.summary).read_text())
     assert s["tagged"] == 3 and s["backend"] == "color" and s["backend_reason"] == "set in params (tag.backend: color)"
-    m = json.loads(Path(params.tag.out.metrics).read_text())  # the DVC metric; per tag: the summary
+    m = json.loads(Path(st.cfg.out.metrics).read_text())  # the DVC metric; per tag: the summary
     assert m == {"faces": 3, "coverage": pytest.approx(sum(s["coverage"].values()) / len(MGM_TAGS), abs=1e-3)}
     assert not {"faces_per_second", "seconds", "mgm_published"} & set(s)  # a metric holds what the tags are
     report = json.loads((run / "reports" / "runs" / "tag.json").read_text())

@@ -15,15 +15,15 @@ import pytest
 import torch
 
 from models.caffemodel import encode_net
-from tasks.tools.convert import convert
-from tasks.typed import build
+from tasks.artifacts.tags import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, MGM_TAGS
 from tasks.errors import ConfigError, DataError
-from tasks.taggers import choice as choice_mod
-from tasks.taggers.choice import choose_backend
 from tasks.params.tag import TagConfig
 from tasks.tag.run import tag_faces
-from tasks.artifacts.tags import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, MGM_TAGS
 from tasks.tag.summary import MGM_PRIORS, card_section
+from tasks.taggers import choice as choice_mod
+from tasks.taggers.choice import choose_backend
+from tasks.tools.convert import convert
+from tasks.typed import build
 from tests.support.tag import labelled_faces, png_bytes, synthetic_net, write_faces_dataset
 
 I2V_DEFAULT = "models/i2v/illust2vec_tag.safetensors"
@@ -101,7 +101,7 @@ def test_a_partial_default_install_is_an_error_naming_the_missing_file(in_tmp):
     install_i2v(in_tmp)
     Path(TAG_LIST_DEFAULT).unlink()
     with pytest.raises(DataError, match=r"^tag\.i2v\.tag_list: models/i2v/tag_list\.json not found, but "
-                                        r"models/i2v/illust2vec_tag\.safetensors is there.*python -m models\.convert tag"):
+                                        r"models/i2v/illust2vec_tag\.safetensors is there.*python -m tasks\.tools\.convert tag"):
         choose_backend(cfg_of(in_tmp, backend="auto"))
     install_i2v(in_tmp)  # complete, but the feature model is asked for and absent
     with pytest.raises(DataError, match=r"^tag\.i2v\.feature_weights: models/i2v/illust2vec\.safetensors not found"):
@@ -154,8 +154,8 @@ def test_color_on_purpose_does_not_warn(in_tmp, faces, caplog):
 
 
 def test_the_dataset_card_has_the_tag_section(in_tmp, faces):
-    from tasks.tools.card import build_card
     from tasks.params.all import Params
+    from tasks.tools.card import build_card
 
     cfg = cfg_of(in_tmp, backend="auto")
     tag_faces(cfg, *faces)
@@ -200,19 +200,18 @@ def test_tag_uses_the_one_device_policy(monkeypatch, tmp_path):
 
 
 def test_renders_tagger_takes_the_same_choice_without_a_second_warning(in_tmp, caplog):
-    """tasks.render loads the tag stage's backend for generated images: same choice, logged, not warned."""
-    from tasks.params.all import Params
+    """render loads the tag stage's backend for generated images: same choice, logged, not warned."""
     from tasks.taggers.backends import load_tagger
 
     with caplog.at_level(logging.INFO, logger="tasks"):
-        tagger = load_tagger(build(Params, {}))
+        tagger = load_tagger(build(TagConfig, {}, "tag"))
     assert tagger.name == "color" and "tagger for arrays: color (auto: no tagger weights" in caplog.text
     assert "NO TAGGER WEIGHTS" not in caplog.text
     images = np.full((2, 64, 64, 3), 255, np.uint8)
     p = tagger.probabilities(images)
     assert p.shape == (2, len(MGM_TAGS)) and np.isnan(p).all()  # animeface finds no face in a blank image
     with pytest.raises(ConfigError, match=r"^tag\.i2v\.weights: "):
-        load_tagger(build(Params, {"tag": {"i2v": {"weights": "typo.safetensors"}}}))
+        load_tagger(build(TagConfig, {"i2v": {"weights": "typo.safetensors"}}, "tag"))
 
 
 def test_the_stage_stops_on_a_typo_with_one_line_before_reading_data(in_tmp):
@@ -226,8 +225,8 @@ def test_the_stage_stops_on_a_typo_with_one_line_before_reading_data(in_tmp):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["tag"]["i2v"]["weights"] = "models/i2v/ilust2vec_tag.safetensors"  # the typo; no faces.parquet here either
     (in_tmp / "p.yaml").write_text(yaml.safe_dump(params))
-    res = subprocess.run([sys.executable, "-m", "tasks.tag", "--params", "p.yaml"], cwd=in_tmp, capture_output=True,
-                         text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "tasks.tag", "--params", "p.yaml", "--faces", "reviewed.parquet",
+                          "--crops", "crops"], cwd=in_tmp, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [
         "error: tag.i2v.weights: models/i2v/ilust2vec_tag.safetensors does not exist (you set it; the shipped default "

@@ -9,13 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.caffemodel import encode_net
+from tasks.artifacts.tags import MGM_TAGS
+from tasks.errors import ConfigError
+from tasks.params.tag import TagConfig
+from tasks.tag import dask_runner
+from tasks.tag.run import tag_faces
 from tasks.tools.convert import convert
 from tasks.typed import build
-from tasks.errors import ConfigError
-from tasks.tag import dask_runner
-from tasks.params.tag import TagConfig
-from tasks.tag.run import tag_faces
-from tasks.artifacts.tags import MGM_TAGS
 from tests.support.tag import labelled_faces, png_bytes, synthetic_net, write_faces_dataset
 
 

@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.caffemodel import encode_net
-from tasks.tools.convert import convert
-from tasks.typed import build
+from tasks.artifacts.tags import MGM_TAGS, tags_schema
 from tasks.params.tag import TagConfig
 from tasks.tag.run import SortedTagWriter, tag_faces
-from tasks.artifacts.tags import MGM_TAGS, tags_schema
+from tasks.tools.convert import convert
+from tasks.typed import build
 from tests.support.tag import labelled_faces, png_bytes, synthetic_net, write_faces_dataset
 
 

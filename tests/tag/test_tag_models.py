@@ -14,9 +14,9 @@ import torch
 from safetensors import safe_open
 
 from models.caffemodel import Blob, CaffeFormatError, Layer, Net, encode_net, parse_net, read_caffemodel
-from tasks.tools.convert import convert, main as convert_main
-from models.illust2vec import load_converted
-from models.illust2vec import I2V_TAG_ARCH, CaffeNet, Illust2Vec, layer_specs, needed_layers
+from models.illust2vec import I2V_TAG_ARCH, CaffeNet, Illust2Vec, layer_specs, load_converted, needed_layers
+from tasks.tools.convert import convert
+from tasks.tools.convert import main as convert_main
 from tests.support.tag import reference_forward, synthetic_net
 
 torch.set_num_threads(1)

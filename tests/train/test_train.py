@@ -14,22 +14,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from models import loss as L
 from models.conditioning import TagSampler, tag_frequencies
-from tasks.params.train import LossConfig, ModelConfig, OptimConfig
 from models.dragan import Discriminator, Generator
 from models.training_loop import GENERATOR, PLOTS, train
-from tasks.typed import to_dict
-from tasks.typed import build
 from tasks.artifacts.faces import read_faces
+from tasks.artifacts.tags import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE
 from tasks.errors import ConfigError
 from tasks.params.all import Params
-from tasks.artifacts.tags import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE
+from tasks.params.train import LossConfig, ModelConfig, OptimConfig, RunConfig
 from tasks.train.export import export_training_data
+from tasks.typed import build, to_dict
 from tests.conftest import ROOT
 from tests.support.train import TINY_MODEL, make_faces, random_attributes, tiny_run
 
@@ -135,7 +136,7 @@ def test_tag_sampler_follows_the_data():
 
 def test_params_section_is_strict():
     p = build(Params, {"train": {"model": {"image_size": 64}, "loop": {"device": "cpu"}}})
-    assert p.train.model.image_size == 64 and p.train.run_config().loop.device == "cpu"
+    assert p.train.model.image_size == 64 and p.train.resolved().loop.device == "cpu"
     assert build(Params, to_dict(p)) == p
     with pytest.raises(ConfigError, match="unknown key train.model.size"):
         build(Params, {"train": {"model": {"size": 32}}})
@@ -326,30 +327,31 @@ def test_generator_tag_loss_ignores_tags_the_data_never_knows():
 
 def test_paper_preset():
     p = build(Params, {"train": {"preset": "paper"}})
-    run = p.train.run_config()
+    run = p.train.resolved()
+    assert run.preset == "paper" and run.resolved() == run  # applying it again changes nothing
     assert (run.loss.lambda_adv, run.loss.lambda_gp, run.optim.lr, run.optim.lr_d) == (34.0, 0.5, 2e-4, 2e-4)
-    d = build(Params, {}).train.run_config()
+    d = build(Params, {}).train.resolved()
     assert (d.loss.lambda_adv, d.loss.lambda_gp, d.optim.lr, d.optim.lr_d) == (1.0, 0.3, 1.5e-4, 4e-4)
     with pytest.raises(ConfigError, match="train.preset"):
         build(Params, {"train": {"preset": "fast"}})
 
 
 def test_run_train_exports_reviewed_faces_and_trains(shared, tmp_path):
-    from tasks.artifacts.decisions import DECISION_COLUMNS
+    from tasks.artifacts.reviewed import write_reviewed
     from tasks.train.run import run_train
 
     f = make_faces(shared, tmp_path, n=16)
-    decisions = tmp_path / "false_positives.csv"
-    decisions.write_text(",".join(DECISION_COLUMNS) + "\n")
+    faces = read_faces(f["faces"])
+    fp = faces.column("face_id")[0].as_py()  # a false positive the review stage left out
+    passed = faces.filter(pa.array([fid != fp for fid in faces.column("face_id").to_pylist()]))
+    write_reviewed(tmp_path / "reviewed.parquet", passed, ["unreviewed"] * passed.num_rows)
     run = tiny_run(Path("unused"), tmp_path / "train", steps=2)
-    params = build(Params, {
-        "detect": {"out": {"faces": str(f["faces"]), "crops": str(f["crops"])}},
-        "review": {"decisions": str(decisions)},
-        "tag": {"out": {"tags": str(f["tags"])}},
-        "train": {"model": to_dict(TINY_MODEL), "optim": to_dict(run.optim), "loop": to_dict(run.loop),
-                  "out": {"data": str(tmp_path / "train" / "faces.parquet"), "dir": str(tmp_path / "train")}}})
-    s = run_train(params)
-    assert s.export.faces == 16 and s.result["step"] == 2
+    cfg = build(RunConfig, {"model": to_dict(TINY_MODEL), "optim": to_dict(run.optim), "loop": to_dict(run.loop),
+                            "out": {"data": str(tmp_path / "train" / "faces.parquet"), "dir": str(tmp_path / "train")}},
+                "train")
+    s = run_train(cfg, str(tmp_path / "reviewed.parquet"), str(f["crops"]), str(f["tags"]))
+    assert s.export.faces == 15 and s.export.reviewed == 15 and s.result["step"] == 2
+    assert fp not in pq.read_table(tmp_path / "train" / "faces.parquet").column("face_id").to_pylist()
     assert (tmp_path / "train" / "run.json").exists() and "| loss_d |" in s.markdown()
 
 

@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 from models.checkpoint import params_digest, split_state
 from models.data import FaceData
 from models.dragan import Discriminator, Generator
-from tasks.typed import to_dict
 from tasks.artifacts.faces import read_faces
 from tasks.train.export import export_training_data
+from tasks.typed import to_dict
 from tests.conftest import ROOT
 from tests.support.train import TINY_MODEL, make_faces, tiny_run
 

@@ -7,20 +7,19 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 
-from tasks.params.train import LoopConfig, LossConfig, ModelConfig, OptimConfig, RunConfig
 from models.dragan import Generator
 from models.training_loop import GENERATOR, train
-from tasks.detectors import LbpCascade, read_cascade
-from tasks.render import quality as Q
-from tasks.render.sheets import generate, load_generator
 from tasks.artifacts.trainset import export_schema, split_of
+from tasks.detectors import LbpCascade, read_cascade
+from tasks.params.train import LoopConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, RunOut
+from tasks.render import quality as Q
+from tasks.render.sheets import generate, load_sampled
 
 FACES = 3000
 MODEL = ModelConfig(image_size=32, g_channels=128, g_blocks=2, g_up_channels=(64, 32, 32), d_channels=(32, 64, 128),
@@ -45,13 +44,13 @@ def dataset(shared: Path, out: Path) -> Path:
 @pytest.mark.timeout(900)  # ~2 minutes on 2 idle cores; more when they are shared
 def test_a_short_cpu_run_draws_detectable_faces(shared, tmp_path):
     data = dataset(shared, tmp_path / "faces.parquet")
-    run = RunConfig(data=str(data), out=str(tmp_path / "run"), model=MODEL, loss=LossConfig(),
+    run = RunConfig(out=RunOut(data=str(data), dir=str(tmp_path / "run")), model=MODEL, loss=LossConfig(),
                     optim=OptimConfig(batch=32, lr=1e-4),  # the measured short-run config
                     loop=LoopConfig(steps=STEPS, checkpoint_every=STEPS, log_every=100, progress=False, device="cpu"))
     train(run)
     xml, _ = read_cascade(shared / "models" / "lbpcascade_animeface.xml")
     lbp = Q.NamedDetector("lbpcascade", LbpCascade(xml, 1.1, 5, 24).detect)
-    G, sampler, _ = load_generator(tmp_path / "run" / GENERATOR)
+    G, sampler, _ = load_sampled(tmp_path / "run" / GENERATOR)
     g = torch.Generator().manual_seed(1)
     z, c = torch.randn(200, 128, generator=g), sampler.sample(200, g)
     trained = Q.detect_share(generate(G, z, c), lbp, 128)
