@@ -2,7 +2,7 @@
 
 A run's identity is a hash of what decides its weights: the model, loss and optimiser params,
 the seed and the training data's fingerprint (sha256 over the dataset's rows, written by
-tasks.train.dataset). Everything else (steps, devices, threads, logging, checkpoint cadence)
+tasks.artifacts.trainset). Everything else (steps, devices, threads, logging, checkpoint cadence)
 may change between sessions of the same run: raising `loop.steps` resumes and extends it.
 
     <out>/runs/<identity>/run.json            the resolved RunConfig and the fingerprint

@@ -3,7 +3,7 @@ DVC out, so `dvc repro` does not delete it before a rerun):
 
     state-images.parquet  one row per processed image (keyed by image_id + params_key), sorted by image_id
     state-faces.parquet   one row per face: the faces columns + pHash and chroma, sorted by face_id
-    shard-<sha>.parquet   the crops, named by content (tasks.detect.dataset.write_shard)
+    shard-<sha>.parquet   the crops, named by content (tasks.artifacts.faces.write_shard)
 
 The files hold no clock, timing, process id or machine path, so two runs over the same
 inputs leave the same bytes.

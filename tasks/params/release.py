@@ -9,7 +9,7 @@ from tasks.errors import ConfigError
 
 @dataclass(frozen=True)
 class ReleaseOut:
-    faces: str = "data/release/faces.parquet"  # one row per kept, reviewed face (tasks.release.schema)
+    faces: str = "data/release/faces.parquet"  # one row per kept, reviewed face (tasks.artifacts.release)
     jsonl: str = "data/release/faces.jsonl"  # the same rows, one JSON object a line
     header: str = "data/release/release.json"  # schema version, license, notes, columns, crop, tagger, files
     card: str = "data/release/README.md"  # the dataset card: the license/notes header, counts, how to rebuild

@@ -112,7 +112,7 @@ class TagConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True  # bf16 autocast on GPU (CPU always runs float32)
     channels_last: bool = True
-    workers: int | None = None  # decoding / colour-measuring processes; null = see tasks.tag.loader.default_workers
+    workers: int | None = None  # decoding / colour-measuring processes; null = see tasks.taggers.loader.default_workers
     threads: int | None = None  # torch / onnxruntime CPU threads; null = all this process's cores
     raw_top_k: int = 0  # > 0: also store the tagger's top-k raw tags (column raw_top)
     feature: bool = False  # also store the 4,096-d Illustration2Vec feature (i2v backend; needs i2v.feature_weights)

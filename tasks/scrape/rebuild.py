@@ -1,4 +1,4 @@
-"""The `release` source: rebuild a dataset from a release manifest (tasks.release.schema).
+"""The `release` source: rebuild a dataset from a release manifest (tasks.artifacts.release).
 
 Each released image is fetched again from its URL through the same polite HTTP layer as every web
 source (its hosts are the only ones allowed; a known site's own interval holds on its hosts), or,

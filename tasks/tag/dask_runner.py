@@ -1,7 +1,7 @@
 """`tag.runner: dask`: the tag stage's faces in chunks on a Dask cluster.
 
 The driver cuts the reviewed faces into chunks made of the local runner's own batches
-(tasks.tag.loader.plan_batches: by crop shard, so a worker reads whole shards; at most
+(tasks.taggers.loader.plan_batches: by crop shard, so a worker reads whole shards; at most
 CHUNK_FACES faces each), so every forward sees the batch it sees locally; it submits one task
 per chunk with a bounded number in flight and hands the chunks' TagBatches to
 `tasks.tag.run.tag_faces`, which writes tags.parquet in face_id order through the same writer:
@@ -79,7 +79,7 @@ def _group(batches: list[list[int]], size: int, shard_of: list | None) -> list[l
 
 
 def _planned(faces: pa.Table, rows: list[int], batch: int) -> list[list[int]]:
-    """The local loader's batches (tasks.tag.loader.plan_batches) of faces[rows], as row indices."""
+    """The local loader's batches (tasks.taggers.loader.plan_batches) of faces[rows], as row indices."""
     if not rows:
         return []
     sub = faces.take(pa.array(rows, pa.int64()))

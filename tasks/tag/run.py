@@ -1,7 +1,7 @@
 """The tag stage: reviewed faces → data/tags/tags.parquet (+ tagger.json, summary.json).
 
 `run_tag(cfg, faces, crops)` tags the reviewed faces (the review stage's tasks.artifacts.reviewed), with the backend
-`tag.backend` names (or, for auto, the one tasks.tag.choice picks and says why), and writes
+`tag.backend` names (or, for auto, the one tasks.taggers.choice picks and says why), and writes
 the rows in face_id order: the same inputs give the same bytes whatever the workers, threads,
 batch size or runner. Batches are spilled to an Arrow file beside the output as they come
 (memory bounded by a batch), then written to Parquet in face_id order in fixed row groups.

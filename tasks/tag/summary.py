@@ -8,7 +8,7 @@ commit 154fdcf), with which the page samples each attribute of a random characte
 does not say how they were obtained; long hair 0.53, blue eyes 0.28 and glasses 0.05 among
 them. Another version of the file (commit 8f93c69) has round UI defaults (0.25, 0.6, 0.3) for
 hair style, blush, smile, open mouth and ribbon instead, hence the pinned commit. Config.js calls
-twintails `twin_tail`; its groups are in our column order (tasks/tag/schema.py)."""
+twintails `twin_tail`; its groups are in our column order (tasks.artifacts.tags)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ taking a folder of face crops as they are (no detection, no review) and a wall-c
    `detect.size`, binarised like the tag stage, and the split by face_id hash (`train.holdout`).
    Built once: a later run reuses it while the same images and tagger would make it.
 2. **train** (`OUT/train/`): params.yaml's recipe (loss, optim, preset) with the paper's network
-   sizes (models.config.ModelConfig defaults), batch 64, bf16 autocast on CUDA, optionally
+   sizes (tasks.params.train.ModelConfig defaults), batch 64, bf16 autocast on CUDA, optionally
    torch.compile, for `--minutes` (the run resumes if OUT/train holds it; `--fresh` starts over).
 3. **render** (`OUT/samples/grid.png` and the other sheets) and the render stage's metrics
    (detectability, diversity, memorisation, attribute agreement: tasks.render.run.evaluate),

@@ -60,7 +60,7 @@ export class Generator {
   }
 }
 
-// Image k of a [N, 3, S, S] batch onto a canvas (S x S), as tasks/web/parity.py to_uint8 does it.
+// Image k of a [N, 3, S, S] batch onto a canvas (S x S), as tasks/export/parity.py to_uint8 does it.
 export function drawImage(canvas, data, k, size) {
   if (canvas.width !== size) { canvas.width = size; canvas.height = size; }
   const ctx = canvas.getContext('2d', { willReadFrequently: true });

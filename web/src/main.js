@@ -1,6 +1,6 @@
 // The page: attribute controls built from the model's manifest (model/model.json, written by
-// the export stage from tasks/tag/schema.py), a seed shareable by URL, the image on a canvas and
-// a strip of variations. Generation runs here, in the browser (tasks/web/noise.py = noise.js).
+// the export stage from tasks/artifacts/tags.py), a seed shareable by URL, the image on a canvas and
+// a strip of variations. Generation runs here, in the browser (tasks/export/noise.py = noise.js).
 import './style.css';
 import { Generator, drawImage } from './generator.js';
 import { mulberry32, parseSeed, randomSeed, variationSeeds } from './noise.js';

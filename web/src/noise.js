@@ -1,4 +1,4 @@
-// The seed -> z mapping shared with Python (tasks/web/noise.py implements it bit for bit):
+// The seed -> z mapping shared with Python (tasks/export/noise.py implements it bit for bit):
 // mulberry32 feeding Box-Muller, rounded to float32. Change both together (and NOISE_ALGORITHM).
 
 export const NOISE_ALGORITHM = 'mulberry32-boxmuller-v1';
