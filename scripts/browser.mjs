@@ -1,5 +1,5 @@
 // The headless Chromium that both page drivers use (scripts/web_driver.mjs for the web page,
-// tests/review_sheet_driver.mjs for the review sheet): Debian's chromium through playwright-core
+// tests/support/review_sheet_driver.mjs for the review sheet): Debian's chromium through playwright-core
 // (no browser download), a throwaway profile, the page's console errors / warnings and uncaught
 // errors collected in `result`, and one JSON object on stdout at the end (exit 0 when ok).
 import { createRequire } from 'node:module';

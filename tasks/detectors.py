@@ -85,7 +85,7 @@ def _rgb(color) -> RGBTuple:
 
 
 def check_animeface() -> None:
-    """Refuse a Pillow that animeface silently returns nothing with (see tests/test_detect_animeface)."""
+    """Refuse a Pillow that animeface silently returns nothing with (see tests/detect/test_detect_animeface.py)."""
     import PIL
 
     if int(PIL.__version__.split(".")[0]) >= KNOWN_BAD_PILLOW_MAJOR:

@@ -4,8 +4,10 @@ anime faces (the DVC stage command; dvc.yaml hands it the scrape stage's outputs
 import sys
 from pathlib import Path
 
-from tasks.params.detect import DetectConfig
-from tasks.stage import Input, main
+from tasks.stage import Input, main, require_environment
+
+require_environment()  # one line, not an import error, from a shell without the project's environment
+from tasks.params.detect import DetectConfig  # noqa: E402
 
 INPUTS = (Input("manifest", "the scrape manifest (scrape.out.manifest)"),
           Input("images", "the image store the manifest's paths are relative to (scrape.out.images)"),

@@ -3,8 +3,10 @@ page (the DVC stage command)."""
 
 import sys
 
-from tasks.params.export import ExportConfig
-from tasks.stage import main
+from tasks.stage import main, require_environment
+
+require_environment()  # one line, not an import error, from a shell without the project's environment
+from tasks.params.export import ExportConfig  # noqa: E402
 
 
 def run(cfg: ExportConfig):

@@ -2,8 +2,10 @@
 
 import sys
 
-from tasks.params.fetch import FetchConfig
-from tasks.stage import main
+from tasks.stage import main, require_environment
+
+require_environment()  # one line, not an import error, from a shell without the project's environment
+from tasks.params.fetch import FetchConfig  # noqa: E402
 
 
 def run(cfg: FetchConfig):

@@ -55,7 +55,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
     lambda_adv: float = 1.0  # weight of the adversarial term (the paper: 34, the number of tags)
-    lambda_gp: float = 0.3  # weight of the DRAGAN gradient penalty (the paper: 0.5; DRAGAN code: 10; README)
+    lambda_gp: float = 0.3  # weight of the DRAGAN gradient penalty (the paper: 0.5; DRAGAN code: 10; docs/training-dynamics.md)
     gp_perturb: float = 0.5  # x + gp_perturb * U(0,1) * std(x)
     lambda_cls: float = 1.0  # weight of the tag classification terms
 
@@ -158,7 +158,7 @@ class RunConfig:
 
 # Named recipes: the values a preset sets, by section. "paper" is Make.Girls.Moe's recipe
 # (arXiv 1708.05509, sec. 4: lambda_adv = the 34 tags, lambda_gp 0.5, Adam 2e-4 for both nets),
-# kept to reproduce it: at small scale it collapses to one blob (README, "Training dynamics").
+# kept to reproduce it: at small scale it collapses to one blob (docs/training-dynamics.md).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"model": {"d_mbstd_group": 0, "g_up_channels": ()},
               "loss": {"lambda_adv": 34.0, "lambda_gp": 0.5, "gp_perturb": 0.5, "lambda_cls": 1.0},

@@ -4,8 +4,10 @@ labels (data/release/; the DVC stage command: dvc.yaml hands it the earlier stag
 
 import sys
 
-from tasks.params.release import ReleaseConfig
-from tasks.stage import Input, main
+from tasks.stage import Input, main, require_environment
+
+require_environment()  # one line, not an import error, from a shell without the project's environment
+from tasks.params.release import ReleaseConfig  # noqa: E402
 
 INPUTS = (Input("manifest", "the scrape manifest (scrape.out.manifest)"),
           Input("rejected", "the posts scrape left out, by reason (scrape.out.rejected)"),

@@ -4,8 +4,10 @@ stage's tagger spec and the detect stage's detector spec; the generator is rende
 
 import sys
 
-from tasks.params.render import RenderConfig
-from tasks.stage import Input, main
+from tasks.stage import Input, main, require_environment
+
+require_environment()  # one line, not an import error, from a shell without the project's environment
+from tasks.params.render import RenderConfig  # noqa: E402
 
 INPUTS = (Input("data", "the training dataset: real faces and the labels the generator learned (train.out.data)"),
           Input("tagger", "the tagger that made those labels (tag.out.tagger)"),

@@ -5,8 +5,10 @@ reviewer's merge (tasks.review.cli), which needs neither Prefect nor DVC."""
 
 import sys
 
-from tasks.params.review import ReviewConfig
-from tasks.stage import Input, main
+from tasks.stage import Input, main, require_environment
+
+require_environment()  # one line, not an import error, from a shell without the project's environment
+from tasks.params.review import ReviewConfig  # noqa: E402
 
 INPUTS = (Input("faces", "the faces dataset (detect.out.faces)"),
           Input("crops", "its crop shards (detect.out.crops)"),

@@ -4,8 +4,10 @@ web) and optout.csv (scrape.optout)."""
 
 import sys
 
-from tasks.params.scrape import ScrapeConfig
-from tasks.stage import main
+from tasks.stage import main, require_environment
+
+require_environment()  # one line, not an import error, from a shell without the project's environment
+from tasks.params.scrape import ScrapeConfig  # noqa: E402
 
 
 def run(cfg: ScrapeConfig):

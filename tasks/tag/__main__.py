@@ -3,8 +3,10 @@ reviewed face (the DVC stage command; dvc.yaml hands it review's and detect's ou
 
 import sys
 
-from tasks.params.tag import TagConfig
-from tasks.stage import Input, main
+from tasks.stage import Input, main, require_environment
+
+require_environment()  # one line, not an import error, from a shell without the project's environment
+from tasks.params.tag import TagConfig  # noqa: E402
 
 INPUTS = (Input("faces", "the reviewed faces (review.out.faces)"),
           Input("crops", "their crop shards (detect.out.crops)"))

@@ -170,7 +170,7 @@ def kmeans(x: np.ndarray, k: int, iters: int = 20) -> np.ndarray:
     Per column and per centre, without (N, k, d) temporaries: the same float operations in the
     same order as the broadcast form ((x - c) ** 2 summed over d left to right; a centre is the
     sequential sum of its members over their count, as x[members == j].mean(0) computes it), so
-    the same clusters bit for bit, about 4x faster (tests/test_tag.py checks the equivalence)."""
+    the same clusters bit for bit, about 4x faster (tests/tag/test_tag.py checks the equivalence)."""
     k = min(k, len(x))
     centres = x[np.argsort(x[:, 0], kind="stable")[((np.arange(k) + 0.5) / k * len(x)).astype(int)]].copy()
     cols = [np.ascontiguousarray(x[:, c]) for c in range(x.shape[1])]

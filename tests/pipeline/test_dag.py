@@ -217,3 +217,27 @@ def test_tests_hold_no_python_programs_in_strings():
     found = sorted(str(f.relative_to(ROOT)) for f in (ROOT / "tests").rglob("*.py")
                    if re.search(r"sys\.executable,\s*(\"-I\",\s*)?\"-c\"", f.read_text(encoding="utf-8")))
     assert not found, found
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_a_stage_from_a_plain_shell_says_to_activate_the_environment(name):
+    """dvc repro runs `python -m tasks.<stage>` with the `python` on PATH: from a shell where the project's
+    environment is not active that python lacks the dependencies, and the stage says so in one line
+    (exit 2) before any import can fail; it never re-executes the interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    venv_bin = os.path.dirname(sys.executable)
+    pythons = [os.path.join(d, "python3") for d in os.environ.get("PATH", "").split(os.pathsep)
+               if d and os.path.abspath(d) != venv_bin and os.access(os.path.join(d, "python3"), os.X_OK)]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    for plain in pythons:  # `--help`: a python that has the dependencies only prints the usage
+        r = subprocess.run([plain, "-m", f"tasks.{name}", "--help"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60, env=env)
+        if r.returncode != 0:
+            break
+    else:
+        pytest.skip("every python on PATH has the project's dependencies")
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "activate the project's environment" in r.stderr

@@ -87,7 +87,7 @@ def test_i2v_tags_do_not_depend_on_the_decode_workers(tmp_path, faces, i2v):
 
 
 def test_i2v_batch_size_and_threads_change_no_attribute_and_no_metadata(tmp_path, faces, i2v):
-    """The documented tolerance (README): probabilities within 1e-6, the same attributes, the same
+    """The documented tolerance (docs/tag.md): probabilities within 1e-6, the same attributes, the same
     metadata (no speed knob in it) and summary."""
     a = cfg_of(tmp_path / "a", backend="i2v", i2v=i2v, workers=0, threads=1, batch_size=4)
     b = cfg_of(tmp_path / "b", backend="i2v", i2v=i2v, workers=0, threads=2, batch_size=7, channels_last=False)

@@ -151,7 +151,7 @@ def test_legacy_blob_dims_and_transpose(tmp_path):
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)], ids=["022", "027"])
 def test_models_writes_get_the_mode_a_plain_write_would_have(tmp_path, umask, mode):
-    """convert, the checkpoint writers and the run's files use models.fileio (the one atomic
+    """convert, the checkpoint writers and the run's files use tasks.fileio (the one atomic
     write): 0666 less the umask, not mkstemp's 0600; an overwrite keeps the file's own mode."""
     from models import checkpoint as ckpt
     from tasks.fileio import atomic_copy
