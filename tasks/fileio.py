@@ -147,6 +147,21 @@ def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
         return {}
 
 
+def read_spec(path: str | os.PathLike, kind: str, stage: str, fmt: int) -> dict:
+    """A small JSON spec a stage writes for later stages (`{"format": fmt, ...}`); a DataError naming
+    the stage to run when it is missing, unreadable or of another format."""
+    p = Path(path)
+    try:
+        spec = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{p} does not exist (run the {stage} stage first: dvc repro {stage})") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{p} is not a readable {kind}: {e}") from None
+    if not isinstance(spec, dict) or spec.get("format") != fmt:
+        raise DataError(f"{p}: not a {kind} of format {fmt} (rerun the {stage} stage)")
+    return spec
+
+
 SCHEMA_VERSION_KEY = b"moeflow.schema_version"
 TABLE_KEY = b"moeflow.table"
 

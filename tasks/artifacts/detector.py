@@ -6,12 +6,9 @@ output); the cascade is named by its path and pinned by its sha256."""
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
-from tasks.errors import DataError
-from tasks.fileio import atomic_write_json
+from tasks.fileio import atomic_write_json, read_spec
 from tasks.params.detect import DetectConfig
 from tasks.typed import build, to_dict
 
@@ -27,13 +24,5 @@ def write_detector_spec(path: str | os.PathLike, cfg: DetectConfig, cascade_sha2
 
 def read_detector_spec(path: str | os.PathLike) -> tuple[DetectConfig, str | None]:
     """(the detect settings, the cascade's sha256 when lbpcascade)."""
-    p = Path(path)
-    try:
-        spec = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{p} does not exist (run the detect stage first: dvc repro detect)") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{p} is not a readable detector spec: {e}") from None
-    if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
-        raise DataError(f"{p}: not a detector spec of format {SPEC_FORMAT} (rerun the detect stage)")
+    spec = read_spec(path, "detector spec", "detect", SPEC_FORMAT)
     return build(DetectConfig, spec.get("settings") or {}, "detector spec"), spec.get("cascade_sha256")

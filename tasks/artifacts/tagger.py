@@ -6,12 +6,9 @@ threads, runner) are not recorded: the reader runs with their defaults and its o
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
-from tasks.errors import DataError
-from tasks.fileio import atomic_write_json
+from tasks.fileio import atomic_write_json, read_spec
 from tasks.params.tag import TagConfig
 from tasks.typed import build, to_dict
 
@@ -27,13 +24,5 @@ def write_tagger_spec(path: str | os.PathLike, cfg: TagConfig, backend: str, rea
 
 def read_tagger_spec(path: str | os.PathLike) -> tuple[TagConfig, str]:
     """(the tag settings with the backend that ran, why it ran)."""
-    p = Path(path)
-    try:
-        spec = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{p} does not exist (run the tag stage first: dvc repro tag)") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{p} is not a readable tagger spec: {e}") from None
-    if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
-        raise DataError(f"{p}: not a tagger spec of format {SPEC_FORMAT} (rerun the tag stage)")
+    spec = read_spec(path, "tagger spec", "tag", SPEC_FORMAT)
     return build(TagConfig, spec.get("settings") or {}, "tagger spec"), str(spec.get("reason") or "")
