@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tasks.artifacts.faces import face_id
+from tasks.artifacts.faces import crop_box_problem, face_id
 from tasks.detect import geometry
 from tasks.detect.filters import chroma, phash
 from tasks.detectors import AnimeFace, Detection, LbpCascade, read_cascade
@@ -100,7 +100,7 @@ class FaceResult:
     box: tuple[int, int, int, int]  # detected x, y, w, h
     crop_box: tuple[int, int, int, int]  # x0, y0, x1, y1
     score: Optional[float]
-    drop_reason: Optional[str]  # too_small, off_image, low_likelihood (decided per image)
+    drop_reason: Optional[str]  # too_small, off_image, low_likelihood, box_too_large (decided per image)
     monochrome: bool = False
     chroma: Optional[float] = None
     phash: Optional[int] = None
@@ -246,6 +246,9 @@ def crop_recorded(rgb: np.ndarray, image_id: str, rec: RecordedFace, s: WorkSett
                       detector=rec.detector)
     if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
         face.drop_reason = "off_image"  # not this image's box: nothing of it to cut
+        return face
+    if crop_box_problem(rec.crop_box, w, h):  # far larger than this image: cutting it would allocate side² px
+        face.drop_reason = "box_too_large"
         return face
     return _finish(face, rgb, s)
 

@@ -89,3 +89,46 @@ def test_the_missing_cascade_hint_names_the_fetch_stage(tmp_path):
     message = str(e.value)
     assert "`dvc repro fetch`" in message and "`python -m tasks.fetch`" in message
     assert "scripts/" not in message and "\n" not in message
+
+
+def test_a_recorded_box_far_larger_than_its_image_is_a_recorded_drop_not_an_error(tmp_path):
+    """A recorded face (boxes.parquet, from a release) whose crop box is 400,000 px wide: cutting it
+    would allocate ~480 GB. It is dropped as `box_too_large`, the image is `ok` (final: the next run
+    does not try it again), and the image's sound box is cropped as recorded."""
+    from tasks.artifacts.boxes import write_boxes
+    from tasks.artifacts.faces import face_id
+
+    ids = write_manifest(tmp_path / "manifest.parquet", [CLOSE_UP], REAL)
+    image = ids[CLOSE_UP.name]
+    w, h = Image.open(CLOSE_UP).size
+
+    def recorded(box):
+        x0, y0, x1, y1 = box
+        return {"face_id": face_id(image, "lbpcascade", box), "detector": "lbpcascade", "score": 1.0, "box_x": x0,
+                "box_y": y0, "box_w": x1 - x0, "box_h": y1 - y0, "crop_x0": x0, "crop_y0": y0, "crop_x1": x1,
+                "crop_y1": y1, "size": 128, "pad_fill": "white"}
+
+    sound, huge = (10, 10, 110, 110), (0, 0, 400_000, 400_000)
+    write_boxes(tmp_path / "boxes.parquet", {image: [recorded(sound), recorded(huge)]}, {image})
+    cfg = config(tmp_path / "out", workers=1)
+    first = detect(cfg, tmp_path / "manifest.parquet", REAL, progress=False, boxes=tmp_path / "boxes.parquet")
+    rows = pq.read_table(cfg.out.images).to_pylist()
+    assert [(r["status"], r["reason"], r["width"], r["height"]) for r in rows] == [("ok", None, w, h)]
+    faces = {(r["crop_x0"], r["crop_y0"], r["crop_x1"], r["crop_y1"]): r for r in read_faces(cfg.out.faces).to_pylist()}
+    assert faces[huge]["drop_reason"] == "box_too_large" and faces[huge]["shard"] is None
+    assert faces[sound]["drop_reason"] is None and CropReader(read_faces(cfg.out.faces), cfg.out.crops).read(
+        faces[sound]["face_id"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert first.bad == {} and first.dropped == {"box_too_large": 1}
+    again = detect(cfg, tmp_path / "manifest.parquet", REAL, progress=False, boxes=tmp_path / "boxes.parquet")
+    assert again.processed == 0  # a recorded verdict, not an error retried every run
+
+
+def test_box_scale_is_bounded_by_what_a_recorded_box_may_be():
+    """detect never makes a crop box the release reader and the recorded-box check would refuse."""
+    from tasks.artifacts.faces import MAX_BOX_SCALE
+    from tasks.params.detect import DetectConfig
+    from tasks.typed import build
+
+    assert build(DetectConfig, {"box_scale": MAX_BOX_SCALE}, "detect").box_scale == MAX_BOX_SCALE
+    with pytest.raises(ConfigError, match=r"^detect\.box_scale: must be between 1 and 4, got 4\.5$"):
+        build(DetectConfig, {"box_scale": 4.5}, "detect")
