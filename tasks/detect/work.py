@@ -21,7 +21,7 @@ from tasks.detectors import AnimeFace, Detection, LbpCascade, read_cascade
 from tasks.errors import Rejected
 from tasks.params.detect import DetectConfig
 
-ALGO_VERSION = 1  # bump when the per-image work changes its output: every image is redone
+ALGO_VERSION = 2  # bump when the per-image work changes its output: every image is redone (2: 16-bit grey scaled)
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 6]
 # Why an image is unusable. A final reason is a property of the file under the params key, so the
 # image is not tried again; a transient one (the file was not there, an unexpected exception, a
