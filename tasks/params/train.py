@@ -166,7 +166,7 @@ class LoopConfig:
     log_every: int = 100  # steps per metrics row (the only host synchronisation)
     cache_gb: float = 8.0  # decoded uint8 images kept in memory (on the GPU when there) up to this
     loader_threads: int = 4  # PNG decoding threads (cache build and streaming)
-    threads: int = 0  # torch CPU threads; 0 = auto: the cores other work leaves idle at the start
+    threads: int = 0  # torch CPU threads; 0 = all this process's cores (never the moment's load: the bytes depend on it)
     progress: bool = True  # tqdm bar (on a terminal only; logs get a line per log window instead)
     max_minutes: float = 0.0  # wall-clock budget: stop at the first log window past it (0 = none; not reproducible)
     keep_runs: int = 3  # run directories kept (by last use; another param set or data is another run)
