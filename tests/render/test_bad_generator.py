@@ -5,7 +5,6 @@ config beyond sane bounds before allocating anything."""
 from __future__ import annotations
 
 import json
-import logging
 import resource
 import subprocess
 import sys
@@ -29,19 +28,11 @@ from tasks.stage import main as stage_main
 from tasks.typed import build, to_dict
 from tests.conftest import ROOT
 from tests.support.export import TINY, make_generator_file
+from tests.support.logs import restore_logging  # noqa: F401 - autouse fixture
 from tests.support.train import random_attributes
 
 HUGE = {"image_size": 8192, "g_channels": 4096}  # the issue's: 2.78 TB of generator
 WIDE = {"image_size": 1024, "g_channels": 1024}  # each key within its bound, the whole ~11 GB
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """tasks.stage.main sets up the root logger for a command; give pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from tasks.params.train import RunConfig
 from tasks.stage import main as stage_main
 from tasks.typed import build
 from tests.conftest import ROOT
+from tests.support.logs import restore_logging  # noqa: F401 - autouse fixture
 
 
 def shipped() -> dict:
@@ -51,10 +52,13 @@ def files_under(root) -> list[str]:
 def test_a_params_file_cut_short_is_refused_and_nothing_runs(tmp_path, monkeypatch, capsys, text, message):
     f = tmp_path / "p.yaml"
     f.write_text(text, encoding="utf-8")
+    last = tmp_path / "reports/runs/render.json"  # the last good run's report stays
+    last.parent.mkdir(parents=True)
+    last.write_text('{"wall_s": 1.0}')
     before = files_under(tmp_path)
     code, err = run_render_stage(f, tmp_path, monkeypatch, capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {f}: {message}"), err
-    assert files_under(tmp_path) == before
+    assert files_under(tmp_path) == before and last.read_text() == '{"wall_s": 1.0}'
 
 
 def test_the_whole_file_needs_every_section(tmp_path):
