@@ -17,7 +17,7 @@ import pytest
 from tasks.artifacts.decisions import QUEUE_COLUMNS, read_csv, read_decisions
 from tasks.artifacts.images import MANIFEST_SCHEMA
 from tasks.artifacts.optout import read_requests
-from tasks.errors import OptoutError, ReviewError
+from tasks.errors import OptoutError
 from tasks.fileio import read_parquet, write_parquet
 from tasks.review.merge import merge
 from tasks.review.run import run_review
