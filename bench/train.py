@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     model = ModelConfig() if args.paper else ModelConfig(**DEMO_SIZES)
     n_cores = cores()
     before = {"loadavg": os.getloadavg(), "busy_cores": round(busy_cores(1.0), 2)}
-    auto = choose_threads(0)  # what the loop's threads: 0 picks on this machine now
+    auto = choose_threads(0)  # what the loop's threads: 0 picks on this machine (every core)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         tmp = Path(tmp)
         make_dataset(tmp / "faces.parquet", args.faces)

@@ -4,6 +4,8 @@ dataset frequency. Unknown entries (-1) are left out of the frequencies."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -31,6 +33,29 @@ def tag_frequencies(attributes: np.ndarray, groups=ONE_HOT_GROUPS) -> dict:
         known = col >= 0
         indep[j] = float((col[known] == 1).mean()) if known.any() else 0.0
     return {"n_tags": int(n_tags), "groups": out_groups, "independent": {str(k): v for k, v in indep.items()}}
+
+
+def check_frequencies(freqs, n_tags: int) -> None:
+    """Raise ValueError, one line, unless `freqs` is what tag_frequencies makes for `n_tags` tags:
+    groups of probabilities (finite, >= 0, some > 0) over [start, stop) within the tags, and
+    independent tags (by index) with a probability in [0, 1]. What a generator file carries is
+    checked before a tensor is sized by it."""
+    def finite(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(freqs, dict) or not isinstance(freqs.get("groups"), list) or not isinstance(
+            freqs.get("independent"), dict):
+        raise ValueError("expected a mapping with n_tags, groups and independent")
+    if freqs.get("n_tags") != n_tags:
+        raise ValueError(f"n_tags {freqs.get('n_tags')!r}, the generator takes {n_tags}")
+    for g in freqs["groups"]:
+        if not (isinstance(g, list) and len(g) == 3 and all(isinstance(v, int) for v in g[:2])
+                and 0 <= g[0] < g[1] <= n_tags and isinstance(g[2], list) and len(g[2]) == g[1] - g[0]
+                and all(finite(p) and p >= 0 for p in g[2]) and sum(g[2]) > 0):
+            raise ValueError(f"group {str(g)[:80]} is not [start, stop, probabilities] within {n_tags} tags")
+    for k, p in freqs["independent"].items():
+        if not (isinstance(k, str) and k.isdigit() and int(k) < n_tags and finite(p) and 0 <= p <= 1):
+            raise ValueError(f"independent tag {str(k)[:20]!r}: {str(p)[:20]} is not a tag index with a probability")
 
 
 class TagSampler:

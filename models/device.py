@@ -33,7 +33,8 @@ def cores() -> int:
 
 
 def busy_cores(window_s: float = 0.5) -> float:
-    """Cores other processes keep busy, sampled from /proc/stat over `window_s` (0 where unreadable)."""
+    """Cores other processes keep busy, sampled from /proc/stat over `window_s` (0 where unreadable).
+    For a log line only (busy_note): nothing that decides a result may depend on it."""
     def sample():
         with open("/proc/stat", encoding="ascii") as f:
             v = [int(x) for x in f.readline().split()[1:]]
@@ -56,16 +57,25 @@ def busy_cores(window_s: float = 0.5) -> float:
 
 
 def choose_threads(threads: int, processes: int = 1) -> int:
-    """`threads` when > 0; 0 = auto: this process's share of the cores, less every core that
-    other work keeps busy (3/4 of a core or more counts as one), at least 1. OpenMP threads that
-    share a core with another busy process wait on each other at every operation: on 2 cores
-    with one other busy process, 1 thread ran a training step 2-5x faster than 2. On an idle
-    machine auto is the core count, so the same inputs give the same weights (float sums depend
-    on the thread count)."""
+    """`threads` when > 0; 0 = auto: this process's share of the cores it may run on, at least 1.
+    A function of the params and the machine only, never of the moment's load: float sums depend
+    on the thread count, so the same params on the same machine give the same weights whatever
+    else is running. (On 2 cores with one other busy process, 1 thread ran a training step 2-5x
+    faster than 2: that is `loop.threads: 1`, a choice the params record; see `busy_note`.)"""
     if threads > 0:
         return threads
-    free = cores() - math.floor(busy_cores() + 0.25)
-    return max(1, free // max(1, processes))
+    return max(1, cores() // max(1, processes))
+
+
+def busy_note(threads: int, window_s: float = 0.5) -> str | None:
+    """A hint for the log when other work keeps cores busy that `threads` will share (the choice
+    stays the user's: it changes the weights), else None."""
+    busy = math.floor(busy_cores(window_s) + 0.25)
+    if threads < 2 or busy < 1 or cores() - busy >= threads:
+        return None
+    return (f"other work keeps ~{busy} of {cores()} cores busy; training on {threads} threads shares them (slower). "
+            f"`loop.threads: {max(1, cores() - busy)}` may be faster on a busy machine, at the cost of other bytes "
+            "(float sums depend on the thread count)")
 
 
 def cpu_has_fast_bf16() -> bool:

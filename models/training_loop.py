@@ -32,7 +32,7 @@ from models import loss as L
 from models.bookkeeping import Checkpoints, MetricsWindow, Ranks, TrainingError
 from models.conditioning import TagSampler, tag_frequencies
 from models.data import FaceData
-from models.device import choose_threads, cpu_has_fast_bf16, resolve_device
+from models.device import busy_note, choose_threads, cpu_has_fast_bf16, resolve_device
 from models.dragan import Discriminator, Generator
 from models.runs import PlotsLog, RunDir, describe_change
 from tasks.artifacts.generator import FILE_NAME as GENERATOR_FILE
@@ -71,6 +71,9 @@ class Trainer:
                 raise TrainingError(f"optim.batch {run.optim.batch} is not divisible by {self.world} processes")
         self.threads = choose_threads(cfg.threads, self.world) if self.device.type == "cpu" else torch.get_num_threads()
         torch.set_num_threads(self.threads)
+        note = busy_note(self.threads) if self.device.type == "cpu" and self.rank == 0 else None
+        if note:
+            log.info("train: %s", note)
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and (cuda or cpu_has_fast_bf16()))
         self.channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and (cuda or self.amp))

@@ -46,8 +46,8 @@ def read_cascade(path: str | Path) -> tuple[bytes, str]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            f"detect.cascade: {path} does not exist (run scripts/fetch_cascade.sh, or point "
-            "detect.cascade at a copy of nagadomi's lbpcascade_animeface.xml)") from None
+            f"detect.cascade: {path} does not exist (run the fetch stage: `dvc repro fetch` or "
+            "`python -m tasks.fetch`; or point detect.cascade at a copy of nagadomi's lbpcascade_animeface.xml)") from None
     except OSError as e:
         raise ConfigError(f"detect.cascade: cannot read {path}: {e.strerror or e}") from None
     load_cascade(data, str(path))

@@ -107,8 +107,8 @@ def _main(stage: str, section: type, run: Callable[..., Summary], argv: list[str
     args = parser(stage, inputs, description).parse_args(argv)
     setup_logging(args.verbose)
     t0 = time.perf_counter()
+    cfg = load_section(stage, section, args.params)  # a bad params file changes nothing, the last report included
     report_path(stage).unlink(missing_ok=True)  # this run's report only
-    cfg = load_section(stage, section, args.params)
     paths: dict[str, Any] = {i.name: getattr(args, i.name) for i in inputs}
     summary = run(cfg, **paths)
     for line in summary.lines():

@@ -3,7 +3,8 @@ run.json (tasks.params.train) and a generator's recorded config.
 
 A config is a frozen dataclass; `build` makes one from a mapping (YAML or JSON), strictly: an
 unknown key, a wrong type or a bad value is a `ConfigError` whose message is one line
-naming the dotted key. Keys left out take the dataclass default. After a dataclass is built,
+naming the dotted key. Every float must be finite (YAML's .nan / .inf, JSON's NaN / Infinity are
+refused). Keys left out take the dataclass default. After a dataclass is built,
 its `validate(self, key)` method (if any) checks the values; nested sections are validated
 first. The validators below (`positive`, `device_name`, `http_url`) raise the same error.
 
@@ -14,12 +15,17 @@ line and exit code 2 at the command line."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
 from tasks.errors import ConfigError
+
+
+class NotFinite(ConfigError):
+    """A float that is nan or infinite (a number, but never a usable one)."""
 
 
 def _type_name(tp: Any) -> str:
@@ -49,6 +55,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _convert(value, arg, key)
+            except NotFinite:
+                raise
             except ConfigError:
                 continue
         raise bad
@@ -82,7 +90,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise bad
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond a float's range
+                number = math.inf
+            if not math.isfinite(number):
+                raise NotFinite(f"{key}: must be a finite number, got {value!r}")
+            return number
         raise bad
     if tp is str:
         if isinstance(value, str):

@@ -2,8 +2,9 @@
 one reader of people-edited CSV files (the decisions, the review queue, optout.csv).
 
 Reading accepts what spreadsheet programs write (UTF-8 with or without BOM, LF or CRLF,
-`,` `;` or tab as delimiter, quoted fields) and rejects anything ambiguous with a
-ReviewError naming the file, line and value. Writing escapes every cell that a spreadsheet
+`,` `;` or tab as delimiter, quoted fields, multi-line quoted cells) and rejects anything
+ambiguous with a ReviewError naming the file, line and value, a control character in a cell
+(NUL and the like, `control_problem`) included. Writing escapes every cell that a spreadsheet
 would take for a formula: a leading `'` is added (see `escape_cell`), and `unescape_cell`
 removes exactly what `escape_cell` added, so what the pipeline writes reads back unchanged.
 
@@ -37,6 +38,12 @@ REQUIRED = ("face_id", "false_positive")
 FACE_ID_RE = re.compile(r"[0-9a-f]{64}")
 _NUMBERISH = re.compile(r"[-+]?\d+(?:[.,]\d+)?(?:E[-+]?\d+)?", re.IGNORECASE)
 
+# Control characters a person's CSV cell may not hold: NUL and the other C0 codes, DEL and the C1
+# codes. They are invisible in a spreadsheet, and one NUL makes git take the file for binary (no
+# diff, no merge). Tab, CR and LF stay allowed inside a quoted cell: a spreadsheet writes a
+# multi-line note that way, and git reads it as text.
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
 TRUE_WORDS = {"1", "true", "yes", "x"}
 FALSE_WORDS = {"0", "false", "no"}
 
@@ -54,6 +61,12 @@ def unescape_cell(value: str) -> str:
     if len(value) > 1 and value[0] == "'" and (value[1] in FORMULA_CHARS or value[1] == "'"):
         return value[1:]
     return value
+
+
+def control_problem(value: str) -> str | None:
+    """Why `value` cannot be a cell of a people-edited CSV (a control character), or None."""
+    m = CONTROL_RE.search(value)
+    return None if m is None else f"control character U+{ord(m.group()):04X} in {value[:60]!r}"
 
 
 def parse_verdict(value: str) -> bool | None:
@@ -152,9 +165,15 @@ def read_csv(path: str | Path, allowed: tuple[str, ...], *, key: str = "face_id"
 
 
 def _add_row(table: CsvTable, line: int, cells: list[str], error: type[MoeflowError] = ReviewError) -> None:
+    names = table.header
+    for i, cell in enumerate(cells):
+        problem = control_problem(cell)
+        if problem:
+            column = names[i] if i < len(names) and names[i] else f"field {i + 1}"
+            raise error(f"{table.path}: line {line}: {column}: {problem} (a cell holds printable text: delete the "
+                        "character)")
     if not any(c.strip() for c in cells):
         return  # blank line
-    names = table.header
     extra = [c for c in cells[len(names):] if c.strip()]
     if extra:
         raise error(f"{table.path}: line {line}: {len(cells)} fields but the header has {len(names)} "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -25,6 +26,10 @@ from tasks.fileio import atomic_open, read_parquet, with_version, write_parquet
 
 BOX = ("box_x", "box_y", "box_w", "box_h")  # the detected box, image pixels
 CROP = ("crop_x0", "crop_y0", "crop_x1", "crop_y1")  # the square crop box (may reach past the image)
+
+# The largest detect.box_scale: a crop box's side is at most this times its image's longer side. A
+# recorded box beyond it (a release row) is refused before a pixel is allocated (crop_box_problem).
+MAX_BOX_SCALE = 4.0
 
 FACES_TABLE = "faces"
 FACES_VERSION = 1
@@ -73,6 +78,26 @@ CROPS_SCHEMA = with_version(pa.schema([
     pa.field("face_id", pa.string(), nullable=False),
     pa.field("png", pa.binary(), nullable=False),
 ]), CROPS_TABLE, CROPS_VERSION)
+
+
+def crop_box_problem(box: tuple[int, int, int, int], width: int, height: int, *, turned: bool = False) -> str | None:
+    """Why `box` (x0, y0, x1, y1) cannot be a crop box of a `width` x `height` image, or None: empty,
+    wider or taller than MAX_BOX_SCALE x the image's longer side (detect never makes one; cutting it
+    would allocate side² pixels), or wholly outside the image. `turned`: the image may be turned a
+    quarter (a release row's size is the file's, before EXIF orientation), so either side may be
+    either axis."""
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        return f"crop box {tuple(box)} is empty"
+    longest = max(width, height)
+    limit = math.floor(MAX_BOX_SCALE * longest + 0.5)
+    if x1 - x0 > limit or y1 - y0 > limit:
+        return (f"crop box {tuple(box)} is {x1 - x0}x{y1 - y0} px, more than {MAX_BOX_SCALE:g} x the longer side "
+                f"of its {width}x{height} image")
+    w, h = (longest, longest) if turned else (width, height)
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        return f"crop box {tuple(box)} lies outside its {width}x{height} image"
+    return None
 
 
 def face_id(image_id: str, detector: str, crop_box: tuple[int, int, int, int]) -> str:

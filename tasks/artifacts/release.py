@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tasks.artifacts.faces import BOX, CROP
+from tasks.artifacts.faces import BOX, CROP, crop_box_problem
 from tasks.artifacts.faces import face_id as face_id_of
 from tasks.artifacts.tags import MGM_TAGS
 from tasks.errors import SourceError
@@ -105,6 +105,16 @@ def _check_row(row: dict, where: str) -> dict:
         raise SourceError(f"{where}: a box or size value is not an integer") from None
     if box[2] <= box[0] or box[3] <= box[1]:
         raise SourceError(f"{where}: crop box {box} is empty")
+    if row.get("width") is not None and row.get("height") is not None:
+        try:
+            width, height = int(row["width"]), int(row["height"])
+        except (TypeError, ValueError):
+            raise SourceError(f"{where}: width or height is not an integer") from None
+        if width < 1 or height < 1:
+            raise SourceError(f"{where}: image size {width}x{height} is not a size")
+        problem = crop_box_problem(box, width, height, turned=True)  # the file's size, before EXIF orientation
+        if problem:
+            raise SourceError(f"{where}: {problem}")
     if face_id_of(sha, row["detector"], box) != row["face_id"]:
         raise SourceError(f"{where}: face_id {row['face_id']!r} is not sha256(sha256|detector|crop box): "
                           "the row was changed, or is not a moeflow release")

@@ -14,14 +14,14 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tasks.artifacts.faces import face_id
+from tasks.artifacts.faces import crop_box_problem, face_id
 from tasks.detect import geometry
 from tasks.detect.filters import chroma, phash
 from tasks.detectors import AnimeFace, Detection, LbpCascade, read_cascade
 from tasks.errors import Rejected
 from tasks.params.detect import DetectConfig
 
-ALGO_VERSION = 1  # bump when the per-image work changes its output: every image is redone
+ALGO_VERSION = 2  # bump when the per-image work changes its output: every image is redone (2: 16-bit grey scaled)
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 6]
 # Why an image is unusable. A final reason is a property of the file under the params key, so the
 # image is not tried again; a transient one (the file was not there, an unexpected exception, a
@@ -100,7 +100,7 @@ class FaceResult:
     box: tuple[int, int, int, int]  # detected x, y, w, h
     crop_box: tuple[int, int, int, int]  # x0, y0, x1, y1
     score: Optional[float]
-    drop_reason: Optional[str]  # too_small, off_image, low_likelihood (decided per image)
+    drop_reason: Optional[str]  # too_small, off_image, low_likelihood, box_too_large (decided per image)
     monochrome: bool = False
     chroma: Optional[float] = None
     phash: Optional[int] = None
@@ -123,9 +123,29 @@ class ImageResult:
     faces: list[FaceResult] = field(default_factory=list)
 
 
+# Greyscale modes wider than 8 bits: a 16-bit PNG opens as I;16 (I in older Pillows). Pillow's
+# convert("RGB") clips them (every pixel 0 or 255); grey_to_8bit scales them instead.
+WIDE_GREY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+WIDE_MAX = 65535  # the white of a 16-bit sample (mode I here is a 16-bit PNG's or TIFF's grey)
+
+
+def grey_to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image as 8-bit L (v * 255 / 65535, rounded), its transparent grey (a tRNS
+    chunk: one 16-bit value) as alpha (LA)."""
+    wide = np.asarray(im).astype(np.int64)
+    wide = np.clip(wide, 0, WIDE_MAX)
+    grey = Image.fromarray(((wide * 255 + WIDE_MAX // 2) // WIDE_MAX).astype(np.uint8), "L")
+    key = im.info.get("transparency")
+    if isinstance(key, int) and not isinstance(key, bool):
+        alpha = Image.fromarray(np.where(wide == key, 0, 255).astype(np.uint8), "L")
+        return Image.merge("LA", (grey, alpha))
+    return grey
+
+
 def load_image(path: str, max_pixels: int) -> Image.Image:
-    """Decode to RGB: EXIF orientation applied, transparency composited on white.
-    Raises Rejected with a reason for anything unusable."""
+    """Decode to RGB: EXIF orientation applied, 16-bit greyscale scaled to 8 bits (16-bit RGB(A)
+    Pillow already reduces), transparency composited on white. Raises Rejected with a reason for
+    anything unusable."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # our own max_pixels check replaces Pillow's bomb warning
@@ -135,6 +155,10 @@ def load_image(path: str, max_pixels: int) -> Image.Image:
                 raise Rejected("too_large", f"{w}x{h} > {max_pixels} pixels")
             im.load()
             im = ImageOps.exif_transpose(im)
+            if im.mode in WIDE_GREY:
+                im = grey_to_8bit(im)
+            elif im.mode == "F":
+                raise Rejected("unsupported", "floating-point pixels (mode F): no known white level")
             if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
                 rgba = im.convert("RGBA")
                 im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
@@ -222,6 +246,9 @@ def crop_recorded(rgb: np.ndarray, image_id: str, rec: RecordedFace, s: WorkSett
                       detector=rec.detector)
     if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
         face.drop_reason = "off_image"  # not this image's box: nothing of it to cut
+        return face
+    if crop_box_problem(rec.crop_box, w, h):  # far larger than this image: cutting it would allocate side² px
+        face.drop_reason = "box_too_large"
         return face
     return _finish(face, rgb, s)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tasks.errors import ConfigError
-from tasks.params import DEFAULT_PARAMS, read_yaml
+from tasks.params import DEFAULT_PARAMS, SECTIONS, read_params, require_sections
 from tasks.params.detect import DetectConfig
 from tasks.params.export import ExportConfig
 from tasks.params.fetch import FetchConfig
@@ -37,8 +37,9 @@ class Params:
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Read the params file into the frozen, typed `Params`; a mistake is a ConfigError naming the
-    file and the dotted key."""
-    data = read_yaml(path)
+    file and the dotted key. Every section must be there (tasks.params.require_sections)."""
+    data = read_params(path)
+    require_sections(data, SECTIONS, path)
     try:
         return build(Params, data)
     except ConfigError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from tasks.artifacts.faces import MAX_BOX_SCALE
 from tasks.errors import ConfigError
 from tasks.typed import positive
 
@@ -53,8 +54,8 @@ class DetectConfig:
         positive(self.min_size, f"{key}.min_size")
         if not 0.0 <= self.min_likelihood <= 1.0:
             raise ConfigError(f"{key}.min_likelihood: must be between 0 and 1, got {self.min_likelihood!r}")
-        if self.box_scale < 1.0:
-            raise ConfigError(f"{key}.box_scale: must be >= 1, got {self.box_scale!r}")
+        if not 1.0 <= self.box_scale <= MAX_BOX_SCALE:
+            raise ConfigError(f"{key}.box_scale: must be between 1 and {MAX_BOX_SCALE:g}, got {self.box_scale!r}")
         positive(self.min_face, f"{key}.min_face", allow_zero=True)
         if self.size < 8:
             raise ConfigError(f"{key}.size: must be >= 8, got {self.size!r}")

@@ -16,6 +16,17 @@ from tasks.errors import ConfigError
 from tasks.typed import device_name
 
 
+# Sane bounds of a model config, checked before anything is allocated (a generator file's recorded
+# config is read with the same validation): the paper's model is 128 px, ~4M generator and ~25M
+# discriminator parameters, its largest feature map 1M values a sample.
+MAX_IMAGE_SIZE = 1024
+MAX_WIDTH = 4096  # z_dim, any channel width
+MAX_TAGS = 1024
+MAX_BLOCKS = 256
+MAX_PARAMETERS = 250_000_000  # per network (1 GB of float32)
+MAX_FEATURE_MAP = 1 << 26  # values of one sample's largest activation (256 MB of float32)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     image_size: int = 128  # output side; the generator starts at image_size / 8
@@ -50,6 +61,57 @@ class ModelConfig:
             raise ConfigError(f"{key}.d_mbstd_group: expected 0 (off) or a group of 2 or more, got {self.d_mbstd_group}")
         if self.g_blocks < 0 or self.d_blocks < 0 or min(self.d_channels) < 1:
             raise ConfigError(f"{key}: block counts must be >= 0 and widths > 0")
+        self._check_bounds(key)
+
+    def _check_bounds(self, key: str) -> None:
+        """Refuse a model beyond sane bounds, from arithmetic alone (nothing allocated)."""
+        limits = {"image_size": MAX_IMAGE_SIZE, "z_dim": MAX_WIDTH, "n_tags": MAX_TAGS, "g_channels": MAX_WIDTH,
+                  "g_blocks": MAX_BLOCKS, "d_blocks": MAX_BLOCKS}
+        for name, limit in limits.items():
+            if getattr(self, name) > limit:
+                raise ConfigError(f"{key}.{name}: at most {limit}, got {getattr(self, name)}")
+        for name in ("g_up_channels", "d_channels"):
+            if max(getattr(self, name), default=0) > MAX_WIDTH:
+                raise ConfigError(f"{key}.{name}: widths at most {MAX_WIDTH}, got {list(getattr(self, name))}")
+        for net, (params, largest) in (("generator", generator_size(self)), ("discriminator", discriminator_size(self))):
+            if params > MAX_PARAMETERS:
+                raise ConfigError(f"{key}: the {net} would have {params:,} parameters (at most {MAX_PARAMETERS:,})")
+            if largest > MAX_FEATURE_MAP:
+                raise ConfigError(f"{key}: the {net}'s largest feature map would hold {largest:,} values a sample "
+                                  f"(at most {MAX_FEATURE_MAP:,})")
+
+
+def generator_size(m: ModelConfig) -> tuple[int, int]:
+    """(parameters, values of one sample's largest feature map) of models.dragan.Generator for `m`,
+    by arithmetic (tests/train/test_model_bounds.py holds it to the real network)."""
+    c, s0 = m.g_channels, m.image_size // 8
+    params = (m.z_dim + m.n_tags + 1) * c * s0 * s0 + 2 * c  # fc, head BatchNorm
+    params += m.g_blocks * (18 * c * c + 4 * c) + 2 * c  # residual blocks (2 convs, 2 BNs), tail BatchNorm
+    largest, cin, side = c * s0 * s0, c, s0
+    for cout in m.g_up_channels or (c, c, c):  # conv to 4 x cout, PixelShuffle x2, BatchNorm
+        params += 9 * cin * 4 * cout + 4 * cout + 2 * cout
+        largest = max(largest, 4 * cout * side * side)
+        cin, side = cout, side * 2
+    params += 81 * cin * 3 + 3  # the 9x9 output conv
+    return params, max(largest, 3 * side * side)
+
+
+def discriminator_size(m: ModelConfig) -> tuple[int, int]:
+    """(parameters, values of one sample's largest feature map) of models.dragan.Discriminator."""
+    params, largest, cin, side = 0, 0, 3, m.image_size
+    for i, c in enumerate(m.d_channels):
+        last = i == len(m.d_channels) - 1
+        k = 3 if last else 4
+        params += k * k * cin * c + c
+        side //= 2
+        largest = max(largest, c * side * side)
+        if not last:
+            params += m.d_blocks * 2 * (9 * c * c + c)
+        cin = c
+    if m.d_mbstd_group:
+        cin += 1
+    flat = cin * side * side
+    return params + (flat + 1) + (flat * m.n_tags + m.n_tags), max(largest, flat)
 
 
 @dataclass(frozen=True)
@@ -104,7 +166,7 @@ class LoopConfig:
     log_every: int = 100  # steps per metrics row (the only host synchronisation)
     cache_gb: float = 8.0  # decoded uint8 images kept in memory (on the GPU when there) up to this
     loader_threads: int = 4  # PNG decoding threads (cache build and streaming)
-    threads: int = 0  # torch CPU threads; 0 = auto: the cores other work leaves idle at the start
+    threads: int = 0  # torch CPU threads; 0 = all this process's cores (never the moment's load: the bytes depend on it)
     progress: bool = True  # tqdm bar (on a terminal only; logs get a line per log window instead)
     max_minutes: float = 0.0  # wall-clock budget: stop at the first log window past it (0 = none; not reproducible)
     keep_runs: int = 3  # run directories kept (by last use; another param set or data is another run)

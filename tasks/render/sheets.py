@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.conditioning import TagSampler
+from models.conditioning import TagSampler, check_frequencies
 from models.dragan import Generator
 from tasks.artifacts.generator import load_generator
 from tasks.artifacts.tags import HAIR_COLOR_SLICE, MGM_TAGS
@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 
 def load_sampled(path: str | os.PathLike, device="cpu") -> tuple[Generator, TagSampler, dict]:
     """The EMA generator (tasks.artifacts.generator), the tag sampler of its training data, its metadata."""
-    G, _, meta = load_generator(path, device)
+    G, cfg, meta = load_generator(path, device)
     try:
-        sampler = TagSampler(json.loads(meta["sampler"]), device)
+        freqs = json.loads(meta["sampler"])
+        check_frequencies(freqs, cfg.n_tags)
+        sampler = TagSampler(freqs, device)
     except (KeyError, ValueError, TypeError) as e:
         raise DataError(f"{path}: no usable tag frequencies in its metadata (`sampler`): {e}") from None
     return G, sampler, meta

@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tasks.artifacts.decisions import QUEUE_COLUMNS, append_decisions, decisions_of, read_csv, read_decisions
+from tasks.artifacts.decisions import (QUEUE_COLUMNS, append_decisions, control_problem, decisions_of, read_csv,
+                                      read_decisions)
 from tasks.artifacts.faces import read_faces
 from tasks.errors import ReviewError
 from tasks.params.review import ReviewConfig
@@ -49,6 +50,8 @@ def merge(cfg: ReviewConfig, faces: str | os.PathLike, source: str | os.PathLike
     """Append the filled-in verdicts of `source` (default: the queue) to the decisions CSV."""
     src = Path(source or cfg.out.queue)
     target = Path(cfg.decisions)
+    if control_problem(reviewer):
+        raise ReviewError(f"--reviewer: {control_problem(reviewer)} (it goes into {target}: printable text only)")
     with decisions_lock(target, "merge"):
         if not src.exists():
             raise ReviewError(f"{src}: file not found" + ("" if source else " (export the queue first: `dvc repro review`)"))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tasks.artifacts.decisions import QUEUE_COLUMNS, Decision, render_csv
+from tasks.artifacts.decisions import CONTROL_RE, QUEUE_COLUMNS, Decision, render_csv
 from tasks.artifacts.faces import CropReader
 from tasks.artifacts.images import read_manifest
 from tasks.errors import DataError
@@ -57,7 +57,9 @@ def source_url(url: str | None, page_url: str | None) -> str:
     source) names a path on the machine that scraped, so it is left out."""
     for u in (url, page_url):
         if u and not u.lower().startswith("file:"):
-            return u
+            # percent-encoded as a browser would: the queue is read back as a people-edited CSV,
+            # which refuses control characters
+            return CONTROL_RE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), u)
     return ""
 
 

@@ -115,6 +115,32 @@ def test_an_edited_release_manifest_is_refused_naming_the_row(tmp_path):
         read_release(tmp_path / "empty")
 
 
+def test_a_crop_box_far_larger_than_its_image_is_refused_naming_the_row(tmp_path):
+    """A 400,000-px box with a face_id that matches it (issue 21, item 14): detect would try to
+    allocate ~480 GB to cut it. The row names its image's size, so the release is refused when read."""
+    good = _row("ab" * 32)
+    huge = _row("cd" * 32, box=(0, 0, 400_000, 400_000))
+    j = tmp_path / "faces.jsonl"
+    j.write_text(jsonl_line(good) + jsonl_line(huge))
+    with pytest.raises(SourceError) as e:
+        read_release(j)
+    assert str(e.value) == (f"{j}: line 2: crop box (0, 0, 400000, 400000) is 400000x400000 px, more than 4 x the "
+                            "longer side of its 300x300 image")
+    outside = _row("cd" * 32, box=(5000, 5000, 5100, 5100))
+    j.write_text(jsonl_line(good) + jsonl_line(outside))
+    with pytest.raises(SourceError, match=r"line 2: crop box \(5000, 5000, 5100, 5100\) lies outside its 300x300 image"):
+        read_release(j)
+    write_parquet(tmp_path / "faces.parquet", [good, {**huge, "width": 0}], release_schema())
+    with pytest.raises(SourceError, match=r"faces.parquet: row 2: image size 0x300 is not a size"):
+        read_release(tmp_path / "faces.parquet")
+    # a box as detect makes it: up to 4 x the longer side, on a file whose size is before its EXIF
+    # orientation (300 wide, 200 high, shown turned: the box reaches y 280)
+    turned = {**_row("ef" * 32, box=(-500, -420, 700, 780)), "width": 300, "height": 200}
+    j.write_text(jsonl_line(good) + jsonl_line(turned) + jsonl_line({**_row("12" * 32, box=(10, 150, 100, 280)),
+                                                                     "width": 300, "height": 200}))
+    assert len(read_release(j)[0]) == 3
+
+
 def test_the_release_source_keeps_only_the_released_bytes(tmp_path):
     with FakeBooru() as srv:
         srv.add_real_posts([p.name for p in IMAGES])

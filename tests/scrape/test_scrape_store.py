@@ -13,6 +13,7 @@ from tasks.fileio import atomic_write_text
 from tasks.params.all import load_params
 from tasks.scrape.run import scrape
 from tasks.tools.card import build_card
+from tests.conftest import ROOT
 from tests.support.fakebooru import REAL, FakeBooru
 from tests.support.scrape import scrape_cfg
 
@@ -41,7 +42,9 @@ def test_the_card_counts_opt_outs_over_all_runs_not_the_last_one(tmp_path):
         second = scrape(cfg, progress=False)  # resumed: the opt-outs of run 1 are "already done"
     assert first.rejected["noai"] == 1 and second.rejected == {} and second.kept_new == 1
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"scrape": json.loads(json.dumps(dataclasses.asdict(cfg)))}))
+    whole = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))  # the card reads every section
+    whole["scrape"] = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    params.write_text(yaml.safe_dump(whole))
     card = build_card(load_params(params), root=tmp_path)
     for key in ("noai_header", "robots_disallowed", "blocklist_artist", "blocklist_tag"):
         assert _card_row(card, key) == f"| {key} | 1 |", card

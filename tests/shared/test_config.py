@@ -2,7 +2,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -53,12 +52,11 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_cli_bad_params_is_one_line_and_nonzero(tmp_path):
+    """The shipped file with one bad value (the flow's up-front check reads every section)."""
     f = tmp_path / "p.yaml"
-    f.write_text(textwrap.dedent("""\
-        scrape:
-          http:
-            rate_limit: fast
-        """))
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    assert "    rate_limit: 1.0 " in text
+    f.write_text(text.replace("    rate_limit: 1.0 ", "    rate_limit: fast", 1), encoding="utf-8")
     for module in ("tasks.scrape", "flows.scrape"):  # the stage command and its Prefect flow
         r = subprocess.run([sys.executable, "-m", module, "--params", str(f)], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
