@@ -23,7 +23,7 @@ class Measured:
     rc: int
     wall_s: float
     cpu_s: float  # user + system of the command and every descendant it waited for
-    max_rss_mb: float  # the largest single process of the tree (kernel's ru_maxrss, exact)
+    max_rss_mb: float  # the largest single process of the tree (the kernel's ru_maxrss, via GNU time: exact)
     tree_rss_mb: float  # the largest sum of RSS over the whole tree, sampled (shared pages counted per process)
     marks: dict[str, float] = field(default_factory=dict)  # pattern -> seconds after the start of its first line
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and at the end
@@ -33,6 +33,9 @@ class Measured:
         d = asdict(self)
         d.pop("tail")
         return d
+
+
+TIME = "/usr/bin/time"  # GNU time (Debian's `time` package)
 
 
 def _tree_rss(pid: int) -> int:
@@ -50,15 +53,29 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
+def _gnu_time(path: Path) -> tuple[float, float]:
+    """(max RSS in MB, user + system seconds) from GNU time's `-f "%M %U %S"` file (its last line)."""
+    kb, user, system = path.read_text().strip().splitlines()[-1].split()
+    return int(kb) / 1024, float(user) + float(system)
+
+
 def measured(cmd: list[str], cwd: Path, env: dict, log_path: Path, marks: dict[str, str] | None = None,
              sample_s: float = 0.2, check: bool = True) -> Measured:
     """Run cmd (stdout and stderr into log_path), measuring it and its whole process tree.
-    `marks`: name -> regex; the seconds from the start to the first output line matching each."""
+    `marks`: name -> regex; the seconds from the start to the first output line matching each.
+
+    The peak RSS comes from GNU time, which runs cmd: a process's ru_maxrss starts at its parent's peak
+    RSS (Linux carries it over fork and exec), so cmd must be the child of a small process, never of
+    this one, whose own peak would be reported instead."""
+    if not os.access(TIME, os.X_OK):
+        raise RuntimeError(f"{TIME} (GNU time) is needed: apt-get install time")
     load0 = os.getloadavg()[0]
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    rusage = log_path.with_suffix(".rusage")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([TIME, "-f", "%M %U %S", "-o", str(rusage), *cmd], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
     peak = [0]
     done = threading.Event()
 
@@ -81,14 +98,13 @@ def measured(cmd: list[str], cwd: Path, env: dict, log_path: Path, marks: dict[s
             for k, p in pats.items():
                 if k not in found and p.search(line):
                     found[k] = round(now, 3)
-    _, status, ru = os.wait4(proc.pid, 0)
+    proc.wait()
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    m = Measured(cmd, proc.returncode, round(wall, 3), round(ru.ru_utime + ru.ru_stime, 2),
-                 round(ru.ru_maxrss / 1024, 1), round(peak[0] / 2**20, 1), found,
-                 (round(load0, 2), round(os.getloadavg()[0], 2)), "".join(tail))
+    max_rss, cpu = _gnu_time(rusage)
+    m = Measured(cmd, proc.returncode, round(wall, 3), round(cpu, 2), round(max_rss, 1), round(peak[0] / 2**20, 1),
+                 found, (round(load0, 2), round(os.getloadavg()[0], 2)), "".join(tail))
     if check and m.rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {m.rc} (log {log_path}):\n{m.tail}")
     return m
