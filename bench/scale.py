@@ -213,15 +213,19 @@ def table(res: dict) -> str:
 def growth(results: list[dict], n_base: int) -> str:
     base = next(r for r in results if r["n"] == n_base and "stages" in r)
     ns = [r for r in results if "stages" in r]
-    head = f"{'stage':8} " + " ".join(f"{'ms/img ' + label(r['n']):>12}" for r in ns) + " " + \
-        " ".join(f"{'x ' + label(r['n']):>7}" for r in ns if r["n"] != n_base) + " " + \
-        " ".join(f"{'MB ' + label(r['n']):>8}" for r in ns)
-    lines = [f"\nper-image wall against the {label(n_base)} run (x), and the largest process's peak RSS (MB)", head]
+    more = [r for r in ns if r["n"] != n_base]
+    head = (f"{'stage':8} " + " ".join(f"{'ms/img ' + label(r['n']):>11}" for r in ns) + " "
+            + " ".join(f"{'x ' + label(r['n']):>6}" for r in more) + " "
+            + " ".join(f"{'cpu x ' + label(r['n']):>9}" for r in more) + " "
+            + " ".join(f"{'MB ' + label(r['n']):>7}" for r in ns))
+    lines = [f"\nper image against the {label(n_base)} run: wall (x) and CPU (cpu x); the largest process's peak RSS (MB)",
+             head]
     for stage in STAGES:
-        b = base["stages"][stage]["s_per_image"]
-        lines.append(f"{stage:8} " + " ".join(f"{1000 * r['stages'][stage]['s_per_image']:12.2f}" for r in ns) + " "
-                     + " ".join(f"{r['stages'][stage]['s_per_image'] / b:7.2f}" for r in ns if r["n"] != n_base) + " "
-                     + " ".join(f"{r['stages'][stage]['max_rss_mb']:8.0f}" for r in ns)
+        b, bc = base["stages"][stage]["s_per_image"], base["stages"][stage]["cpu_s"] / n_base
+        lines.append(f"{stage:8} " + " ".join(f"{1000 * r['stages'][stage]['s_per_image']:11.2f}" for r in ns) + " "
+                     + " ".join(f"{r['stages'][stage]['s_per_image'] / b:6.2f}" for r in more) + " "
+                     + " ".join(f"{r['stages'][stage]['cpu_s'] / r['n'] / bc:9.2f}" for r in more) + " "
+                     + " ".join(f"{r['stages'][stage]['max_rss_mb']:7.0f}" for r in ns)
                      + ("   (fixed work: per-image figures fall with N)" if stage in FIXED else ""))
     lines.append("no-op repro s: " + ", ".join(f"{label(r['n'])} {r['noop_repro_s']}" for r in ns))
     return "\n".join(lines)
