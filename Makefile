@@ -11,7 +11,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test bench lock serve web web-deps web-build
+.PHONY: venv demo test bench bench-scale lock serve web web-deps web-build
 
 venv: $(VENV)/.installed
 
@@ -40,6 +40,13 @@ test: venv web-deps
 
 bench: venv web-deps
 	for b in scrape detect tag train web dvc_noop pipeline; do $(PY) bench/$$b.py || exit 1; done
+
+# How every stage's cost grows with N (bench/scale.py; README 'How the costs grow'). Long: 1k,4k takes ~40 min on
+# 2 cores; `make bench-scale SIZES=1k,4k,16k,64k` is the large run (hours, an idle machine, ~120 GB free disk;
+# ~60 GB with SCALE_ARGS=--no-transfer: the bench skips what the free disk cannot hold, and says so).
+SIZES ?= 1k,4k
+bench-scale: venv
+	$(PY) bench/scale.py --sizes $(SIZES) $(SCALE_ARGS)
 
 # The browser generator: npm packages from the lock, Debian's chromium for the tests.
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json

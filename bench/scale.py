@@ -1,0 +1,278 @@
+"""How every stage's cost grows with the number of images, through the pipeline's command line.
+
+For each N (default 1k and 4k; the 1k run is always made, as the baseline of the same invocation; --base
+changes it):
+1. N synthetic posts with faces (bench/synth.py: made once for the largest N, each N a hard-linked view);
+2. a throwaway project copy (tests' make_copy) whose params.yaml points the folder source at them;
+3. `dvc repro <stage>` for scrape, detect, review, tag, release, train, render and export in turn,
+   each measured as a whole process tree: wall, CPU, the largest process's peak RSS (ru_maxrss),
+   the tree's summed RSS (sampled), the stage's own wall (reports/runs/<stage>.json; the rest is DVC),
+   the files and bytes of its outs (dvc.lock) and what it added to the workspace and DVC's cache;
+4. the whole workspace's no-op `dvc repro` (median of 3), the files DVC tracks per 1,000 images;
+5. `dvc push` + `dvc pull` into a fresh clone, to a directory remote against `cp -r` of the same outs,
+   and to SeaweedFS's S3 gateway on 127.0.0.1 against one tar of them as a single object.
+
+train runs its whole stage with a tiny model for 4 steps: the row is the training-dataset export
+plus the loader reading it (models/data.py), which is what grows with N; `export_s` is the time from
+"Running stage 'train'" to the export's log line, `load_s` to the loader's.
+
+    python bench/scale.py [--sizes 1k,4k] [--profile] [--no-transfer] [--synth-dir DIR] [--keep]
+    python bench/scale.py --sizes 1k,4k,16k,64k      # the large run, on an idle machine (hours)
+
+Prints one table per N — wall; `dvc<` DVC before the command (the stage's and its upstream's status:
+hashing deps); `run` the command itself, interpreter start included; `dvc>` DVC after it (hashing and
+caching the outs, dvc.lock); ms per image; CPU; peak RSS of the largest process and of the tree; the
+outs' files and MB; what the cache grew by; the load average — and the growth against 1k; writes bench/out/scale-<sizes>.json (and with
+--profile, bench/out/profile-<N>-<stage>.txt: py-spy over dvc and the stage's processes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for p in (str(ROOT), str(HERE)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import synth  # noqa: E402
+from scale_measure import (cache_objects, free_bytes, lock_outs, machine, measured, pyspy_summary,  # noqa: E402
+                           tracked_files, usage)
+from scale_transfer import local_round_trip, s3_round_trip  # noqa: E402
+
+try:  # tests/ is being regrouped: the project-copy helpers move to tests/support
+    from tests.support.project import env, make_copy  # type: ignore[import-not-found]  # noqa: E402
+except ImportError:
+    from tests.project import env, make_copy  # noqa: E402
+
+log = logging.getLogger("bench.scale")
+OUT = HERE / "out"
+STAGES = ["scrape", "detect", "review", "tag", "release", "train", "render", "export"]
+FIXED = {"render", "export"}  # their work does not depend on N (a fixed number of samples)
+MB = 1e6
+DISK_PER_IMAGE = 1.0e6  # bytes a run needs per image: input, store, crops, exports, DVC's cache copy of each
+SMALL_MODEL = {
+    "model": {"g_channels": 8, "g_blocks": 1, "g_up_channels": [], "d_channels": [8, 16, 32]},
+    "optim": {"batch": 8},
+    "loop": {"steps": 4, "checkpoint_every": 4, "log_every": 2, "threads": 1, "progress": False},
+}
+
+
+def parse_size(s: str) -> int:
+    s = s.strip().lower()
+    return int(float(s[:-1]) * 1000) if s.endswith("k") else int(s)
+
+
+def parse_sizes(text: str, base: int) -> list[int]:
+    return sorted({parse_size(s) for s in text.split(",")} | {base})
+
+
+def label(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def bench_params(folder: Path, n: int) -> dict:
+    cores = os.cpu_count() or 1
+    return {
+        "scrape": {"source": "folder", "folder": str(folder),
+                   "filters": {"min_width": 256, "min_height": 256, "max_images": max(10_000, 2 * n)}},
+        "detect": {"workers": cores, "min_face": 64, "box_scale": 1.25},  # params.yaml's, not the tests' TINY
+        "train": SMALL_MODEL,
+        "render": {"eval_samples": 64, "batch": 32, "grid": 4, "variations": 2},
+    }
+
+
+def stage_report(project: Path, stage: str) -> dict:
+    p = project / "reports" / "runs" / f"{stage}.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_stage(project: Path, stage: str, n: int, logs: Path, e: dict, profile: bool) -> dict:
+    cache_before = cache_objects(project)
+    cmd = ["dvc", "repro", stage]
+    raw = logs / f"pyspy-{stage}.txt"
+    if profile:
+        cmd = ["py-spy", "record", "--subprocesses", "-r", "25", "--format", "raw", "-o", str(raw), "--"] + cmd
+    marks = {"start": rf"Running stage '{stage}'", "done": rf"{stage}: done in [\d.]+ s"}
+    if stage == "train":
+        marks |= {"export": r"train dataset: \d+ faces", "load": r"models\.data: data: \d+ faces"}
+    m = measured(cmd, project, e, logs / f"{stage}.log", marks)
+    rep = stage_report(project, stage)
+    outs = lock_outs(project, stage)
+    ws = usage([project / o["path"] for o in outs])
+    cache_after = cache_objects(project)
+    start, done = m.marks.get("start"), m.marks.get("done")
+    row = {**m.as_dict(), "stage_wall_s": rep.get("wall_s"),
+           # DVC before the command (status of the stage and its upstream: hashing deps), the command (with
+           # the interpreter's start and imports), DVC after it (hashing and caching outs, dvc.lock)
+           "dvc_before_s": start, "run_s": round(done - start, 2) if start and done else None,
+           "dvc_after_s": round(m.wall_s - done, 2) if done else None,
+           "s_per_image": m.wall_s / n, "out_files": sum(o["nfiles"] for o in outs),
+           "out_bytes": sum(o["size"] or 0 for o in outs), "workspace_disk": ws.disk,
+           "cache_added_files": cache_after.files - cache_before.files,
+           "cache_added_disk": cache_after.disk - cache_before.disk}
+    if stage == "train" and "start" in m.marks:
+        for k in ("export", "load"):
+            if k in m.marks:
+                row[f"{k}_s"] = round(m.marks[k] - m.marks["start"], 2)
+    if profile and raw.is_file():
+        OUT.mkdir(exist_ok=True)
+        (OUT / f"profile-{label(n)}-{stage}.txt").write_text(pyspy_summary(raw))
+    log.info("%s at %s: %.1f s wall, %.1f MB peak process, %.1f MB tree", stage, label(n), m.wall_s, m.max_rss_mb,
+             m.tree_rss_mb)
+    return row
+
+
+def run_size(n: int, all_images: Path, work: Path, args) -> dict:
+    need = n * DISK_PER_IMAGE + 3e9
+    if free_bytes(work) < need:
+        return {"n": n, "skipped": f"needs ~{need / 1e9:.0f} GB free in {work}, has {free_bytes(work) / 1e9:.0f}"}
+    base = work / label(n)
+    view = synth.view(all_images, base / "images", n)
+    project = make_copy(base / "project", bench_params(view, n))
+    logs = base / "logs"
+    e = env()
+    measured(["dvc", "repro", "fetch"], project, e, logs / "fetch.log")
+    res: dict = {"n": n, "stages": {}, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    for stage in STAGES:
+        res["stages"][stage] = run_stage(project, stage, n, logs, e, args.profile)
+    res["counts"] = {"images": read_json(project / "data/raw/metrics.json"),
+                     "faces": read_json(project / "data/faces/metrics.json"),
+                     "review": read_json(project / "review/metrics.json"),
+                     "tags": read_json(project / "data/tags/metrics.json")}
+    noop = [measured(["dvc", "repro"], project, e, logs / f"noop-{i}.log").wall_s for i in range(3)]
+    res["noop_repro_s"] = round(statistics.median(noop), 2)
+    res["noop_repro_runs"] = noop
+    tracked = tracked_files(project)
+    cobj = cache_objects(project)
+    res["dvc"] = {"tracked_files": tracked, "tracked_per_1k_images": round(tracked / n * 1000, 1),
+                  "cache_objects": cobj.files, "cache_objects_per_1k_images": round(cobj.files / n * 1000, 1),
+                  "cache_disk": cobj.disk}
+    res["disk"] = {"input": vars(usage([view])), "raw_store": vars(usage([project / "data/raw/images"])),
+                   "dvc_cache": vars(cobj), "project": vars(usage([project]))}
+    if not args.no_transfer:
+        need = 3 * cobj.disk + 2e9
+        if free_bytes(work) < need:
+            res["transfer"] = {"skipped": f"needs ~{need / 1e9:.0f} GB free"}
+        else:
+            res["transfer"] = {"local": local_round_trip(project, base, e), "s3": s3_round_trip(project, base, e)}
+    res["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
+    return res
+
+
+def table(res: dict) -> str:
+    n = res["n"]
+    lines = [f"\nN = {n:,} images ({res['counts']['images'].get('images', '?')} kept by scrape, "
+             f"{res['counts']['faces'].get('kept', '?')} faces kept by detect)",
+             f"{'stage':8} {'wall s':>8} {'dvc<':>6} {'run s':>7} {'dvc>':>6} {'ms/img':>7} {'CPU s':>7} {'proc MB':>8} "
+             f"{'tree MB':>8} {'files':>7} {'out MB':>8} {'cache+MB':>8} {'load':>9}"]
+    for stage, r in res["stages"].items():
+        extra = f"  export {r['export_s']} s, loader {r.get('load_s', '?')} s" if "export_s" in r else ""
+        lines.append(f"{stage:8} {r['wall_s']:8.1f} {r['dvc_before_s'] or 0:6.1f} {r['run_s'] or 0:7.1f} "
+                     f"{r['dvc_after_s'] or 0:6.1f} "
+                     f"{1000 * r['s_per_image']:7.1f} {r['cpu_s']:7.1f} {r['max_rss_mb']:8.0f} {r['tree_rss_mb']:8.0f} "
+                     f"{r['out_files']:7d} {r['out_bytes'] / MB:8.1f} {r['cache_added_disk'] / MB:8.1f} "
+                     f"{r['load'][0]:4.1f}-{r['load'][1]:<4.1f}{extra}")
+    d = res["dvc"]
+    lines.append(f"no-op dvc repro (whole DAG): {res['noop_repro_s']} s; DVC tracks {d['tracked_files']:,} files "
+                 f"({d['tracked_per_1k_images']} per 1,000 images), {d['cache_objects']:,} cache objects "
+                 f"({d['cache_objects_per_1k_images']} per 1,000), cache {d['cache_disk'] / MB:.0f} MB")
+    disk = res["disk"]
+    lines.append(f"disk: input {disk['input']['disk'] / MB:.0f} MB, raw store {disk['raw_store']['disk'] / MB:.0f} MB, "
+                 f"DVC cache {disk['dvc_cache']['disk'] / MB:.0f} MB, whole project {disk['project']['disk'] / MB:.0f} MB")
+    t = res.get("transfer", {})
+    if "local" in t:
+        lo, s3 = t["local"], t["s3"]
+        lines.append(f"directory remote: push {lo['push_s']} s + pull {lo['pull_s']} s vs cp -r {lo['plain']['total_s']} s"
+                     f": plain/dvc {lo['plain_over_dvc']} ({lo['remote_files']:,} files; pulled outs identical "
+                     f"{lo['pulled_outs_identical']})")
+        lines.append(f"S3 (SeaweedFS): push {s3['push_s']} s + pull {s3['pull_s']} s ({s3['objects']:,} objects) vs one tar "
+                     f"object {s3['tar_object']['total_s']} s: tar/dvc {s3['tar_over_dvc']}; vs cp -r: "
+                     f"{round(lo['plain']['total_s'] / (s3['push_s'] + s3['pull_s']), 3)}")
+    elif t:
+        lines.append(f"transfer: {t}")
+    return "\n".join(lines)
+
+
+def growth(results: list[dict], n_base: int) -> str:
+    base = next(r for r in results if r["n"] == n_base and "stages" in r)
+    ns = [r for r in results if "stages" in r]
+    more = [r for r in ns if r["n"] != n_base]
+    head = (f"{'stage':8} " + " ".join(f"{'ms/img ' + label(r['n']):>11}" for r in ns) + " "
+            + " ".join(f"{'x ' + label(r['n']):>6}" for r in more) + " "
+            + " ".join(f"{'cpu x ' + label(r['n']):>9}" for r in more) + " "
+            + " ".join(f"{'MB ' + label(r['n']):>7}" for r in ns))
+    lines = [f"\nper image against the {label(n_base)} run: wall (x) and CPU (cpu x); the largest process's peak RSS (MB)",
+             head]
+    for stage in STAGES:
+        b, bc = base["stages"][stage]["s_per_image"], base["stages"][stage]["cpu_s"] / n_base
+        lines.append(f"{stage:8} " + " ".join(f"{1000 * r['stages'][stage]['s_per_image']:11.2f}" for r in ns) + " "
+                     + " ".join(f"{r['stages'][stage]['s_per_image'] / b:6.2f}" for r in more) + " "
+                     + " ".join(f"{r['stages'][stage]['cpu_s'] / r['n'] / bc:9.2f}" for r in more) + " "
+                     + " ".join(f"{r['stages'][stage]['max_rss_mb']:7.0f}" for r in ns)
+                     + ("   (fixed work: per-image figures fall with N)" if stage in FIXED else ""))
+    lines.append("no-op repro s: " + ", ".join(f"{label(r['n'])} {r['noop_repro_s']}" for r in ns))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1k,4k", help="comma-separated N (1k = 1000); the base is always included")
+    ap.add_argument("--base", default="1k", help="the N every other is compared with (default 1k)")
+    ap.add_argument("--profile", action="store_true", help="run each stage under py-spy (bench/out/profile-*.txt)")
+    ap.add_argument("--no-transfer", action="store_true", help="skip the push/pull round trips")
+    ap.add_argument("--synth-dir", type=Path, help="keep the synthetic images here, for later runs (default: scratch)")
+    ap.add_argument("--work", type=Path, default=None, help="where the scratch directory goes (default: the system's temp)")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    n_base = parse_size(args.base)
+    sizes = parse_sizes(args.sizes, n_base)
+    work = Path(tempfile.mkdtemp(prefix="moeflow-scale-", dir=args.work))
+    report = {"sizes": sizes, "machine": machine(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "profiled": args.profile, "results": []}
+    out_path = OUT / f"scale-{'-'.join(label(n) for n in sizes)}{'-profiled' if args.profile else ''}.json"
+    OUT.mkdir(exist_ok=True)
+    try:
+        images = args.synth_dir or work / "synth"
+        report["synth"] = synth.synthesise(images, max(sizes), args.seed)
+        log.info("synthetic images: %s", report["synth"])
+        for n in sizes:
+            t0 = time.perf_counter()
+            res = run_size(n, images, work, args)
+            res["total_s"] = round(time.perf_counter() - t0, 1)
+            report["results"].append(res)
+            out_path.write_text(json.dumps(report, indent=1) + "\n")
+            if "stages" in res:
+                print(table(res), flush=True)
+            else:
+                print(f"\nN = {n:,}: skipped: {res['skipped']}", flush=True)
+        report["machine_end"] = machine()
+        out_path.write_text(json.dumps(report, indent=1) + "\n")
+        print(growth(report["results"], n_base))
+        print(f"\n{out_path.relative_to(ROOT)}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
