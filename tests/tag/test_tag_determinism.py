@@ -87,7 +87,7 @@ def test_i2v_tags_do_not_depend_on_the_decode_workers(tmp_path, faces, i2v):
 
 
 def test_i2v_batch_size_and_threads_change_no_attribute_and_no_metadata(tmp_path, faces, i2v):
-    """The documented tolerance (docs/tag.md): probabilities within 1e-6, the same attributes, the same
+    """The documented tolerance (docs/tag.md): probabilities within 1e-5, the same attributes, the same
     metadata (no speed knob in it) and summary."""
     a = cfg_of(tmp_path / "a", backend="i2v", i2v=i2v, workers=0, threads=1, batch_size=4)
     b = cfg_of(tmp_path / "b", backend="i2v", i2v=i2v, workers=0, threads=2, batch_size=7, channels_last=False)
@@ -99,7 +99,7 @@ def test_i2v_batch_size_and_threads_change_no_attribute_and_no_metadata(tmp_path
     assert ta.column("attributes").to_pylist() == tb.column("attributes").to_pylist()
     for tag in MGM_TAGS:
         pa_, pb = (np.array(t.column(tag).to_pylist(), np.float64) for t in (ta, tb))
-        np.testing.assert_allclose(pa_, pb, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(pa_, pb, rtol=0, atol=1e-5)
     assert md5(a.out.summary) == md5(b.out.summary)
 
 
