@@ -53,7 +53,7 @@ from scale_transfer import local_round_trip, s3_round_trip  # noqa: E402
 try:  # tests/ is being regrouped: the project-copy helpers move to tests/support
     from tests.support.project import env, make_copy  # type: ignore[import-not-found]  # noqa: E402
 except ImportError:
-    from tests.project import env, make_copy  # noqa: E402
+    from tests.support.project import env, make_copy  # noqa: E402
 
 log = logging.getLogger("bench.scale")
 OUT = HERE / "out"

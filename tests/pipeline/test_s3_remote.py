@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.project import env, make_copy, run
+from tests.support.project import env, make_copy, run
 from tests.support.seaweedfs import seaweedfs
 
 STAGES = ["fetch", "scrape", "detect", "tag", "release"]
