@@ -1,6 +1,6 @@
 """DVC's remote on a real object store: SeaweedFS's S3 gateway on 127.0.0.1 (tests/support/seaweedfs.py).
 
-One small project copy (the 46 illustrations through fetch, scrape, detect, tag and release) pushes
+One small project copy (the 46 illustrations through fetch, scrape, detect, review, tag and release) pushes
 its artifacts and its run-cache to the bucket; fresh clones then get them back three ways: `dvc pull`,
 `dvc repro --pull` (nothing reruns: every stage's outs come from the remote by dvc.lock's hashes), and
 `dvc repro --pull` with the run-cacheable stages left out of dvc.lock, where they are restored from the
@@ -8,7 +8,7 @@ pushed run-cache instead of rerun.
 
 DVC run-caches a stage only when none of its outs is `persist` (dvc/stage/cache.py, `_can_hash`) and
 every out that is neither a metric nor a plot is cached (dvc/stage/__init__.py, `run_cache=not
-no_cache_outs`). Today that leaves fetch and release of these five; `run_cacheable` reads it from
+no_cache_outs`). Today that leaves fetch and release of these six; `run_cacheable` reads it from
 dvc.yaml, so the test follows the DAG as it changes."""
 
 from __future__ import annotations
@@ -23,17 +23,26 @@ import yaml
 from tests.support.project import env, make_copy, run
 from tests.support.seaweedfs import seaweedfs
 
-STAGES = ["fetch", "scrape", "detect", "tag", "release"]
+STAGES = ["fetch", "scrape", "detect", "review", "tag", "release"]
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 DVCIGNORED = {"journal.jsonl", ".tmp"}  # the scrape store's resume state (.dvcignore): not part of the artifact
 
 
+def uncached(project: Path) -> set[str]:
+    """The outs DVC leaves out of its cache (`cache: false`: metrics, stats), which no remote carries."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return {o.def_path for o in repo.index.outs if not o.use_cache}
+
+
 def md5_tree(project: Path) -> dict[str, str]:
-    """md5 of every file under every out of STAGES that dvc.lock records (relative path -> md5)."""
+    """md5 of every file under every cached out of STAGES that dvc.lock records (relative path -> md5)."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())
+    skip = uncached(project)
     out = {}
     for stage in STAGES:
-        for o in lock["stages"][stage]["outs"]:
+        for o in (o for o in lock["stages"][stage]["outs"] if o["path"] not in skip):
             p = project / o["path"]
             files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())
             for f in (f for f in files if not DVCIGNORED & set(f.relative_to(project).parts)):
