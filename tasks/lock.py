@@ -2,9 +2,9 @@
 
 `exclusive(path, what, refuse)` holds an advisory `flock` on `path` for as long as the block runs.
 The kernel releases it when the process ends, however it ends (kill -9 included), so a killed
-holder never leaves a stale lock. A second process does not wait: it gets the exception
-`refuse(holder)` makes, where `holder` is what the first one wrote into the file: `<what> (pid N,
-since <UTC time>)`. The file stays (empty when idle).
+holder never leaves a stale lock (a worker it forked drops its copy of the lock at once). A second
+process does not wait: it gets the exception `refuse(holder)` makes, where `holder` is what the
+first one wrote into the file: `<what> (pid N, since <UTC time>)`. The file stays (empty when idle).
 
 Two users:
 - every stage entry point (`tasks.stage.main`) holds the workspace's stage lock, `STAGE_LOCK`
@@ -34,6 +34,20 @@ class Busy(MoeflowError):
     exit_code = BUSY_EXIT
 
 
+_held: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _forget_in_child() -> None:
+    """A forked child (a DataLoader or process-pool worker) gets a copy of every descriptor, and a
+    flock lasts while any copy is open: the child lets go of its copies, so the lock ends with the
+    process that took it, not with the last of its workers."""
+    while _held:
+        os.close(_held.pop())
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 @contextlib.contextmanager
 def exclusive(path: str | os.PathLike, what: str, refuse: Callable[[str], Exception]) -> Iterator[None]:
     """Hold the lock at `path` while `what` (e.g. "detect") runs, or raise `refuse(holder)`."""
@@ -45,6 +59,7 @@ def exclusive(path: str | os.PathLike, what: str, refuse: Callable[[str], Except
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise refuse(os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "another process") from None
+        _held.add(fd)
         since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{what} (pid {os.getpid()}, since {since})\n".encode(), 0)
@@ -53,6 +68,7 @@ def exclusive(path: str | os.PathLike, what: str, refuse: Callable[[str], Except
         finally:
             os.ftruncate(fd, 0)  # an idle lock file is empty
     finally:
+        _held.discard(fd)
         os.close(fd)  # closing the last descriptor releases the lock
 
 

@@ -113,8 +113,9 @@ class Store:
 
     def _note(self, rec: dict) -> None:
         kind = rec["kind"]
-        if kind == "state":  # an entry of index.jsonl
-            getattr(self, rec["table"])[rec["key"]] = rec["value"]
+        if kind == "state":  # an entry of index.jsonl (a post whose last verdict is a kept image's record: by id)
+            value = self.kept[rec["kept"]] if "kept" in rec else rec["value"]
+            getattr(self, rec["table"])[rec["key"]] = value
             return
         k = self.key(rec["source"], rec["post_id"])
         if rec.get("stat") is not None:
@@ -181,10 +182,14 @@ class Store:
             entries = getattr(self, table)
             for key in sorted(entries):
                 value = entries[key]
-                if isinstance(value, dict):
-                    value = {f: v for f, v in value.items() if f != "stat"}
-                lines.append(json.dumps({"kind": "state", "table": table, "key": key, "value": value},
-                                        ensure_ascii=False, sort_keys=True, default=str) + "\n")
+                entry = {"kind": "state", "table": table, "key": key}
+                if table == "done" and value["kind"] == "kept" and self.kept.get(value["image_id"]) is value:
+                    entry["kept"] = value["image_id"]  # the kept image's record, written once
+                elif isinstance(value, dict):
+                    entry["value"] = {f: v for f, v in value.items() if f != "stat"}
+                else:
+                    entry["value"] = value
+                lines.append(json.dumps(entry, ensure_ascii=False, sort_keys=True, default=str) + "\n")
         text = "".join(lines)
         atomic_write_text(self.index_path, text)
         self._journal.write(self._mark(sha256_bytes(text.encode("utf-8"))))

@@ -89,3 +89,23 @@ def test_one_helper_holds_both_locks(tmp_path):
         with pytest.raises(ReviewError, match=r"decisions.csv is in use by merge \(pid \d+, since 20"):
             with decisions_lock(csv, "the review stage"):
                 pass
+
+
+def test_a_forked_worker_does_not_keep_the_lock(tmp_path):
+    """A stage's forked workers (DataLoader, process pools) get a copy of every descriptor; the
+    lock must still end with the stage, not with the last worker."""
+    read, write = os.pipe()
+    with stage_lock("tag", tmp_path):
+        pid = os.fork()
+        if pid == 0:  # the worker: waits until told to go
+            os.close(write)
+            os.read(read, 1)
+            os._exit(0)
+    try:
+        with stage_lock("tag", tmp_path):  # the stage let go while its worker still runs
+            pass
+    finally:
+        os.close(read)
+        os.write(write, b"x")
+        os.close(write)
+        os.waitpid(pid, 0)
