@@ -95,12 +95,16 @@ def test_a_forked_worker_does_not_keep_the_lock(tmp_path):
     """A stage's forked workers (DataLoader, process pools) get a copy of every descriptor; the
     lock must still end with the stage, not with the last worker."""
     read, write = os.pipe()
+    started_r, started_w = os.pipe()
     with stage_lock("tag", tmp_path):
         pid = os.fork()
-        if pid == 0:  # the worker: waits until told to go
-            os.close(write)
+        if pid == 0:  # the worker: says it runs, then waits until told to go
+            os.write(started_w, b"x")
             os.read(read, 1)
             os._exit(0)
+        os.read(started_r, 1)  # the worker runs (what happens at a fork is done)
+    os.close(started_r)
+    os.close(started_w)
     try:
         with stage_lock("tag", tmp_path):  # the stage let go while its worker still runs
             pass
