@@ -19,6 +19,7 @@ from tasks.errors import ReviewError
 from tasks.lock import BUSY_EXIT, STAGE_LOCK, Busy, stage_lock
 from tasks.review.lock import decisions_lock
 from tests.conftest import ROOT, deep_update
+from tests.support.project import make_copy, run
 from tests.support.scrape import OPTOUT_HEADER
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -113,3 +114,24 @@ def test_a_forked_worker_does_not_keep_the_lock(tmp_path):
         os.write(write, b"x")
         os.close(write)
         os.waitpid(pid, 0)
+
+
+def test_dvc_repro_meets_the_lock_of_a_stage_run_by_hand(tmp_path):
+    """`dvc repro` lets go of DVC's own lock while a stage's command runs, so the stage lock is what
+    keeps a second run out: its stage stops with the one line, and DVC reports that stage failed."""
+    (tmp_path / "project").mkdir()
+    project = make_copy(tmp_path / "project")
+    fifo = tmp_path / "optout.csv"
+    os.mkfifo(fifo)
+    holding = params_file(tmp_path, "holding.yaml", {"source": "folder", "folder": str(tmp_path), "optout": str(fifo),
+                                                     "out": {"images": str(tmp_path / "images")}})
+    first = stage(project, "tasks.scrape", "--params", str(holding))
+    try:
+        holder = wait_for_holder(project / STAGE_LOCK, first, "scrape")
+        r = run(["dvc", "repro", "scrape"], project, check=False)
+        assert r.returncode != 0
+        assert f"error: another stage is running in this workspace: {holder};" in r.stdout + r.stderr
+        assert not (project / "dvc.lock").exists() and not (project / "data/raw/manifest.parquet").exists()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=60)
