@@ -2,6 +2,7 @@
 
 Layout under `scrape.out.images`:
     ab/abcdef…(sha256).jpg   — every kept image, named by the sha256 of its bytes
+    index.jsonl              — the store's state at the end of the last run (below): part of the out
     journal.jsonl            — one JSON line per decision (kept / duplicate / rejected / skipped)
     .tmp/                    — downloads in flight; cleared at every start
 
