@@ -5,7 +5,9 @@ into the frozen typed config (a mistake is one `error:` line, exit 2) and takes 
 stages before it as the paths dvc.yaml hands it (`--faces data/review/faces.parquet`): it never
 reads another stage's params. It runs, logs its summary, and leaves the summary as Markdown in
 reports/runs/<stage>.md (untracked), which the Prefect flows publish as the stage's artifact. A
-user-facing failure is one `error:` line and exit 1, never a traceback.
+user-facing failure is one `error:` line and exit 1, never a traceback. A stage holds the
+workspace's stage lock while it runs (tasks.lock): a second stage started in the same workspace
+meanwhile stops at once with one `error:` line naming the holder (stage, pid, since when), exit 75.
 
 Only the standard library is imported at module level: from a shell without the project's
 environment, `main` says how to activate it in one line instead of failing on an import."""
@@ -101,6 +103,7 @@ def main(stage: str, section: type, run: Callable[..., Summary], argv: list[str]
 def _main(stage: str, section: type, run: Callable[..., Summary], argv: list[str] | None, description: str,
           inputs: tuple[Input, ...]) -> int:
     from tasks.fileio import atomic_write_text
+    from tasks.lock import stage_lock
     from tasks.params import load_section
     from tasks.reports import report_path, write_run_report
 
@@ -108,13 +111,14 @@ def _main(stage: str, section: type, run: Callable[..., Summary], argv: list[str
     setup_logging(args.verbose)
     t0 = time.perf_counter()
     cfg = load_section(stage, section, args.params)  # a bad params file changes nothing, the last report included
-    report_path(stage).unlink(missing_ok=True)  # this run's report only
-    paths: dict[str, Any] = {i.name: getattr(args, i.name) for i in inputs}
-    summary = run(cfg, **paths)
-    for line in summary.lines():
-        log.info("%s: %s", stage, line)
-    atomic_write_text(summary_path(stage), summary.markdown())
-    wall = time.perf_counter() - t0
-    write_run_report(stage, {"wall_s": round(wall, 2)})
+    with stage_lock(stage):  # one stage at a time in this workspace: a second one gets one line naming this one
+        report_path(stage).unlink(missing_ok=True)  # this run's report only
+        paths: dict[str, Any] = {i.name: getattr(args, i.name) for i in inputs}
+        summary = run(cfg, **paths)
+        for line in summary.lines():
+            log.info("%s: %s", stage, line)
+        atomic_write_text(summary_path(stage), summary.markdown())
+        wall = time.perf_counter() - t0
+        write_run_report(stage, {"wall_s": round(wall, 2)})
     log.info("%s: done in %.1f s (reports/runs/%s.json)", stage, wall, stage)
     return 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -19,11 +18,12 @@ from tasks.artifacts.boxes import write_boxes
 from tasks.artifacts.images import FORMAT_FOR_EXT, OPTOUT
 from tasks.artifacts.optout import Requests, read_requests
 from tasks.errors import Rejected, SourceError
-from tasks.fileio import atomic_write_json, create_temp, sha256_file
+from tasks.fileio import atomic_write_json
 from tasks.http import Download, FetchFailed, PoliteSession, Stopped
 from tasks.params.scrape import ScrapeConfig
 from tasks.reports import write_run_report
 from tasks.scrape import rebuild as _rebuild  # noqa: F401 - registers the `release` source
+from tasks.scrape.local import copy_local, hash_local
 from tasks.scrape.sources import Extractor, Post
 from tasks.scrape.store import Store
 from tasks.scrape.takedown import Takedown
@@ -113,12 +113,7 @@ def fetch(post: Post, http: PoliteSession | None, tmp_dir: str, max_bytes: int) 
     """Download (or copy) one post into tmp_dir. Runs in a worker thread."""
     if not post.local_path:
         return http.download(post.file_url, tmp_dir)
-    if os.path.getsize(post.local_path) > max_bytes:
-        raise Rejected("too_large", post.local_path)
-    fd, tmp = create_temp(tmp_dir, suffix=".part")
-    os.close(fd)
-    shutil.copyfile(post.local_path, tmp)
-    return Download(tmp, sha256_file(tmp), os.path.getsize(tmp), post.local_path, "", framed=True)
+    return copy_local(post.local_path, post.file_url or post.local_path, tmp_dir, max_bytes)
 
 
 def _now() -> str:
@@ -168,7 +163,8 @@ class _Run:
             if self.takedown.at_listing(post) is not None:  # before all else: never downloaded again
                 s.skipped[OPTOUT] += 1
                 continue
-            if store.key(post.source, post.post_id) in store.done:
+            key = store.key(post.source, post.post_id)
+            if key in store.done and not self._changed(post, key):
                 s.already_done += 1
                 continue
             reason = prefilter(post, self.cfg)
@@ -187,6 +183,22 @@ class _Run:
                 self._wait_one()
         while self.inflight:
             self._wait_one()
+
+    def _changed(self, post: Post, key: str) -> bool:
+        """Whether a local file judged before under this name holds other bytes now: its stat (type,
+        size, mtime) as recorded means no; else its bytes are hashed and compared with the recorded
+        sha256 (the same: its new stat is recorded). A web post's bytes are the ones judged."""
+        if post.local_path is None or post.sha256 is not None or post.stat is None:
+            return False
+        stat = list(post.stat)
+        if self.store.stat.get(key) == stat:
+            return False
+        rec = self.store.done[key]
+        known = rec.get("image_id") or rec.get("sha256")
+        if known is None or hash_local(post.local_path, self.cfg.http.max_bytes) != known:
+            return True
+        self.store.append({"kind": "seen", "source": post.source, "post_id": post.post_id, "stat": stat})
+        return False
 
     def _busy(self) -> bool:
         decoding = sum(1 for job in self.inflight.values() if job.dl is not None)
@@ -224,7 +236,8 @@ class _Run:
         post = job.post
         if post.sha256 and dl.sha256 != post.sha256:  # not the released bytes: never kept
             os.unlink(dl.path)
-            return self._reject(job, "sha256_mismatch", f"{dl.url}: sha256 {dl.sha256}, the release says {post.sha256}")
+            return self._reject(job, "sha256_mismatch", f"{dl.url}: sha256 {dl.sha256}, the release says {post.sha256}",
+                                dl.sha256)
         if self.takedown.refuses(post, dl.sha256) is not None:  # bytes an opt-out names
             os.unlink(dl.path)
             self.summary.skipped[OPTOUT] += 1
@@ -256,7 +269,7 @@ class _Run:
                 return self._fail(job, "truncated", f"{dl.url}: the connection closed without a Content-Length and "
                                                     f"the file does not decode ({e}), {job.attempt + 1} attempts")
             self._record_unframed(dl)
-            return self._reject(job, e.reason, e.detail)
+            return self._reject(job, e.reason, e.detail, dl.sha256)
         self._record_unframed(dl)
         if dl.sha256 in self.store.kept:  # its twin was judged meanwhile
             os.unlink(dl.path)
@@ -278,12 +291,15 @@ class _Run:
 
     @staticmethod
     def _ids(post: Post) -> dict:
-        return {"source": post.source, "post_id": post.post_id, "url": post.file_url}
+        """What names a post in its records (a local file's stat too: how a change is noticed)."""
+        ids = {"source": post.source, "post_id": post.post_id, "url": post.file_url}
+        return {**ids, "stat": list(post.stat)} if post.stat is not None else ids
 
-    def _reject(self, job: _Job, reason: str, detail: str) -> None:
+    def _reject(self, job: _Job, reason: str, detail: str, sha256: str | None = None) -> None:
+        """A final verdict; with the sha256 of the bytes judged, when they were read."""
         self.summary.rejected[reason] += 1
         self.store.append({"kind": "rejected", **self._ids(job.post), "reason": reason, "detail": detail,
-                           "final": True, "at": self.now()})
+                           "final": True, "at": self.now(), **({"sha256": sha256} if sha256 else {})})
 
     def _fail(self, job: _Job, reason: str, detail: str) -> None:
         self.summary.failures[reason] += 1
@@ -347,20 +363,32 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
         raise
     finally:
         run.close(failed)
-        summary.kept_total = len(store.kept)
         summary.removed = takedown.removed
-        summary.requests = http.requests_made if http else 0
         orphans = store.remove_orphans()
         if orphans:
             log.info("removed %d stored files no journal line names", orphans)
-        store.write_manifest(cfg.out.manifest)
-        store.write_rejected(cfg.out.rejected)
-        write_boxes(cfg.out.boxes, extractor.recorded_faces(), store.kept)
-        store.close()
-        if http:
-            http.close()
-        summary.seconds = time.monotonic() - t0
-        atomic_write_json(cfg.out.summary, summary.as_dict())  # the run's time: reports/runs/scrape.json
-        atomic_write_json(cfg.out.metrics, summary.metrics())
-        write_run_report("scrape", {"seconds": round(summary.seconds, 2), "requests": summary.requests})
+        if failed and not store.changed:  # stopped before the store changed: every out stays as it was
+            store.close()
+            if http:
+                http.close()
+        else:
+            _write_outs(cfg, store, extractor, summary, t0)
     return summary
+
+
+def _write_outs(cfg: ScrapeConfig, store: Store, extractor: Extractor, summary: ScrapeSummary, t0: float) -> None:
+    """Every out, to match the store (also after an error part way: what was kept is kept)."""
+    http = extractor.http
+    summary.kept_total = len(store.kept)
+    summary.requests = http.requests_made if http else 0
+    store.write_manifest(cfg.out.manifest)
+    store.write_rejected(cfg.out.rejected)
+    write_boxes(cfg.out.boxes, extractor.recorded_faces(), store.kept)
+    store.write_index()
+    store.close()
+    if http:
+        http.close()
+    summary.seconds = time.monotonic() - t0
+    atomic_write_json(cfg.out.summary, summary.as_dict())  # the run's time: reports/runs/scrape.json
+    atomic_write_json(cfg.out.metrics, summary.metrics())
+    write_run_report("scrape", {"seconds": round(summary.seconds, 2), "requests": summary.requests})

@@ -19,6 +19,7 @@ from bs4 import BeautifulSoup
 from tasks.errors import ConfigError, Rejected, SourceError
 from tasks.http import PRODUCT, VERSION, FetchFailed, HostUnreachable, HttpSettings, PoliteSession
 from tasks.params.scrape import ScrapeConfig
+from tasks.scrape.local import signature
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Post:
     character: str | None = None  # getchu: the character's name
     local_path: str | None = None  # folder source
     sha256: str | None = None  # the bytes expected (the release source): anything else is rejected
+    stat: tuple[int, ...] | None = None  # folder source: the file's type, size, mtime (tasks.scrape.local.signature)
 
 
 RATING_NAMES = {"g": "general", "s": "sensitive", "q": "questionable", "e": "explicit",
@@ -432,10 +434,13 @@ class Folder(Extractor):
     name = "folder"
     uses_http = False
 
+    def __init__(self, cfg: ScrapeConfig):
+        super().__init__(cfg)
+        if not Path(cfg.folder).is_dir():  # before the stage touches anything
+            raise SourceError(f"scrape.folder: {cfg.folder} is not a directory")
+
     def posts(self) -> Iterator[Post]:
         root = Path(self.cfg.folder)
-        if not root.is_dir():
-            raise SourceError(f"scrape.folder: {root} is not a directory")
         index: dict[str, dict] = {}
         meta_file = root / "metadata.jsonl"
         if meta_file.is_file():
@@ -453,6 +458,7 @@ class Folder(Extractor):
                 path = Path(dirpath) / fname
                 if path.suffix.lower() not in IMAGE_EXTS:
                     continue
+                stat = signature(str(path))  # before its bytes are read: a change after it is noticed next run
                 meta = _sidecar(path, index)
                 artist = meta.get("artist") or meta.get("tag_string_artist") or None
                 yield Post(
@@ -464,4 +470,5 @@ class Folder(Extractor):
                     width=_int(meta.get("width") or meta.get("image_width")),
                     height=_int(meta.get("height") or meta.get("image_height")),
                     ext=path.suffix.lower().lstrip("."), local_path=str(path),
+                    stat=tuple(stat) if stat is not None else None,
                 )
