@@ -56,7 +56,9 @@ def test_rate_limit_is_never_exceeded(tmp_path):
     times = sorted(t for t, _, _ in srv.log)
     assert len(times) >= 16  # robots.txt, 2 listing pages, 14 images
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert min(gaps) >= 0.8 / rate, gaps  # request starts are spaced 1/rate apart (minus network jitter)
+    # request starts are spaced 1/rate apart; a loaded machine delays one arrival and not the next by tens of ms,
+    # so a pair's gap is held to half that (an unlimited pool of 4 would send gaps of about 0)
+    assert min(gaps) >= 0.5 / rate, gaps
     assert (len(times) - 1) / (times[-1] - times[0]) <= rate * 1.02
     # any one-second window holds at most rate+1 requests
     assert max(sum(1 for u in times if t <= u < t + 1.0) for t in times) <= rate + 1
