@@ -29,6 +29,8 @@ lock:
 	test -d .dvc || $(VENV)/bin/dvc init -q
 	$(VENV)/bin/dvc config --local core.site_cache_dir $(CURDIR)/.dvc/site-cache
 	$(VENV)/bin/dvc config --local core.analytics false
+	# one copy of every tracked byte: the workspace links into the cache (docs/pipeline.md, 'The cache')
+	$(VENV)/bin/dvc config --local cache.type hardlink,symlink
 
 # The whole DAG (dvc.yaml): fetch -> scrape -> detect -> review -> tag -> release -> train -> render -> export.
 demo: venv .dvc/config.local
