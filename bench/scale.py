@@ -3,7 +3,8 @@
 For each N (default 1k and 4k; the 1k run is always made, as the baseline of the same invocation; --base
 changes it):
 1. N synthetic posts with faces (bench/synth.py: made once for the largest N, each N a hard-linked view);
-2. a throwaway project copy (tests' make_copy) whose params.yaml points the folder source at them;
+2. a throwaway project copy (tests' make_copy, with the Makefile's .dvc/config.local: cache.type) whose
+   params.yaml points the folder source at them;
 3. `dvc repro <stage>` for scrape, detect, review, tag, release, train, render and export in turn,
    each measured as a whole process tree: wall, CPU, the largest process's peak RSS (ru_maxrss),
    the tree's summed RSS (sampled), the stage's own wall (reports/runs/<stage>.json; the rest is DVC),
@@ -147,6 +148,9 @@ def run_size(n: int, all_images: Path, work: Path, args) -> dict:
     base = work / label(n)
     view = synth.view(all_images, base / "images", n)
     project = make_copy(base / "project", bench_params(view, n))
+    (project / ".dvc" / "config.local").unlink()  # the Makefile's instead (cache.type), as `make demo` sets it
+    measured(["make", "-o", "venv", "-f", str(ROOT / "Makefile"), f"VENV={Path(sys.executable).parent.parent}",
+              ".dvc/config.local"], project, env(), base / "logs" / "config.log")
     logs = base / "logs"
     e = env()
     measured(["dvc", "repro", "fetch"], project, e, logs / "fetch.log")
