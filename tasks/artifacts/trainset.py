@@ -95,7 +95,11 @@ class DatasetWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
-            self._flush()
+            try:
+                self._flush()
+            except BaseException as e:  # the temp file goes too
+                self._stack.__exit__(type(e), e, e.__traceback__)
+                raise
         return self._stack.__exit__(exc_type, exc, tb)
 
 
