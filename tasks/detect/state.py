@@ -121,6 +121,7 @@ class State:
         if self._load(image_ids):
             self.compact()  # superseded rows gone from disk before their shards are (and the old crops with them)
         else:
+            self._drop_deltas()  # none applies (stale, or without its images file)
             self.remove_orphans()
 
     def _delta_files(self) -> list[tuple[int, Path, Path]]:
@@ -257,13 +258,17 @@ class State:
         write_parquet(self.faces_path, self.faces_table(), STATE_FACES_SCHEMA)
         write_parquet(self.images_path, self.images_table(), IMAGES_SCHEMA)
         self._base = _base_of(self.images_path, self.faces_path)
-        for p in self.dir.glob(f"{DELTA_PREFIX}*.parquet"):
-            p.unlink()
-        self._deltas = []
+        self._drop_deltas()
         self._dirty_faces.clear()
         self._dirty_images.clear()
         self._last_save = time.monotonic()
         self.remove_orphans()
+
+    def _drop_deltas(self) -> None:
+        if self.dir.exists():
+            for p in self.dir.glob(f"{DELTA_PREFIX}*.parquet"):
+                p.unlink()
+        self._deltas = []
 
     def images_table(self) -> pa.Table:
         return pa.Table.from_pylist([self.images[i] for i in sorted(self.images)], IMAGES_SCHEMA)

@@ -71,6 +71,10 @@ def test_a_killed_run_resumes_to_the_clean_runs_bytes(tmp_path, monkeypatch, kil
         State(crops, "unused-key", set(), 3)  # loads the deltas, compacts (another key: every row superseded)
         for p in deltas:
             shutil.copy2(aside / p.name, p)  # back: they no longer match the tables
+        State(crops, "unused-key", set(), 3)  # a run with nothing to do deletes them all the same
+        assert not list(crops.glob(f"{DELTA_PREFIX}*"))
+        for p in deltas:
+            shutil.copy2(aside / p.name, p)
     summary = detect(cfg, tmp_path / "m.parquet", tmp_path, progress=False)
     assert summary.processed + summary.reused == 10
     want, got = tree(tmp_path / "clean"), tree(tmp_path / "resumed")
