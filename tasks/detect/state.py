@@ -27,8 +27,9 @@ rows, not the whole state's. The run's last checkpoint (when it ends, fails or i
 carries the first 12 hex of the sha256 of the tables it applies to (`<base>`), so one left by a
 kill between the compaction and the deletion no longer matches and is ignored, and one whose
 images file is missing (killed between the two writes) is ignored with it: loading applies the
-matching deltas in order over the tables. After a clean end the directory holds exactly the
-files a run without deltas would leave.
+matching deltas in order over the tables, then compacts (or deletes the deltas that do not
+apply), so a run never starts with a delta on disk. After a clean end the directory holds
+exactly the files a run without deltas would leave.
 
 An image whose outcome is final (ok, or a FINAL_REASONS reason) is done for its params key;
 a transient one (TRANSIENT_REASONS) stays in the state for the report and is redone by the
