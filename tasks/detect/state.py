@@ -104,6 +104,35 @@ def _base_of(images_path: Path, faces_path: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def _delta_files(crops_dir: Path, base: str) -> list[tuple[int, Path, Path]]:
+    """(n, faces file, images file) of the complete deltas of `base`, in order."""
+    found = []
+    for p in crops_dir.glob(f"{DELTA_PREFIX}{base}-*-faces.parquet"):
+        n = p.name[len(DELTA_PREFIX) + len(base) + 1:-len("-faces.parquet")]
+        images = p.with_name(p.name.replace("-faces.parquet", "-images.parquet"))
+        if n.isdigit() and images.exists():
+            found.append((int(n), p, images))
+    return sorted(found)
+
+
+def read_saved(crops_dir: str | Path) -> tuple[dict[str, dict], dict[str, dict], list]:
+    """The saved state as it stands on disk (a run may be going on): image_id -> row and face_id
+    -> row, the tables with their matching deltas applied in order; and those deltas. DataError
+    when a file is unreadable."""
+    crops_dir = Path(crops_dir)
+    images_path, faces_path = crops_dir / "state-images.parquet", crops_dir / "state-faces.parquet"
+    images, faces = {}, {}
+    if images_path.exists() and faces_path.exists():
+        images = {r["image_id"]: r for r in _read_images(images_path).to_pylist()}
+        faces = {r["face_id"]: r for r in read_parquet(faces_path, STATE_FACES_TABLE, STATE_FACES_VERSION).to_pylist()}
+    deltas = _delta_files(crops_dir, _base_of(images_path, faces_path)) if crops_dir.is_dir() else []
+    for _, faces_delta, images_delta in deltas:
+        faces.update((r["face_id"], r) for r in read_parquet(faces_delta, STATE_FACES_TABLE,
+                                                             STATE_FACES_VERSION).to_pylist())
+        images.update((r["image_id"], r) for r in _read_images(images_delta).to_pylist())
+    return images, faces, deltas
+
+
 class State:
     def __init__(self, crops_dir: str | Path, key: str, image_ids: set[str], shard_rows: int):
         self.dir = Path(crops_dir)
@@ -125,36 +154,16 @@ class State:
             self._drop_deltas()  # none applies (stale, or without its images file)
             self.remove_orphans()
 
-    def _delta_files(self) -> list[tuple[int, Path, Path]]:
-        """(n, faces file, images file) of the complete deltas of the current base, in order."""
-        found = []
-        for p in self.dir.glob(f"{DELTA_PREFIX}{self._base}-*-faces.parquet"):
-            n = p.name[len(DELTA_PREFIX) + len(self._base) + 1:-len("-faces.parquet")]
-            images = p.with_name(p.name.replace("-faces.parquet", "-images.parquet"))
-            if n.isdigit() and images.exists():
-                found.append((int(n), p, images))
-        return sorted(found)
-
     def _load(self, image_ids: set[str]) -> bool:
         """The live state: rows of the current params_key for images still in the manifest whose
         shards exist. Returns whether anything on disk was left out (or came from deltas)."""
-        if not (self.dir.exists() and (self.images_path.exists() and self.faces_path.exists()
-                                       or self._delta_files())):
-            return False
         try:
-            images, faces = {}, {}
-            if self.images_path.exists() and self.faces_path.exists():
-                images = {r["image_id"]: r for r in _read_images(self.images_path).to_pylist()}
-                faces = {r["face_id"]: r for r in read_parquet(self.faces_path, STATE_FACES_TABLE,
-                                                               STATE_FACES_VERSION).to_pylist()}
-            deltas = self._delta_files()
-            for _, faces_delta, images_delta in deltas:
-                faces.update((r["face_id"], r) for r in read_parquet(faces_delta, STATE_FACES_TABLE,
-                                                                     STATE_FACES_VERSION).to_pylist())
-                images.update((r["image_id"], r) for r in _read_images(images_delta).to_pylist())
+            images, faces, deltas = read_saved(self.dir)
         except DataError as e:
             log.warning("ignoring unreadable detect state (%s): every image is redone", e)
             return True
+        if not images and not faces and not deltas:
+            return False
         images, faces = list(images.values()), list(faces.values())
         live = {r["image_id"] for r in images if r["params_key"] == self.key and r["image_id"] in image_ids}
         lost = {r["image_id"] for r in faces if r["image_id"] in live and r["shard"]
