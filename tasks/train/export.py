@@ -33,6 +33,7 @@ from tasks.errors import DataError
 from tasks.fileio import create_temp
 
 log = logging.getLogger(__name__)
+SPOOL_PREFIX = ".train-crops-"
 
 
 @dataclass
@@ -70,8 +71,12 @@ def export_training_data(faces: pa.Table, crops_dir: str | os.PathLike, tags_pat
     splits = [split_of(fid, holdout) for fid in rows]
     s.faces, s.holdout = len(rows), splits.count(HOLDOUT)
     tagger = {k.decode(): v for k, v in ((TAGGER_KEY, s.tagger), (TAGGER_REASON_KEY, s.tagger_reason)) if v}
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    fd, spool = create_temp(Path(out_path).parent, prefix=".train-crops-")
+    where = Path(out_path).parent
+    where.mkdir(parents=True, exist_ok=True)
+    for old in where.glob(f"{SPOOL_PREFIX}*.tmp"):  # a killed export's
+        log.info("train dataset: removing %s, left by an export that was killed", old)
+        old.unlink()
+    fd, spool = create_temp(where, prefix=SPOOL_PREFIX)
     try:
         offsets, lengths, digests = _spool(reader, rows, shard_of, fd)
         fp = hashlib.sha256()
