@@ -3,20 +3,23 @@
 For each N (default 1k and 4k; the 1k run is always made, as the baseline of the same invocation; --base
 changes it):
 1. N synthetic posts with faces (bench/synth.py: made once for the largest N, each N a hard-linked view);
-2. a throwaway project copy (tests' make_copy) whose params.yaml points the folder source at them;
+2. a throwaway project copy (tests' make_copy, with the Makefile's .dvc/config.local: cache.type) whose
+   params.yaml points the folder source at them;
 3. `dvc repro <stage>` for scrape, detect, review, tag, release, train, render and export in turn,
    each measured as a whole process tree: wall, CPU, the largest process's peak RSS (ru_maxrss),
    the tree's summed RSS (sampled), the stage's own wall (reports/runs/<stage>.json; the rest is DVC),
    the files and bytes of its outs (dvc.lock) and what it added to the workspace and DVC's cache;
 4. the whole workspace's no-op `dvc repro` (median of 3), the files DVC tracks per 1,000 images;
 5. `dvc push` + `dvc pull` into a fresh clone, to a directory remote against `cp -r` of the same outs,
-   and to SeaweedFS's S3 gateway on 127.0.0.1 against one tar of them as a single object.
+   and to SeaweedFS's S3 gateway on 127.0.0.1 against one tar of them as a single object;
+6. with --dask, detect and tag again on a Dask cluster of separate `dask scheduler` and `dask worker`
+   processes on 127.0.0.1 (bench/scale_dask.py), against the process pool / local runner of step 3.
 
 train runs its whole stage with a tiny model for 4 steps: the row is the training-dataset export
 plus the loader reading it (models/data.py), which is what grows with N; `export_s` is the time from
 "Running stage 'train'" to the export's log line, `load_s` to the loader's.
 
-    python bench/scale.py [--sizes 1k,4k] [--profile] [--no-transfer] [--synth-dir DIR] [--keep]
+    python bench/scale.py [--sizes 1k,4k] [--profile] [--no-transfer] [--dask] [--synth-dir DIR] [--keep]
     python bench/scale.py --sizes 1k,4k,16k,64k      # the large run, on an idle machine (hours)
 
 Prints one table per N — wall; `dvc<` DVC before the command (the stage's and its upstream's status:
@@ -48,6 +51,7 @@ for p in (str(ROOT), str(HERE)):
 import synth  # noqa: E402
 from scale_measure import (cache_objects, free_bytes, lock_outs, machine, measured, pyspy_summary,  # noqa: E402
                            tracked_files, usage)
+from scale_dask import dask_lines, dask_rows  # noqa: E402
 from scale_transfer import local_round_trip, s3_round_trip  # noqa: E402
 
 try:  # tests/ is being regrouped: the project-copy helpers move to tests/support
@@ -144,6 +148,9 @@ def run_size(n: int, all_images: Path, work: Path, args) -> dict:
     base = work / label(n)
     view = synth.view(all_images, base / "images", n)
     project = make_copy(base / "project", bench_params(view, n))
+    (project / ".dvc" / "config.local").unlink()  # the Makefile's instead (cache.type), as `make demo` sets it
+    measured(["make", "-o", "venv", "-f", str(ROOT / "Makefile"), f"VENV={Path(sys.executable).parent.parent}",
+              ".dvc/config.local"], project, env(), base / "logs" / "config.log")
     logs = base / "logs"
     e = env()
     measured(["dvc", "repro", "fetch"], project, e, logs / "fetch.log")
@@ -170,6 +177,8 @@ def run_size(n: int, all_images: Path, work: Path, args) -> dict:
             res["transfer"] = {"skipped": f"needs ~{need / 1e9:.0f} GB free"}
         else:
             res["transfer"] = {"local": local_round_trip(project, base, e), "s3": s3_round_trip(project, base, e)}
+    if args.dask:
+        res["dask"] = dask_rows(project, n, logs, e, os.cpu_count() or 1, run_stage)
     res["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
@@ -237,6 +246,8 @@ def main() -> int:
     ap.add_argument("--base", default="1k", help="the N every other is compared with (default 1k)")
     ap.add_argument("--profile", action="store_true", help="run each stage under py-spy (bench/out/profile-*.txt)")
     ap.add_argument("--no-transfer", action="store_true", help="skip the push/pull round trips")
+    ap.add_argument("--dask", action="store_true", help="then detect and tag again on a `dask scheduler` + "
+                    "`dask worker` cluster on 127.0.0.1, one worker process per core (bench/scale_dask.py)")
     ap.add_argument("--synth-dir", type=Path, help="keep the synthetic images here, for later runs (default: scratch)")
     ap.add_argument("--work", type=Path, default=None, help="where the scratch directory goes (default: the system's temp)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -261,7 +272,7 @@ def main() -> int:
             report["results"].append(res)
             out_path.write_text(json.dumps(report, indent=1) + "\n")
             if "stages" in res:
-                print(table(res), flush=True)
+                print(table(res) + dask_lines(res), flush=True)
             else:
                 print(f"\nN = {n:,}: skipped: {res['skipped']}", flush=True)
         report["machine_end"] = machine()

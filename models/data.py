@@ -3,7 +3,9 @@ attributes, split); only the `train` split is trained on. Batches are a pure fun
 step, rank) plus the device generator (for flips), so a resumed run sees exactly the same data.
 
 Decoded uint8 images are cached in memory (on the GPU when training there) when they fit in
-`cache_gb`; otherwise batches are decoded by a thread pool a few steps ahead (streaming)."""
+`cache_gb`, decoded one Parquet row group at a time (the encoded crops are never all in memory);
+otherwise the encoded crops are held as the Arrow column (no Python object per crop) and batches
+are decoded by a thread pool a few steps ahead (streaming)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from tasks.artifacts.trainset import TRAIN, decode, read_export
+from tasks.artifacts.trainset import TRAIN, ExportFile, decode, read_export
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +27,11 @@ class FaceData:
 
     def __init__(self, path, image_size: int, device: torch.device, *, seed: int, batch: int, rank: int = 0,
                  world: int = 1, cache_gb: float = 8.0, threads: int = 4, channels_last: bool = False):
-        export = read_export(path)
-        self.fingerprint, self.tagger, self.tagger_reason = export.fingerprint, export.tagger, export.tagger_reason
-        train = export.take(TRAIN)
-        self.face_ids, self._pngs, self.attributes = train.face_ids, train.pngs, train.attributes
-        self.n, self.n_holdout = len(self.face_ids), len(export.face_ids) - len(train.face_ids)
+        ds = ExportFile(path)
+        self.fingerprint, self.tagger, self.tagger_reason = ds.fingerprint, ds.tagger, ds.tagger_reason
+        rows = np.flatnonzero(ds.split == TRAIN)
+        self.face_ids, self.attributes = [ds.face_ids[i] for i in rows], ds.attributes[rows]
+        self.n, self.n_holdout = len(rows), len(ds) - len(rows)
         if self.n == 0:
             raise ValueError(f"{path}: the training dataset holds no faces in its train split")
         self.size, self.device, self.seed = image_size, device, seed
@@ -45,14 +47,11 @@ class FaceData:
         self._perms: dict[int, torch.Tensor] = {}
         self._ahead: dict[int, object] = {}
         if self.cached:
-            arr = np.empty((self.n, image_size, image_size, 3), np.uint8)
-
-            def fill(i):
-                arr[i] = decode(self._pngs[i], image_size)
-
-            list(self.pool.map(fill, range(self.n)))
+            arr = ds.decode(rows, image_size, threads)  # one row group's crops at a time
             self.images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous().to(device)
-            self._pngs = []
+            self._pngs = None
+        else:
+            self._pngs = read_export(path).pngs.take(rows)  # the encoded crops in Arrow buffers
         log.info("data: %d faces (%d more held out), %s (%.2f GB decoded)", self.n, self.n_holdout,
                  "cached in memory" if self.cached else "streaming", nbytes / 2**30)
 

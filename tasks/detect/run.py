@@ -207,7 +207,7 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
                 bar.set_postfix(faces=summary.faces_new, refresh=False)
         finally:
             bar.close()
-            state.checkpoint()  # keep what is done, even when interrupted
+            state.checkpoint(final=True)  # keep what is done, even when interrupted
     summary.work_seconds = time.perf_counter() - t_work
 
     faces = decide(state.faces_table(), cfg)

@@ -4,6 +4,8 @@ DVC out, so `dvc repro` does not delete it before a rerun):
     state-images.parquet  one row per processed image (keyed by image_id + params_key), sorted by image_id
     state-faces.parquet   one row per face: the faces columns + pHash and chroma, sorted by face_id
     shard-<sha>.parquet   the crops, named by content (tasks.artifacts.faces.write_shard)
+    state-delta-<base>-<n>-{faces,images}.parquet
+                          while a run goes on: the rows added or changed since the last save
 
 The files hold no clock, timing, process id or machine path, so two runs over the same
 inputs leave the same bytes.
@@ -18,6 +20,17 @@ images, never on when a run was interrupted or which worker finished first. Rows
 state only with their crops on disk, so a killed run loses at most the work since the last
 save; files no row refers to are deleted after each save.
 
+A save during a run appends a *delta* (the rows added or changed since the previous save: the
+faces file, then the images file) instead of rewriting both tables, so its cost is a shard's
+rows, not the whole state's. The run's last checkpoint (when it ends, fails or is stopped)
+*compacts*: both tables are written whole, sorted, then the deltas deleted. A delta's name
+carries the first 12 hex of the sha256 of the tables it applies to (`<base>`), so one left by a
+kill between the compaction and the deletion no longer matches and is ignored, and one whose
+images file is missing (killed between the two writes) is ignored with it: loading applies the
+matching deltas in order over the tables, then compacts (or deletes the deltas that do not
+apply), so a run never starts with a delta on disk. After a clean end the directory holds
+exactly the files a run without deltas would leave.
+
 An image whose outcome is final (ok, or a FINAL_REASONS reason) is done for its params key;
 a transient one (TRANSIENT_REASONS) stays in the state for the report and is redone by the
 next run."""
@@ -25,6 +38,7 @@ next run."""
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -42,7 +56,7 @@ from tasks.artifacts.faces import (
 )
 from tasks.detect.work import ImageResult, is_final
 from tasks.errors import DataError
-from tasks.fileio import SCHEMA_VERSION_KEY, read_parquet, with_version, write_parquet
+from tasks.fileio import SCHEMA_VERSION_KEY, read_parquet, sha256_file, with_version, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +93,46 @@ def _read_images(path: Path) -> pa.Table:
     return table
 
 
+DELTA_PREFIX = "state-delta-"
+
+
+def _base_of(images_path: Path, faces_path: Path) -> str:
+    """The name part of the deltas that apply to these tables (their bytes' sha256)."""
+    h = hashlib.sha256()
+    for p in (images_path, faces_path):
+        h.update(sha256_file(p).encode() if p.exists() else b"-")
+    return h.hexdigest()[:12]
+
+
+def _delta_files(crops_dir: Path, base: str) -> list[tuple[int, Path, Path]]:
+    """(n, faces file, images file) of the complete deltas of `base`, in order."""
+    found = []
+    for p in crops_dir.glob(f"{DELTA_PREFIX}{base}-*-faces.parquet"):
+        n = p.name[len(DELTA_PREFIX) + len(base) + 1:-len("-faces.parquet")]
+        images = p.with_name(p.name.replace("-faces.parquet", "-images.parquet"))
+        if n.isdigit() and images.exists():
+            found.append((int(n), p, images))
+    return sorted(found)
+
+
+def read_saved(crops_dir: str | Path) -> tuple[dict[str, dict], dict[str, dict], list]:
+    """The saved state as it stands on disk (a run may be going on): image_id -> row and face_id
+    -> row, the tables with their matching deltas applied in order; and those deltas. DataError
+    when a file is unreadable."""
+    crops_dir = Path(crops_dir)
+    images_path, faces_path = crops_dir / "state-images.parquet", crops_dir / "state-faces.parquet"
+    images, faces = {}, {}
+    if images_path.exists() and faces_path.exists():
+        images = {r["image_id"]: r for r in _read_images(images_path).to_pylist()}
+        faces = {r["face_id"]: r for r in read_parquet(faces_path, STATE_FACES_TABLE, STATE_FACES_VERSION).to_pylist()}
+    deltas = _delta_files(crops_dir, _base_of(images_path, faces_path)) if crops_dir.is_dir() else []
+    for _, faces_delta, images_delta in deltas:
+        faces.update((r["face_id"], r) for r in read_parquet(faces_delta, STATE_FACES_TABLE,
+                                                             STATE_FACES_VERSION).to_pylist())
+        images.update((r["image_id"], r) for r in _read_images(images_delta).to_pylist())
+    return images, faces, deltas
+
+
 class State:
     def __init__(self, crops_dir: str | Path, key: str, image_ids: set[str], shard_rows: int):
         self.dir = Path(crops_dir)
@@ -89,23 +143,28 @@ class State:
         self.images: dict[str, dict] = {}  # image_id -> row
         self.faces: dict[str, dict] = {}  # face_id -> row
         self._open: dict[str, bytes] = {}  # the open shard: face_id -> PNG
+        self._dirty_images: set[str] = set()  # changed since the last save (the next delta)
+        self._dirty_faces: set[str] = set()
+        self._deltas: list[Path] = []  # on disk, for the current base
+        self._base = _base_of(self.images_path, self.faces_path)
         self._last_save = time.monotonic()
         if self._load(image_ids):
-            self.save()  # superseded rows gone from disk before their shards are (and the old crops with them)
+            self.compact()  # superseded rows gone from disk before their shards are (and the old crops with them)
         else:
+            self._drop_deltas()  # none applies (stale, or without its images file)
             self.remove_orphans()
 
     def _load(self, image_ids: set[str]) -> bool:
         """The live state: rows of the current params_key for images still in the manifest whose
-        shards exist. Returns whether anything on disk was left out."""
-        if not (self.images_path.exists() and self.faces_path.exists()):
-            return False
+        shards exist. Returns whether anything on disk was left out (or came from deltas)."""
         try:
-            images = _read_images(self.images_path).to_pylist()
-            faces = read_parquet(self.faces_path, STATE_FACES_TABLE, STATE_FACES_VERSION).to_pylist()
+            images, faces, deltas = read_saved(self.dir)
         except DataError as e:
             log.warning("ignoring unreadable detect state (%s): every image is redone", e)
             return True
+        if not images and not faces and not deltas:
+            return False
+        images, faces = list(images.values()), list(faces.values())
         live = {r["image_id"] for r in images if r["params_key"] == self.key and r["image_id"] in image_ids}
         lost = {r["image_id"] for r in faces if r["image_id"] in live and r["shard"]
                 and not (self.dir / r["shard"]).is_file()}
@@ -115,7 +174,7 @@ class State:
         self.images = {r["image_id"]: r for r in images if r["image_id"] in live and r["params_key"] == self.key}
         self.faces = {r["face_id"]: r for r in faces if r["image_id"] in live and r["params_key"] == self.key}
         self._purge({r["shard"] for r in faces if r["shard"] and r["face_id"] not in self.faces})
-        return len(self.images) != len(images) or len(self.faces) != len(faces)
+        return bool(deltas) or len(self.images) != len(images) or len(self.faces) != len(faces)
 
     def _purge(self, shards: set[str]) -> None:
         """Rewrite the shards that also hold crops of faces no longer live (an image left the manifest,
@@ -129,6 +188,7 @@ class State:
             new = write_shard(self.dir, keep)
             for fid in keep:
                 self.faces[fid]["shard"] = new
+            self._dirty_faces.update(keep)
         if mixed:
             log.info("detect: rewrote %d crop shards without the crops of faces no longer in the data", len(mixed))
 
@@ -157,8 +217,10 @@ class State:
     def add(self, res: ImageResult, detector: str, size: int) -> None:
         """Record one image (replacing an earlier transient row); its crops join the open shard."""
         self.images[res.image_id] = _image_row(res, self.key)
+        self._dirty_images.add(res.image_id)
         for f in res.faces:
             self.faces[f.face_id] = _face_row(res, f, detector, size, self.key)
+            self._dirty_faces.add(f.face_id)
             if f.png is not None:
                 self._open[f.face_id] = f.png
         if len(self._open) >= self.shard_rows:
@@ -172,18 +234,51 @@ class State:
         name = write_shard(self.dir, self._open)
         for fid in self._open:
             self.faces[fid]["shard"] = name
+        self._dirty_faces.update(self._open)
 
-    def checkpoint(self) -> None:
-        """Write the open shard as it is, then the state: what is done survives a kill."""
+    def checkpoint(self, final: bool = False) -> None:
+        """Write the open shard as it is, then the state (a delta; compacted when `final`, the
+        run's last): what is done survives a kill."""
         if self._open:
             self._write_open()
-        self.save()
+        if final:
+            self.compact()
+        else:
+            self.save()
 
     def save(self) -> None:
-        write_parquet(self.images_path, self.images_table(), IMAGES_SCHEMA)
-        write_parquet(self.faces_path, self.faces_table(), STATE_FACES_SCHEMA)
+        """Append the rows changed since the last save as a delta: faces first, then images (a
+        delta without its images file is ignored when loading)."""
+        n = len(self._deltas)
+        stem = self.dir / f"{DELTA_PREFIX}{self._base}-{n:06d}"
+        write_parquet(f"{stem}-faces.parquet", pa.Table.from_pylist(
+            [self.faces[f] for f in sorted(self._dirty_faces)], STATE_FACES_SCHEMA), STATE_FACES_SCHEMA)
+        write_parquet(f"{stem}-images.parquet", pa.Table.from_pylist(
+            [self.images[i] for i in sorted(self._dirty_images)], IMAGES_SCHEMA), IMAGES_SCHEMA)
+        self._deltas.append(Path(stem))
+        self._dirty_faces.clear()
+        self._dirty_images.clear()
         self._last_save = time.monotonic()
         self.remove_orphans()
+
+    def compact(self) -> None:
+        """Write both tables whole, then delete every delta (they no longer match the new base).
+        Faces first: a kill between the two leaves new faces beside old images, and a face whose
+        image has no row is not live (the image is redone)."""
+        write_parquet(self.faces_path, self.faces_table(), STATE_FACES_SCHEMA)
+        write_parquet(self.images_path, self.images_table(), IMAGES_SCHEMA)
+        self._base = _base_of(self.images_path, self.faces_path)
+        self._drop_deltas()
+        self._dirty_faces.clear()
+        self._dirty_images.clear()
+        self._last_save = time.monotonic()
+        self.remove_orphans()
+
+    def _drop_deltas(self) -> None:
+        if self.dir.exists():
+            for p in self.dir.glob(f"{DELTA_PREFIX}*.parquet"):
+                p.unlink()
+        self._deltas = []
 
     def images_table(self) -> pa.Table:
         return pa.Table.from_pylist([self.images[i] for i in sorted(self.images)], IMAGES_SCHEMA)

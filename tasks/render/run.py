@@ -16,7 +16,7 @@ from models.device import resolve_device
 from tasks.artifacts.detector import read_detector_spec
 from tasks.artifacts.tagger import read_tagger_spec
 from tasks.artifacts.tags import binarize
-from tasks.artifacts.trainset import HOLDOUT, TRAIN, Export, decode, read_export
+from tasks.artifacts.trainset import HOLDOUT, TRAIN, ExportFile
 from tasks.detectors import AnimeFace, LbpCascade, read_cascade
 from tasks.errors import DataError
 from tasks.fileio import atomic_write_json
@@ -50,12 +50,6 @@ class RenderSummary:
         lines += [f"| {k} | `{v}` |" for k, v in self.sheets.items() if not k.startswith("attributes/")]
         lines += ["", *(f"- {line}" for line in self.lines())]
         return "\n".join(lines) + "\n"
-
-
-def _images(export: Export, idx, size: int) -> np.ndarray:
-    if len(idx) == 0:
-        return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack([decode(export.pngs[i], size) for i in idx])
 
 
 def _section(name: str, fn) -> dict:
@@ -95,7 +89,7 @@ def evaluate(G, sampler, cfg: RenderConfig, data: str, detect: DetectConfig, tag
         off = unavailable("render.eval_samples is 0")
         return {**metrics, **{k: off for k in ("detectability", "diversity", "memorisation", "attributes",
                                                "frechet")}}, {}
-    export = read_export(data)
+    export = ExportFile(data)  # face_ids, attributes and split; crops read by row group when needed
     gen = torch.Generator(device=sampler.device)
     gen.manual_seed(cfg.seed + 1)
     z = torch.randn(n, G.cfg.z_dim, device=sampler.device, generator=gen)
@@ -103,7 +97,7 @@ def evaluate(G, sampler, cfg: RenderConfig, data: str, detect: DetectConfig, tag
     fake = generate(G, z, cond, cfg.batch)
     rng = np.random.default_rng(cfg.seed)
     real_idx = np.sort(rng.permutation(len(export.face_ids))[:n])
-    real = _images(export, real_idx, px)
+    real = export.decode(real_idx, px)
     detectors, notes = stage_detectors(detect)
 
     def detectability():
@@ -116,13 +110,12 @@ def evaluate(G, sampler, cfg: RenderConfig, data: str, detect: DetectConfig, tag
         return Q.diversity(fake[:m], real[:m])
 
     def memorisation():
-        held, train = export.take(HOLDOUT), export.take(TRAIN)
-        if len(held.face_ids) < MIN_HELDOUT:
-            raise ValueError(f"{len(held.face_ids)} held-out faces (train.holdout of {len(export.face_ids)}); "
+        held, train = np.flatnonzero(export.split == HOLDOUT), np.flatnonzero(export.split == TRAIN)
+        if len(held) < MIN_HELDOUT:
+            raise ValueError(f"{len(held)} held-out faces (train.holdout of {len(export.face_ids)}); "
                              f"memorisation needs {MIN_HELDOUT}")
-        size = min(px, Q.DISTANCE_SIZE)
-        return Q.memorisation(fake, _images(held, range(len(held.face_ids)), size),
-                              _images(train, range(len(train.face_ids)), size))
+        size = min(px, Q.DISTANCE_SIZE)  # the training faces stream by row group: never all in memory
+        return Q.memorisation(fake, export.decode(held, size), export.iter_decoded(train, size))
 
     metrics["detectability"] = _section("detectability", detectability)
     metrics["diversity"] = _section("diversity", diversity)

@@ -25,13 +25,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from tasks.artifacts.decisions import CONTROL_RE, QUEUE_COLUMNS, Decision, render_csv
 from tasks.artifacts.faces import CropReader
 from tasks.artifacts.images import read_manifest
 from tasks.errors import DataError
-from tasks.fileio import atomic_write_bytes, atomic_write_text, create_temp_dir
+from tasks.fileio import atomic_write_bytes, atomic_write_text, create_temp, create_temp_dir
 from tasks.params.review import ReviewConfig
 from tasks.review.html import PAGE_STEM, render_html, render_index_js, render_page_js
 
@@ -88,12 +89,45 @@ def _thumbnail(png: bytes | None, size: int):
         return ImageOps.pad(im.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC, color=BACKGROUND)
 
 
-def _thumbnails(rows: list[dict], kept: pa.Table, crops_dir: str | os.PathLike, size: int) -> dict[str, bytes]:
-    """face_id -> JPEG thumbnail, reading each crops shard once."""
+class _Thumbs:
+    """The queue's JPEG thumbnails by row number, spooled to a temp file in `directory` (`_prune`
+    deletes one a killed run leaves): memory holds one page's thumbnails, not the whole queue's."""
+
+    def __init__(self, directory: Path, n: int):
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, self.path = create_temp(directory, prefix=".thumbs-")
+        self._writer, self._reader = os.fdopen(fd, "wb"), None
+        self._at, self._len = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self._end = 0
+
+    def put(self, i: int, jpg: bytes) -> None:
+        self._writer.write(jpg)
+        self._at[i], self._len[i] = self._end, len(jpg)
+        self._end += len(jpg)
+
+    def get(self, i: int) -> bytes:
+        if self._reader is None:
+            self._writer.close()
+            self._reader = open(self.path, "rb")
+        self._reader.seek(int(self._at[i]))
+        return self._reader.read(int(self._len[i]))
+
+    def __enter__(self) -> "_Thumbs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._writer.close()
+        if self._reader is not None:
+            self._reader.close()
+        os.unlink(self.path)
+
+
+def _thumbnails(rows: list[dict], kept: pa.Table, crops_dir: str | os.PathLike, size: int, into: _Thumbs) -> None:
+    """Each row's JPEG thumbnail into `into`, reading each crops shard once."""
     reader = CropReader(kept, crops_dir, cache_shards=1)
-    out: dict[str, bytes] = {}
     missing = 0
-    for r in sorted(rows, key=lambda r: (r["shard"] or "", r["face_id"])):
+    for i in sorted(range(len(rows)), key=lambda i: (rows[i]["shard"] or "", rows[i]["face_id"])):
+        r = rows[i]
         png = None
         if r["face_id"] in reader:
             try:
@@ -107,10 +141,9 @@ def _thumbnails(rows: list[dict], kept: pa.Table, crops_dir: str | os.PathLike, 
             raise DataError(f"crop of face {r['face_id']} in {crops_dir}/{r['shard']} is not a readable image: {e}") from None
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=95)
-        out[r["face_id"]] = buf.getvalue()
+        into.put(i, buf.getvalue())
     if missing:
         log.warning("review: %d queued faces have no stored crop (shown as a red cross)", missing)
-    return out
 
 
 @dataclass(frozen=True)
@@ -123,20 +156,21 @@ def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
-def _sprite(chunk: list[dict], thumbs: dict[str, bytes], size: int, cols: int) -> bytes:
+def _sprite(chunk: range, thumbs: _Thumbs, size: int, cols: int) -> bytes:
+    """The sprite page of rows `chunk` (row numbers)."""
     from PIL import Image
 
     n_rows = (len(chunk) + cols - 1) // cols
     sheet = Image.new("RGB", (min(cols, len(chunk)) * size, n_rows * size), BACKGROUND)
-    for i, r in enumerate(chunk):
-        with Image.open(io.BytesIO(thumbs[r["face_id"]])) as im:
+    for i, row in enumerate(chunk):
+        with Image.open(io.BytesIO(thumbs.get(row))) as im:
             sheet.paste(im, ((i % cols) * size, (i // cols) * size))
     buf = io.BytesIO()
     sheet.save(buf, "JPEG", quality=85, optimize=True)
     return buf.getvalue()
 
 
-def _write_version(root: Path, rows: list[dict], thumbs: dict[str, bytes], cfg: ReviewConfig) -> tuple[str, list[list]]:
+def _write_version(root: Path, rows: list[dict], thumbs: _Thumbs, cfg: ReviewConfig) -> tuple[str, list[list]]:
     """Write the pages into a new version directory under `root`; returns the version and each
     page's faces ([face_id, detector, score, url])."""
     size, cols, per = cfg.thumb_size, cfg.columns, cfg.page_size
@@ -149,7 +183,7 @@ def _write_version(root: Path, rows: list[dict], thumbs: dict[str, bytes], cfg: 
             chunk = rows[p:p + per]
             faces = [[r["face_id"], r["detector"], None if r["score"] is None else round(float(r["score"]), 4), r["url"]]
                      for r in chunk]
-            jpg = _sprite(chunk, thumbs, size, cols)
+            jpg = _sprite(range(p, p + len(chunk)), thumbs, size, cols)
             (tmp / f"{PAGE_STEM.format(len(pages) + 1)}.jpg").write_bytes(jpg)
             digest.update(hashlib.sha256(jpg).digest())
             digest.update(json.dumps(faces).encode())
@@ -185,8 +219,9 @@ def export_queue(cfg: ReviewConfig, rows: list[dict], kept: pa.Table, crops_dir:
     """Write a new version of the queue (sprite pages + page scripts + index), then queue.html,
     then queue.csv, then delete older versions."""
     thumbs_root, queue_csv, queue_html = Path(cfg.out.thumbs), Path(cfg.out.queue), Path(cfg.out.html)
-    thumbs = _thumbnails(rows, kept, crops_dir, cfg.thumb_size)
-    version, pages = _write_version(thumbs_root, rows, thumbs, cfg)
+    with _Thumbs(thumbs_root, len(rows)) as thumbs:
+        _thumbnails(rows, kept, crops_dir, cfg.thumb_size, thumbs)
+        version, pages = _write_version(thumbs_root, rows, thumbs, cfg)
     version_dir = thumbs_root / version
     atomic_write_text(queue_html, render_html(total=len(rows), pages=len(pages), size=cfg.thumb_size,
                                               thumbs_dir=_rel(version_dir, queue_html.parent), version=version,

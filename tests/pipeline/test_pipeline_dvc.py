@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.detect.run import detect
+from tasks.detect.state import read_saved
 from tasks.detect.work import is_final
 from tasks.params.all import load_params
 from tasks.params.detect import DetectOut
@@ -46,14 +47,13 @@ def test_repro_noop_and_kill_during_detect_then_push_pull(project, tmp_path):
     proc = subprocess.Popen(["dvc", "repro", "detect"], cwd=project, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     faces = project / "data" / "faces"
-    state = faces / "crops" / "state-images.parquet"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not state.exists() and proc.poll() is None:
+    deadline = time.monotonic() + 180  # until a first save (a delta of the state, tasks/detect/state.py)
+    while time.monotonic() < deadline and not read_saved(faces / "crops")[0] and proc.poll() is None:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # the images whose outcome stands: a worker the kill reached first leaves a transient row, redone
-    done_before = sum(is_final(r["status"], r["reason"]) for r in pq.read_table(state).to_pylist())
+    done_before = sum(is_final(r["status"], r["reason"]) for r in read_saved(faces / "crops")[0].values())
     assert 0 < done_before < n_images and not (faces / "faces.parquet").exists(), "the kill was not mid-run"
 
     r = run(["dvc", "repro", "review"], project)
