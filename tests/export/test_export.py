@@ -25,7 +25,7 @@ from tasks.params.all import Params
 from tasks.params.train import ModelConfig
 from tasks.typed import build
 from tests.conftest import ROOT
-from tests.support.export import export_config, make_generator_file, randomize_batchnorm
+from tests.support.export import export_config, make_generator_file, make_training_files, randomize_batchnorm
 
 SEEDS = [0, 1, 42, 2**31 - 1, 2**31, 2**32 - 1, 123456789]
 
@@ -169,11 +169,32 @@ def test_bad_export_params_name_the_key(data, message):
 
 def test_flow_cli_exports_from_params(tmp_path):
     src = make_generator_file(tmp_path / "g.safetensors")
+    data, attributes = make_training_files(tmp_path, trained=["long_hair", "blush"], known_off=["hat"],
+                                           holdout_only=["glasses"])
     out = vars(export_config(tmp_path).out)
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps({"export": {"generator": str(src), "variant": "fp16", "out": out}}))
-    r = subprocess.run([sys.executable, "-m", "tasks.export", "--params", str(params)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=240)
+    cmd = [sys.executable, "-m", "tasks.export", "--params", str(params), "--data", str(data)]
+    r = subprocess.run(cmd + ["--attributes", str(tmp_path / "missing.json")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "missing.json does not exist (run the render stage first)" in r.stderr
+    r = subprocess.run(cmd + ["--attributes", str(attributes)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "the page offers 25 of 34 tags" in r.stderr
     assert json.loads((tmp_path / "export/report.json").read_text())["variant"] == "fp16"
-    assert (tmp_path / "model/model.json").is_file()
+    man = json.loads((tmp_path / "model/model.json").read_text())
+    # which tags the generator learned: on for some training face (held-out faces are not trained on)
+    trained = dict(zip(man["tags"], man["training"]["trained"]))
+    assert [t for t, ok in trained.items() if not ok] == [
+        "short_hair", "twintails", "drill_hair", "ponytail", "smile", "open_mouth", "hat", "ribbon", "glasses"]
+    i = MGM_TAGS.index
+    assert man["training"]["faces"] == 20 and man["training"]["tagger"] == "test"
+    assert man["training"]["known"][i("hat")] == 20 and man["training"]["positive"][i("hat")] == 0
+    assert man["training"]["known"][i("smile")] == 0 and man["training"]["positive"][i("long_hair")] == 10
+    assert man["training"]["positive"][i("glasses")] == 0
+    # how well each is followed: render's measurement, or its reason
+    a = man["agreement"]["attributes"]
+    assert a["hair_color"] == {"agreement": 0.8125, "read": 16, "known": 50, "ceiling": 0.9}
+    assert a["smile"]["agreement"] is None and "no training face" in a["smile"]["reason"]
