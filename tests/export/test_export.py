@@ -17,7 +17,7 @@ from models.dragan import Generator
 from tasks.artifacts.generator import load_generator
 from tasks.artifacts.tags import MGM_TAGS
 from tasks.errors import ConfigError, DataError
-from tasks.export.noise import parse_seed, seed_to_z, variation_seeds
+from tasks.export.noise import parse_seed, perturb, seed_to_z, slerp, variation_seeds
 from tasks.export.onnx_export import export_onnx, fast_tail, fold_batchnorm
 from tasks.export.parity import ParityError, inputs_for, run_onnx, session, to_uint8
 from tasks.export.run import run_export
@@ -42,16 +42,24 @@ def test_noise_is_standard_normal_and_deterministic():
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_noise_matches_javascript_bit_for_bit():
-    script = ("import {seedToZ, variationSeeds, parseSeed} from '%s';\n"
-              "const seeds = %s;\n"
-              "console.log(JSON.stringify(seeds.map((s) => [Array.from(seedToZ(s, 9)), variationSeeds(s, 4)]).concat("
-              "[[parseSeed('4294967297'), parseSeed(' 12 '), parseSeed('Miku ♪'), parseSeed('')]])));") % ((ROOT / "web/src/noise.js").as_uri(), SEEDS)
-    r = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["node", str(ROOT / "tests/export/noise_check.mjs"), json.dumps(SEEDS)], capture_output=True,
+                       text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     js = json.loads(r.stdout)
-    py = [[seed_to_z(s, 9), variation_seeds(s, 4)] for s in SEEDS] + [[parse_seed("4294967297"), parse_seed(12), parse_seed("Miku ♪"),
-                                                                 parse_seed("")]]
-    assert js == py
+    for s, got in zip(SEEDS, js["seeds"], strict=True):
+        z, e = seed_to_z(s, 9), seed_to_z((s + 1) & 0xFFFFFFFF, 9)
+        assert got["z"] == z and got["variations"] == variation_seeds(s, 4)
+        assert got["perturbed"] == perturb(z, e, 0.3)
+        assert got["slerp"] == [slerp(z, e, t) for t in (0, 0.25, 1)]
+        assert got["slerp"][0] == z and got["slerp"][2] == e  # the ends are the two characters' noise
+        assert got["same"] is True  # the noise survives its URL text and its JSON, bit for bit
+    assert js["parsed"] == [parse_seed("4294967297"), parse_seed(12), parse_seed("Miku ♪"), parse_seed("")]
+
+
+def test_perturb_keeps_the_noise_standard_normal():
+    z = np.array([perturb(seed_to_z(s, 128), seed_to_z(s + 999, 128), 0.6) for s in range(100)])
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+    assert perturb([1.0], [5.0], 0.0) == [1.0] and perturb([1.0], [5.0], 1.0) == [5.0]
 
 
 def _random_generator(**kw) -> Generator:
