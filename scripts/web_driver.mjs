@@ -76,6 +76,8 @@ async function step(page, s) {
 
 await drive({ name: 'chromium', executablePath, timeout: opts.timeout_ms || 60000, result,
   launch: { args: ARGS, viewport: { width: 1200, height: 860 }, acceptDownloads: true } }, async (page) => {
+  // opts.no_wasm: a browser without WebAssembly (and so without onnxruntime-web's WebGPU kernels too)
+  if (opts.no_wasm) await page.addInitScript(() => { delete globalThis.WebAssembly; });
   await page.goto(opts.url, { waitUntil: 'load' });
   await page.waitForFunction(() => document.body.dataset.state === 'error' || +document.body.dataset.variations >= 1);
   const state = await page.evaluate(() => document.body.dataset.state);

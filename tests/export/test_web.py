@@ -232,5 +232,5 @@ def test_webgpu_backend_draws_the_same_image(site):
 
 def test_no_backend_is_a_clear_message(site):
     url, _ = site
-    r = drive(url, args=["--js-flags=--noexpose_wasm"], expect_error=True)
+    r = drive(url, no_wasm=True, expect_error=True)
     assert r["status"].startswith("Error: This browser can run neither WebGPU nor WebAssembly")
