@@ -90,9 +90,9 @@ def run_export(cfg: ExportConfig, generator: str | Path, data: str | Path | None
     tags the generator learned and how well it follows them (the stage always hands both).
     Raises ParityError when onnxruntime disagrees with PyTorch beyond the tolerances."""
     t0 = time.perf_counter()
+    g, model_cfg, meta = load_generator(generator)  # a bad generator file first: its error names it
     training = training_tags(data) if data is not None else None
     agree = agreement(attributes) if attributes is not None else None
-    g, model_cfg, meta = load_generator(generator)
     if model_cfg.n_tags != len(MGM_TAGS):
         raise DataError(f"{generator}: the generator takes {model_cfg.n_tags} tags, the tag schema has {len(MGM_TAGS)}")
     src, folded = fold_batchnorm(g) if cfg.fold_batchnorm else (g, 0)

@@ -187,13 +187,19 @@ export class TagControls {
         t[this.choice[g.name] >= 0 ? this.choice[g.name] : g.start + k] = 1;
       } else {
         for (let i = g.start; i < g.stop; i++) {
-          const p = f && f.independent[String(i)] !== undefined ? f.independent[String(i)] : 0.5;
+          const p = f && f.independent[String(i)] !== undefined ? f.independent[String(i)] : this.share(i);
           const u = rand(), c = this.choice[i];
           t[i] = !this.trained[i] ? 0 : c === 'on' ? 1 : c === 'off' ? 0 : u < p ? 1 : 0;
         }
       }
     }
     return t;
+  }
+
+  // A tag's share in the training data when the generator recorded no frequencies (else one half).
+  share(i) {
+    const tr = this.manifest.training;
+    return tr && tr.known[i] > 0 ? tr.positive[i] / tr.known[i] : 0.5;
   }
 
   // Mark which random tags came out on (the chips show what was drawn).
