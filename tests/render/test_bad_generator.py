@@ -115,7 +115,7 @@ def export_inputs(root: Path) -> list[str]:
 
 
 def run_stage(stage: str, root: Path, generator: Path, monkeypatch, capsys) -> tuple[int, list[str]]:
-    from tasks.export.__main__ import run as export_run
+    from tasks.export.__main__ import INPUTS as EXPORT_INPUTS, run as export_run
     from tasks.render.__main__ import INPUTS, run as render_run
 
     params, paths = render_setup(root, generator)
@@ -123,7 +123,8 @@ def run_stage(stage: str, root: Path, generator: Path, monkeypatch, capsys) -> t
     if stage == "render":
         code = stage_main("render", RenderConfig, render_run, argv=["--params", str(params), *paths], inputs=INPUTS)
     else:
-        code = stage_main("export", ExportConfig, export_run, argv=["--params", str(params), *export_inputs(root)])
+        code = stage_main("export", ExportConfig, export_run, argv=["--params", str(params), *export_inputs(root)],
+                          inputs=EXPORT_INPUTS)
     return code, capsys.readouterr().err.strip().splitlines()
 
 
