@@ -36,10 +36,12 @@ export class Generator {
     const res = await fetch(base);
     if (!res.ok) throw new Error(`no model manifest at ${base.pathname} (${res.status}): run the export stage, then rebuild`);
     const manifest = await res.json();
-    const tryOrder = await backends(backend);
-    const modelRes = await fetch(new URL(manifest.model, base));
-    if (!modelRes.ok) throw new Error(`model ${manifest.model}: HTTP ${modelRes.status}`);
-    const bytes = new Uint8Array(await modelRes.arrayBuffer());
+    const model = async () => {
+      const r = await fetch(new URL(manifest.model, base));
+      if (!r.ok) throw new Error(`model ${manifest.model}: HTTP ${r.status}`);
+      return new Uint8Array(await r.arrayBuffer());
+    };
+    const [tryOrder, bytes] = await Promise.all([backends(backend), model()]); // the adapter probe and the download overlap
     const isolated = self.crossOriginIsolated === true;
     const n = threads > 0 ? threads : isolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
     ort.env.wasm.wasmPaths = new URL(ortBase, document.baseURI).href; // served locally, never a CDN
