@@ -21,7 +21,7 @@ from tasks.params.export import ExportConfig
 from tasks.reports import write_run_report
 
 log = logging.getLogger(__name__)
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: training (which tags the generator learned) and agreement (render)
 MB = 1_000_000
 
 
