@@ -106,7 +106,7 @@ async function download(factor) {
 }
 
 function wire() {
-  const on = (id, f) => $(id).addEventListener('click', () => Promise.resolve(f()).catch(fail));
+  const on = (id, f) => $(id).addEventListener('click', () => (async () => f())().catch(fail));
   const fixed = () => $('fixnoise').checked;
   $('seed').addEventListener('change', () => setCharacter(new Character(parseSeed($('seed').value), fixed() ? char.noise : null)));
   on('generate', () => setCharacter(new Character(parseSeed($('seed').value), fixed() ? char.noise : null)));
