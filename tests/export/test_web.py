@@ -146,7 +146,10 @@ def test_noise_fixed_perturbed_exported_and_imported(site):
         {"fill": ["amount", "0.3"]}, {"click": "perturb"}, {"read": "perturbed"},
         {"click": "noise-export", "wait": False}, {"eval": "exported", "expr": "document.getElementById('noise-text').value"},
         {"fill": ["noise-text", imported]}, {"click": "noise-import"}, {"read": "imported"},
+        {"fill": ["noise-text", '{"z": [1, 2]}']}, {"click": "noise-import", "wait": False},
+        {"eval": "refused", "expr": "document.getElementById('status').textContent"},
     ])
+    assert r["reads"]["refused"] == "Error: noise: 2 values, the model takes 128"
     assert r["errors"] == []
     start, fixed, pert, imp = (r["reads"][k]["character"] for k in ("start", "fixed", "perturbed", "imported"))
     assert start["z"] == seed_to_z(21, 128)
