@@ -1,5 +1,5 @@
 // Build the page into dist/: esbuild bundles src/main.js (+ onnxruntime-web, + the CSS); the
-// runtime's .wasm/.mjs files and public/ (the exported model) are copied beside it. No CDN.
+// runtime's .wasm/.mjs files (WASM-only and WebGPU builds) and public/ (the exported model) are copied beside it. No CDN.
 //   node build.mjs [OUTDIR] [--no-public]   (--no-public: leave the exported model out; the tests mount their own)
 import { build } from 'esbuild';
 import { cpSync, existsSync, mkdirSync, rmSync, copyFileSync, readdirSync } from 'node:fs';
@@ -30,7 +30,7 @@ await build({
 copyFileSync(join(here, 'index.html'), join(out, 'index.html'));
 const ortDist = join(here, 'node_modules/onnxruntime-web/dist');
 for (const f of readdirSync(ortDist)) {
-  if (/^ort-wasm-simd-threaded\.jsep\.(wasm|mjs)$/.test(f)) copyFileSync(join(ortDist, f), join(out, 'ort', f));
+  if (/^ort-wasm-simd-threaded(\.jsep)?\.(wasm|mjs)$/.test(f)) copyFileSync(join(ortDist, f), join(out, 'ort', f));
 }
 if (withPublic && existsSync(join(here, 'public'))) cpSync(join(here, 'public'), out, { recursive: true });
 console.log(`web: built ${out}${existsSync(join(out, 'model/model.json')) ? '' : ' (no model yet: run the export stage)'}`);

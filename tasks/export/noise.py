@@ -63,3 +63,22 @@ def parse_seed(text: str | int) -> int:
     for i in range(0, len(units), 2):
         h = _imul(h ^ int.from_bytes(units[i:i + 2], "little"), 0x01000193)
     return h
+
+
+def perturb(z: list[float], e: list[float], amount: float) -> list[float]:
+    """web/src/noise.js perturb: sqrt(1 - a^2) z + a e in doubles, rounded to float32."""
+    a = min(1.0, max(0.0, amount))
+    k = math.sqrt(1 - a * a)
+    return [_f32(k * zi + a * ei) for zi, ei in zip(z, e, strict=True)]
+
+
+def slerp(a: list[float], b: list[float], t: float) -> list[float]:
+    """web/src/noise.js slerp (tasks/render/sheets.py's in doubles), rounded to float32."""
+    dot = na = nb = 0.0
+    for x, y in zip(a, b, strict=True):  # in order, uncompensated (Python's sum() compensates): as JavaScript adds
+        dot, na, nb = dot + x * y, na + x * x, nb + y * y
+    c = min(1 - 1e-7, max(-1 + 1e-7, dot / math.sqrt(na * nb)))
+    omega = math.acos(c)
+    so = math.sin(omega)
+    wa, wb = (1 - t, t) if abs(so) < 1e-6 else (math.sin((1 - t) * omega) / so, math.sin(t * omega) / so)
+    return [_f32(wa * x + wb * y) for x, y in zip(a, b)]

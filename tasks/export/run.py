@@ -12,6 +12,7 @@ from pathlib import Path
 from tasks.artifacts.generator import load_generator
 from tasks.artifacts.tags import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, HAIR_STYLES, INDEPENDENT_SLICE, MGM_TAGS
 from tasks.errors import DataError
+from tasks.export.honesty import agreement, training_tags
 from tasks.export.noise import NOISE_ALGORITHM
 from tasks.export.onnx_export import INPUTS, OUTPUT, export_onnx, fast_tail, fold_batchnorm, make_variant
 from tasks.export.parity import ParityError, compare, inputs_for, parity_tags, run_onnx, session
@@ -20,7 +21,7 @@ from tasks.params.export import ExportConfig
 from tasks.reports import write_run_report
 
 log = logging.getLogger(__name__)
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: training (which tags the generator learned) and agreement (render)
 MB = 1_000_000
 
 
@@ -44,7 +45,11 @@ def one_hot_groups() -> tuple[tuple[int, int], ...]:
     return tuple((g["start"], g["stop"]) for g in tag_groups() if g["kind"] == "one-hot")
 
 
-def manifest(cfg: ExportConfig, model_cfg, web_bytes: bytes, meta: dict) -> dict:
+def manifest(cfg: ExportConfig, model_cfg, web_bytes: bytes, meta: dict, training: dict | None = None,
+             agree: dict | None = None) -> dict:
+    """The page's manifest. `training` (tasks.export.honesty.training_tags) and `agree` (its `agreement`)
+    are null when not given (run_export without the stage's inputs): the page then says the tags'
+    training is not recorded."""
     import json
 
     rel = os.path.relpath(Path(cfg.out.web).resolve(), Path(cfg.out.manifest).resolve().parent)
@@ -58,6 +63,7 @@ def manifest(cfg: ExportConfig, model_cfg, web_bytes: bytes, meta: dict) -> dict
         "inputs": list(INPUTS), "output": OUTPUT, "z_dim": model_cfg.z_dim, "n_tags": model_cfg.n_tags,
         "image_size": model_cfg.image_size, "tags": list(MGM_TAGS), "groups": tag_groups(),
         "frequencies": freqs, "noise": NOISE_ALGORITHM, "step": meta.get("step"),
+        "training": training, "agreement": agree,
     }
 
 
@@ -77,11 +83,16 @@ def metrics(report: dict) -> dict:
     return {"web_mb": report["web_mb"], "parity": report["parity_web"]["max_abs"]}
 
 
-def run_export(cfg: ExportConfig, generator: str | Path) -> dict:
+def run_export(cfg: ExportConfig, generator: str | Path, data: str | Path | None = None,
+               attributes: str | Path | None = None) -> dict:
     """Write out.onnx, out.web, out.manifest, out.report and out.metrics; return the report.
+    `data` (the training dataset) and `attributes` (render's attributes.json) tell the page which
+    tags the generator learned and how well it follows them (the stage always hands both).
     Raises ParityError when onnxruntime disagrees with PyTorch beyond the tolerances."""
     t0 = time.perf_counter()
-    g, model_cfg, meta = load_generator(generator)
+    g, model_cfg, meta = load_generator(generator)  # a bad generator file first: its error names it
+    training = training_tags(data) if data is not None else None
+    agree = agreement(attributes) if attributes is not None else None
     if model_cfg.n_tags != len(MGM_TAGS):
         raise DataError(f"{generator}: the generator takes {model_cfg.n_tags} tags, the tag schema has {len(MGM_TAGS)}")
     src, folded = fold_batchnorm(g) if cfg.fold_batchnorm else (g, 0)
@@ -109,7 +120,7 @@ def run_export(cfg: ExportConfig, generator: str | Path) -> dict:
 
     atomic_write_bytes(cfg.out.onnx, fp32)
     atomic_write_bytes(cfg.out.web, web)
-    man = manifest(cfg, model_cfg, web, meta)
+    man = manifest(cfg, model_cfg, web, meta, training, agree)
     atomic_write_json(cfg.out.manifest, man)
     web_mb = len(web) / MB
     if web_mb > cfg.max_mb:
@@ -121,6 +132,7 @@ def run_export(cfg: ExportConfig, generator: str | Path) -> dict:
         "batchnorm_folded": folded, "fast_tail": tail, "fp32_mb": round(len(fp32) / MB, 3), "web_mb": round(web_mb, 3),
         "goal_mb": cfg.max_mb, "within_goal": web_mb <= cfg.max_mb,
         "parity_fp32": par_fp32, "parity_web": par_web,
+        "tags_trained": None if training is None else [t for t, ok in zip(MGM_TAGS, training["trained"]) if ok],
     }
     atomic_write_json(cfg.out.report, report)
     atomic_write_json(cfg.out.metrics, metrics(report))
@@ -139,10 +151,14 @@ class ExportSummary:
 
     def lines(self) -> list[str]:
         r, pw = self.report, self.report["parity_web"]
+        trained = r.get("tags_trained")
+        tags = [f"the page offers {len(trained)} of {len(MGM_TAGS)} tags (the others: no training face had them)"
+                ] if trained is not None else []
         return [f"{self.cfg.out.web}: {r['web_mb']:.2f} MB {self.cfg.variant} (goal <= {self.cfg.max_mb:g}), "
                 f"{self.cfg.out.onnx}: {r['fp32_mb']:.2f} MB fp32",
                 f"parity vs PyTorch ({pw['samples']} seeds): fp32 max {r['parity_fp32']['max_abs']:.2e}; "
-                f"{self.cfg.variant} max {pw['max_abs']:.2e}, mean {pw['mean_abs']:.2e}, max pixel {pw['max_pixel']}"]
+                f"{self.cfg.variant} max {pw['max_abs']:.2e}, mean {pw['mean_abs']:.2e}, max pixel {pw['max_pixel']}"
+                ] + tags
 
     def markdown(self) -> str:
         r, cfg = self.report, self.cfg
@@ -150,11 +166,12 @@ class ExportSummary:
             "# export", "", "| file | MB |", "|---|---|",
             f"| {cfg.out.onnx} (fp32) | {r['fp32_mb']:.2f} |",
             f"| {cfg.out.web} ({cfg.variant}) | {r['web_mb']:.2f} (goal <= {cfg.max_mb:g}) |", "",
-            self.lines()[1], "", f"onnxruntime CPU: {r['cpu_ms_per_image']:.1f} ms/image (this machine)"]) + "\n"
+            *self.lines()[1:], "", f"onnxruntime CPU: {r['cpu_ms_per_image']:.1f} ms/image (this machine)"]) + "\n"
 
 
-def run_stage(cfg: ExportConfig) -> ExportSummary:
-    """The DVC stage: the configured (or the train stage's) generator to ONNX."""
+def run_stage(cfg: ExportConfig, data: str, attributes: str) -> ExportSummary:
+    """The DVC stage: the configured (or the train stage's) generator to ONNX, with what its training
+    data (`data`) and the render stage's measurements (`attributes`) say about each tag."""
     src = Path(cfg.generator)
     log.info("export: %s -> %s (+ %s variant %s)", src, cfg.out.onnx, cfg.variant, cfg.out.web)
-    return ExportSummary(run_export(cfg, src), cfg)
+    return ExportSummary(run_export(cfg, src, data, attributes), cfg)

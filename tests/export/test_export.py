@@ -17,7 +17,7 @@ from models.dragan import Generator
 from tasks.artifacts.generator import load_generator
 from tasks.artifacts.tags import MGM_TAGS
 from tasks.errors import ConfigError, DataError
-from tasks.export.noise import parse_seed, seed_to_z, variation_seeds
+from tasks.export.noise import parse_seed, perturb, seed_to_z, slerp, variation_seeds
 from tasks.export.onnx_export import export_onnx, fast_tail, fold_batchnorm
 from tasks.export.parity import ParityError, inputs_for, run_onnx, session, to_uint8
 from tasks.export.run import run_export
@@ -25,7 +25,7 @@ from tasks.params.all import Params
 from tasks.params.train import ModelConfig
 from tasks.typed import build
 from tests.conftest import ROOT
-from tests.support.export import export_config, make_generator_file, randomize_batchnorm
+from tests.support.export import export_config, make_generator_file, make_training_files, randomize_batchnorm
 
 SEEDS = [0, 1, 42, 2**31 - 1, 2**31, 2**32 - 1, 123456789]
 
@@ -42,16 +42,24 @@ def test_noise_is_standard_normal_and_deterministic():
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_noise_matches_javascript_bit_for_bit():
-    script = ("import {seedToZ, variationSeeds, parseSeed} from '%s';\n"
-              "const seeds = %s;\n"
-              "console.log(JSON.stringify(seeds.map((s) => [Array.from(seedToZ(s, 9)), variationSeeds(s, 4)]).concat("
-              "[[parseSeed('4294967297'), parseSeed(' 12 '), parseSeed('Miku ♪'), parseSeed('')]])));") % ((ROOT / "web/src/noise.js").as_uri(), SEEDS)
-    r = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["node", str(ROOT / "tests/export/noise_check.mjs"), json.dumps(SEEDS)], capture_output=True,
+                       text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     js = json.loads(r.stdout)
-    py = [[seed_to_z(s, 9), variation_seeds(s, 4)] for s in SEEDS] + [[parse_seed("4294967297"), parse_seed(12), parse_seed("Miku ♪"),
-                                                                 parse_seed("")]]
-    assert js == py
+    for s, got in zip(SEEDS, js["seeds"], strict=True):
+        z, e = seed_to_z(s, 9), seed_to_z((s + 1) & 0xFFFFFFFF, 9)
+        assert got["z"] == z and got["variations"] == variation_seeds(s, 4)
+        assert got["perturbed"] == perturb(z, e, 0.3)
+        assert got["slerp"] == [slerp(z, e, t) for t in (0, 0.25, 1)]
+        assert got["slerp"][0] == z and got["slerp"][2] == e  # the ends are the two characters' noise
+        assert got["same"] is True  # the noise survives its URL text and its JSON, bit for bit
+    assert js["parsed"] == [parse_seed("4294967297"), parse_seed(12), parse_seed("Miku ♪"), parse_seed("")]
+
+
+def test_perturb_keeps_the_noise_standard_normal():
+    z = np.array([perturb(seed_to_z(s, 128), seed_to_z(s + 999, 128), 0.6) for s in range(100)])
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+    assert perturb([1.0], [5.0], 0.0) == [1.0] and perturb([1.0], [5.0], 1.0) == [5.0]
 
 
 def _random_generator(**kw) -> Generator:
@@ -169,11 +177,32 @@ def test_bad_export_params_name_the_key(data, message):
 
 def test_flow_cli_exports_from_params(tmp_path):
     src = make_generator_file(tmp_path / "g.safetensors")
+    data, attributes = make_training_files(tmp_path, trained=["long_hair", "blush"], known_off=["hat"],
+                                           holdout_only=["glasses"])
     out = vars(export_config(tmp_path).out)
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps({"export": {"generator": str(src), "variant": "fp16", "out": out}}))
-    r = subprocess.run([sys.executable, "-m", "tasks.export", "--params", str(params)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=240)
+    cmd = [sys.executable, "-m", "tasks.export", "--params", str(params), "--data", str(data)]
+    r = subprocess.run(cmd + ["--attributes", str(tmp_path / "missing.json")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "missing.json does not exist (run the render stage first)" in r.stderr
+    r = subprocess.run(cmd + ["--attributes", str(attributes)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "the page offers 25 of 34 tags" in r.stderr
     assert json.loads((tmp_path / "export/report.json").read_text())["variant"] == "fp16"
-    assert (tmp_path / "model/model.json").is_file()
+    man = json.loads((tmp_path / "model/model.json").read_text())
+    # which tags the generator learned: on for some training face (held-out faces are not trained on)
+    trained = dict(zip(man["tags"], man["training"]["trained"]))
+    assert [t for t, ok in trained.items() if not ok] == [
+        "short_hair", "twintails", "drill_hair", "ponytail", "smile", "open_mouth", "hat", "ribbon", "glasses"]
+    i = MGM_TAGS.index
+    assert man["training"]["faces"] == 20 and man["training"]["tagger"] == "test"
+    assert man["training"]["known"][i("hat")] == 20 and man["training"]["positive"][i("hat")] == 0
+    assert man["training"]["known"][i("smile")] == 0 and man["training"]["positive"][i("long_hair")] == 10
+    assert man["training"]["positive"][i("glasses")] == 0
+    # how well each is followed: render's measurement, or its reason
+    a = man["agreement"]["attributes"]
+    assert a["hair_color"] == {"agreement": 0.8125, "read": 16, "known": 50, "ceiling": 0.9}
+    assert a["smile"]["agreement"] is None and "no training face" in a["smile"]["reason"]

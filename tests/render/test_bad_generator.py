@@ -109,8 +109,13 @@ def render_setup(root: Path, generator: Path) -> tuple[Path, list[str]]:
                     "--detector", str(root / "detector.json")]
 
 
+def export_inputs(root: Path) -> list[str]:
+    """The export stage's inputs (the training dataset, render's attributes.json): read after the generator."""
+    return ["--data", str(root / "data.parquet"), "--attributes", str(root / "out" / "attributes")]
+
+
 def run_stage(stage: str, root: Path, generator: Path, monkeypatch, capsys) -> tuple[int, list[str]]:
-    from tasks.export.__main__ import run as export_run
+    from tasks.export.__main__ import INPUTS as EXPORT_INPUTS, run as export_run
     from tasks.render.__main__ import INPUTS, run as render_run
 
     params, paths = render_setup(root, generator)
@@ -118,7 +123,8 @@ def run_stage(stage: str, root: Path, generator: Path, monkeypatch, capsys) -> t
     if stage == "render":
         code = stage_main("render", RenderConfig, render_run, argv=["--params", str(params), *paths], inputs=INPUTS)
     else:
-        code = stage_main("export", ExportConfig, export_run, argv=["--params", str(params)])
+        code = stage_main("export", ExportConfig, export_run, argv=["--params", str(params), *export_inputs(root)],
+                          inputs=EXPORT_INPUTS)
     return code, capsys.readouterr().err.strip().splitlines()
 
 
@@ -150,7 +156,7 @@ def test_a_config_beyond_bounds_is_refused_before_any_allocation(good, tmp_path,
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
-    args = ["--params", str(params), *(paths if stage == "render" else [])]
+    args = ["--params", str(params), *(paths if stage == "render" else export_inputs(tmp_path))]
     r = subprocess.run([sys.executable, "-m", f"tasks.{stage}", *args], cwd=tmp_path, preexec_fn=limit,
                        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
                        capture_output=True, text=True, timeout=300)

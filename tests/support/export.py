@@ -47,3 +47,47 @@ def export_config(root: Path, **kw) -> ExportConfig:
                     manifest=str(root / "model/model.json"), report=str(root / "export/report.json"),
                     metrics=str(root / "export/metrics.json"))
     return ExportConfig(out=out, **kw)
+
+
+def make_training_files(root: Path, trained: list[str], known_off: list[str] = (), faces: int = 20,
+                        holdout_only: list[str] = ()) -> tuple[Path, Path]:
+    """A training dataset (train.out.data) and render's attributes.json for the export's manifest:
+    every colour known (cycling through the group), the `trained` independent tags on for half the
+    faces, `known_off` known and always off, `holdout_only` on only on held-out faces, the rest unknown."""
+    from tasks.artifacts.tags import EYE_COLOR_SLICE, HAIR_COLOR_SLICE, INDEPENDENT_SLICE, MGM_TAGS
+    from tasks.artifacts.trainset import HOLDOUT, TRAIN, write_dataset
+
+    rows, splits = [], []
+    for i in range(faces + 2):
+        a = [-1] * len(MGM_TAGS)
+        for sl in (HAIR_COLOR_SLICE, EYE_COLOR_SLICE):
+            a[sl] = [0] * (sl.stop - sl.start)
+            a[sl.start + i % (sl.stop - sl.start)] = 1
+        for t in trained:
+            if INDEPENDENT_SLICE.start <= MGM_TAGS.index(t) < INDEPENDENT_SLICE.stop:
+                a[MGM_TAGS.index(t)] = i % 2
+        for t in known_off:
+            a[MGM_TAGS.index(t)] = 0
+        held = i >= faces
+        for t in holdout_only:
+            a[MGM_TAGS.index(t)] = 1 if held else 0
+        rows.append(a)
+        splits.append(HOLDOUT if held else TRAIN)
+    data = root / "train/data.parquet"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    write_dataset(data, [f"f{i:03d}" for i in range(len(rows))], [b"img%d" % i for i in range(len(rows))], rows,
+                  splits, {"moeflow.tagger": "test"})
+
+    def row(agree, read, reason=None):
+        r = {"samples": {"agreement": agree, "known": 50, "read": read},
+             "real": {"agreement": None if reason else 0.9, "known": 0 if reason else 20, "read": 0 if reason else 20}}
+        return {**r, "reason": reason} if reason else r
+
+    names = ["hair_color", "eye_color", *MGM_TAGS[INDEPENDENT_SLICE]]
+    detail = {"tagger": "test", "model_px": 32, "attributes": {
+        n: row(0.8125, 16) if n in ("hair_color", "eye_color") or n in trained
+        else row(None, 0, "no training face has this attribute known (the tag backend cannot say)") for n in names}}
+    attributes = root / "render/attributes.json"
+    attributes.parent.mkdir(parents=True, exist_ok=True)
+    attributes.write_text(json.dumps(detail))
+    return data, attributes
