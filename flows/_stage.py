@@ -208,9 +208,10 @@ def api_logging() -> None:
                 handler.addFilter(_InARun())
             if handler not in logger.handlers:
                 logger.addHandler(handler)
-    engine = logging.getLogger("prefect.engine")
-    if not any(isinstance(f, _AlreadyReported) for f in engine.filters):
-        engine.addFilter(_AlreadyReported())
+    for name in ("prefect.flow_runs", "prefect.engine"):  # the engine's "exited with unexpected exception"
+        engine = logging.getLogger(name)
+        if not any(isinstance(f, _AlreadyReported) for f in engine.filters):
+            engine.addFilter(_AlreadyReported())
 
 
 _raised: list[MoeflowError] = []  # this process's flow errors: the server may end a run in a state of its own

@@ -42,7 +42,7 @@ trap 'echo "serve: stopping the worker and the server" >&2; stop; exit 130' INT
 trap 'echo "serve: stopping the worker and the server" >&2; stop; exit 143' TERM
 trap stop EXIT
 
-"${reset[@]}" prefect server start --host 127.0.0.1 --port "$port" >"$PREFECT_HOME/server.log" 2>&1 &
+${reset[@]+"${reset[@]}"} prefect server start --host 127.0.0.1 --port "$port" >"$PREFECT_HOME/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 180); do
   if curl -sf -o /dev/null --max-time 2 "$PREFECT_API_URL/health"; then break; fi
@@ -55,7 +55,7 @@ echo "Prefect UI: http://127.0.0.1:$port — deployments: $(prefect deployment l
 echo "In another shell: export PREFECT_API_URL=$PREFECT_API_URL PREFECT_HOME=$PREFECT_HOME; .venv/bin/prefect deployment run 'pipeline/default'"
 
 while :; do
-  "${reset[@]}" prefect worker start --pool moeflow --type process &
+  ${reset[@]+"${reset[@]}"} prefect worker start --pool moeflow --type process &
   worker=$!
   rc=0
   wait "$worker" || rc=$?
