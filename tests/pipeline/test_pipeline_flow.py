@@ -66,3 +66,48 @@ def test_dvc_repro_output_is_one_record_a_line_at_the_stage_s_level(tmp_path, mo
     got = sorted((r.levelname, r.getMessage()) for r in caplog.records if r.name == "flows")
     assert got == sorted([("INFO", "[review] Running stage 'review':"), ("INFO", "[review] tasks.stage: review: 52 faces"),
                           ("WARNING", "[review] tasks.taggers.choice: NO TAGGER WEIGHTS"), ("INFO", "[review]   indented DVC hint")])
+
+
+def test_a_stopped_flow_stops_dvc_and_its_stage(tmp_path, monkeypatch):
+    """A cancelled flow run (Prefect raises in the flow process) must not leave `dvc repro` and
+    the stage it runs behind: repro stops their process group before it re-raises."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from flows import _stage
+
+    class Cancelled(BaseException):
+        pass
+
+    def cancel(*_):
+        raise Cancelled
+
+    monkeypatch.setattr(_stage, "_dvc", lambda: str(ROOT / "tests" / "support" / "slow_dvc.sh"))
+    old = signal.signal(signal.SIGALRM, cancel)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.5)
+        with pytest.raises(Cancelled):
+            _stage.repro("train", tmp_path)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    pids = [int(p) for p in (tmp_path / "slow_dvc.pids").read_text().split()]
+
+    def running(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status")
+        try:
+            return "\nState:\tZ" not in status.read_text()
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if running(p)], "dvc or its stage outlived the flow"
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
