@@ -87,11 +87,20 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def _die_with_parent() -> None:
+    """In the `dvc repro` child (Linux): SIGTERM when the flow process dies, however it dies (a
+    worker stopped with its group, a SIGKILL); DVC then stops the stage it runs."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def repro(stages: str | list[str], root: str | os.PathLike | None = None) -> list[str]:
     """One `dvc repro STAGE...` (DVC also brings what they depend on up to date), its output logged
     line by line under the name of the stage it comes from; waits for another DVC command's lock;
     raises StageFailed with the stage's own `error:` line on failure. If this process is stopped
-    (a cancelled flow run), DVC and its stage are stopped with it. Returns the stages DVC ran."""
+    (a cancelled flow run) or dies, DVC and its stage are stopped with it. Returns the stages DVC ran."""
     targets = [stages] if isinstance(stages, str) else list(stages)
     root = Path(root or Path.cwd())
     env = dict(os.environ)
@@ -102,7 +111,8 @@ def repro(stages: str | list[str], root: str | os.PathLike | None = None) -> lis
         current = targets[0] if len(targets) == 1 else "dvc"
         tail: list[str] = []
         with subprocess.Popen([_dvc(), "repro", *targets], cwd=root, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True) as proc:
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                              preexec_fn=_die_with_parent) as proc:
             try:
                 for line in proc.stdout:
                     line = line.rstrip()
@@ -226,7 +236,7 @@ def quiet_failures(fn):
         try:
             return fn(*args, **kwargs)
         except MoeflowError as e:
-            logging.getLogger(fn.__module__).error("%s", e)
+            log.error("%s", e)
             _raised.append(e)
             return Failed(message=f"{type(e).__name__}: {e}", data=e)
 

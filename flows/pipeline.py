@@ -51,7 +51,7 @@ from tasks.params.all import load_params
 from tasks.stage import summary_path
 from tasks.tools.card import DEFAULT_OUT, write_card
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flows.pipeline")  # not __name__: a deployment loads this file as the module `pipeline`
 REVIEW_STAGE = "review"
 REVIEW_KEY = "review"  # the suspend's pause key: a resumed run finds the reviewer's answer under it
 POLICIES = ("pending", "always", "never")
@@ -111,10 +111,10 @@ def review_markdown(stats_path: Path, run_id, reason: str) -> str:
 
 def earlier_answer() -> ReviewDone | None:
     """The reviewer's answer if this (resumed) deployment run was already suspended for review."""
-    try:
-        return ReviewDone.load(keyset_from_base_key(f"suspended-{REVIEW_KEY}"))
-    except Exception:  # noqa: BLE001 - no answer stored: this run was not suspended yet
-        return None
+    from prefect.input.actions import read_flow_run_input
+
+    value = read_flow_run_input(keyset_from_base_key(f"suspended-{REVIEW_KEY}")["response"])
+    return ReviewDone(**value) if value else None
 
 
 def wait_for_reviewer(markdown: str, timeout_s: int, reason: str) -> ReviewDone | None:
