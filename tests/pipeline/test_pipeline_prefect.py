@@ -136,7 +136,7 @@ def test_review_round_trip_through_a_deployment_leaves_the_workspace_consistent(
         row["false_positive"] = "1"
     write_queue(queue, rows)
     merged = run([sys.executable, "-m", "tasks.review", "merge"], project, env=e)
-    assert "merged 2 verdicts" in merged.stderr and "python -m flows.pipeline resume" in merged.stderr, merged.stderr
+    assert "merged 2 verdicts" in merged.stdout and "python -m flows.pipeline resume" in merged.stdout, merged.stdout
     out = run([sys.executable, "-m", "flows.pipeline", "resume", run_id, "--note", "two false positives"], project, env=e)
     assert out.stdout.strip().startswith(f"resumed flow run {run_id}") and len(out.stdout.strip().splitlines()) == 1, out
     st = wait_for(run_id, project, e, {"COMPLETED"}, timeout=600)
