@@ -1,7 +1,7 @@
 """What every Prefect flow shares: Prefect runs DVC, DVC runs the stages.
 
-A stage flow is `dvc repro <stage>` as a task, under DVC's repository lock (so dvc.lock records
-it and two overlapping runs cannot interleave), then the stage's summary (reports/runs/<stage>.md,
+A stage flow is `dvc repro <stage>` as a task (the pipeline flow: one per stretch of stages),
+under DVC's repository lock (so dvc.lock records it and two overlapping runs cannot interleave), then the stage's summary (reports/runs/<stage>.md,
 written by the plain entry point `python -m tasks.<stage>`) published as its Prefect artifact;
 it returns the stage's DVC metrics. `--params FILE` makes FILE the workspace's params.yaml
 first (as `dvc exp run -S` edits it), since params.yaml is what DVC tracks."""
