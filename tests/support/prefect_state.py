@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
             key = argv[argv.index("--artifact") + 1]
             found = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]),
                                                                     flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
-            print(found[-1].data if found else "")
+            print(max(found, key=lambda a: a.created).data if found else "")
             return
         state = c.read_flow_run(run_id).state
     if "--name" in argv[1:]:
