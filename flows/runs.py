@@ -11,6 +11,7 @@ is one `error:` line and a non-zero exit."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 from uuid import UUID
@@ -40,20 +41,15 @@ def client():
     return get_client(sync_client=True)
 
 
+@contextlib.contextmanager
 def _api_errors(url: str):
     """Connection problems as one line."""
-    import contextlib
-
     import httpx
 
-    @contextlib.contextmanager
-    def guard():
-        try:
-            yield
-        except (httpx.HTTPError, OSError) as e:
-            raise RunsError(f"cannot reach the Prefect API at {url}: {e}") from None
-
-    return guard()
+    try:
+        yield
+    except (httpx.HTTPError, OSError) as e:
+        raise RunsError(f"cannot reach the Prefect API at {url}: {e}") from None
 
 
 def read_run(c, flow_run_id: str, url: str):
