@@ -1,7 +1,7 @@
 """What orchestration costs, measured in the same run.
 
 1. Prefect on top of DVC: the whole DAG on ~1,000 images as `python -m flows.pipeline --no-pause`
-   (an ephemeral Prefect API, each stage a task running `dvc repro <stage>`) against plain
+   (an ephemeral Prefect API, with --no-pause one task running one `dvc repro` of every stage) against plain
    `dvc repro` of the same DAG on the same inputs. Each round builds two fresh copies of the
    project and runs one of each, the order alternating; the ratio of the medians is printed
    (goal <= 1.10).

@@ -1,7 +1,7 @@
 """What every Prefect flow shares: Prefect runs DVC, DVC runs the stages.
 
-A stage flow is `dvc repro <stage>` as a task, under DVC's repository lock (so dvc.lock records
-it and two overlapping runs cannot interleave), then the stage's summary (reports/runs/<stage>.md,
+A stage flow is `dvc repro <stage>` as a task (the pipeline flow: one per stretch of stages),
+under DVC's repository lock (so dvc.lock records it and two overlapping runs cannot interleave), then the stage's summary (reports/runs/<stage>.md,
 written by the plain entry point `python -m tasks.<stage>`) published as its Prefect artifact;
 it returns the stage's DVC metrics. `--params FILE` makes FILE the workspace's params.yaml
 first (as `dvc exp run -S` edits it), since params.yaml is what DVC tracks."""
@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +33,8 @@ NETWORK_STAGES = ("scrape",)  # the only stage that talks to the network: the on
 LOCK_WAIT_S = 600  # how long a stage waits for another DVC command's repository lock
 # a stage's own log line (tasks.stage.setup_logging: `LEVEL logger: message`, no timestamp)
 STAGE_LINE = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)")
+# DVC's own line as it reaches a stage: "Running stage 'x':" or "Stage 'x' didn't change, skipping"
+DVC_STAGE_LINE = re.compile(r"(?:(Running) stage|Stage) '([\w@.-]+)'")
 
 
 class StageFailed(MoeflowError):
@@ -70,32 +73,72 @@ def relay(stage: str, line: str) -> None:
         log.info("[%s] %s", stage, line)
 
 
-def repro(stage: str, root: str | os.PathLike | None = None) -> None:
-    """`dvc repro <stage>`, its output logged line by line; waits for another DVC command's lock;
-    raises StageFailed with the stage's own `error:` line on failure."""
+def _stop(proc: subprocess.Popen) -> None:
+    """End `dvc repro` and the stage it runs (its own process group): SIGTERM, then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _die_with_parent() -> None:
+    """In the `dvc repro` child (Linux): SIGTERM when the flow process dies, however it dies (a
+    worker stopped with its group, a SIGKILL); DVC then stops the stage it runs."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def repro(stages: str | list[str], root: str | os.PathLike | None = None) -> list[str]:
+    """One `dvc repro STAGE...` (DVC also brings what they depend on up to date), its output logged
+    line by line under the name of the stage it comes from; waits for another DVC command's lock;
+    raises StageFailed with the stage's own `error:` line on failure. If this process is stopped
+    (a cancelled flow run) or dies, DVC and its stage are stopped with it. Returns the stages DVC ran."""
+    targets = [stages] if isinstance(stages, str) else list(stages)
     root = Path(root or Path.cwd())
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the stage's `python` is ours
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
-        proc = subprocess.Popen([_dvc(), "repro", stage], cwd=root, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        ran: list[str] = []
+        current = targets[0] if len(targets) == 1 else "dvc"
         tail: list[str] = []
-        for line in proc.stdout:
-            line = line.rstrip()
-            if line:
-                relay(stage, line)
-                tail = (tail + [line])[-20:]
-        if proc.wait() == 0:
-            return
+        with subprocess.Popen([_dvc(), "repro", *targets], cwd=root, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                              preexec_fn=_die_with_parent) as proc:
+            try:
+                for line in proc.stdout:
+                    line = line.rstrip()
+                    if not line:
+                        continue
+                    m = DVC_STAGE_LINE.match(line)
+                    if m:
+                        current = m[2]
+                        if m[1]:
+                            ran.append(current)
+                    relay(current, line)
+                    tail = (tail + [line])[-20:]
+                rc = proc.wait()
+            except BaseException:  # a cancelled run (TerminationSignal), Ctrl-C: DVC must not outlive it
+                _stop(proc)
+                raise
+        if rc == 0:
+            return ran
         locked = any("Unable to acquire lock" in t for t in tail)
         if locked and time.monotonic() < deadline:
-            log.info("[%s] another DVC command holds the repository lock: waiting", stage)
+            log.info("[%s] another DVC command holds the repository lock: waiting", current)
             time.sleep(5)
             continue
         # the stage's own one-line `error:` first, else DVC's
         errors = [t for t in tail if t.startswith("error:")] or [t for t in tail if t.startswith("ERROR")]
-        raise StageFailed(f"stage {stage} failed: {(errors or tail or ['no output'])[-1]}")
+        raise StageFailed(f"stage {current} failed: {(errors or tail or ['no output'])[-1]}")
 
 
 def stage_metrics(stage: str, root: Path) -> dict:
@@ -128,12 +171,57 @@ def publish_stage(stage: str, root: Path) -> None:
                                              f"{metrics}\n```\n", f"{stage}: its DVC metrics")
 
 
-def repro_task(stage: str):
-    """The Prefect task that runs one stage through DVC (network stages retry)."""
+def repro_task(stages: str | list[str]):
+    """The Prefect task that runs `dvc repro` for one stage or a stretch of stages (network stages
+    retry). Never cached: DVC decides what is stale, from the files, every time (a resumed run
+    calls it again, and it is a no-op where nothing changed)."""
     from prefect import task
+    from prefect.cache_policies import NO_CACHE
 
-    kw = {"retries": 2, "retry_delay_seconds": 60} if stage in NETWORK_STAGES else {}
-    return task(repro, name=f"dvc-repro-{stage}", task_run_name=f"dvc repro {stage}", **kw)
+    targets = [stages] if isinstance(stages, str) else list(stages)
+    kw = {"retries": 2, "retry_delay_seconds": 60} if set(targets) & set(NETWORK_STAGES) else {}
+    name = " ".join(targets)
+    return task(repro, name=f"dvc-repro-{'-'.join(targets)}", task_run_name=f"dvc repro {name}",
+                cache_policy=NO_CACHE, persist_result=False, **kw)
+
+
+class _AlreadyReported(logging.Filter):
+    """Drops the engine's traceback for a MoeflowError: the flow logged its one line and its state
+    carries the message (a deployment run's engine re-raises the Failed state's exception)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], MoeflowError))
+
+
+class _InARun(logging.Filter):
+    """Lets a record through to the API handler only inside a flow or task run: outside one (a test,
+    `resume`) there is no run to attach it to, and Prefect would warn once per record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        return bool(getattr(record, "flow_run_id", None) or FlowRunContext.get() or TaskRunContext.get())
+
+
+def api_logging() -> None:
+    """The project's loggers at INFO, with Prefect's API handler (in a deployment run the engine
+    imports Prefect before this package, so PREFECT_LOGGING_EXTRA_LOGGERS may not have applied):
+    every stage's relayed lines and the flows' own lines reach the run's logs in the API."""
+    import prefect  # noqa: F401 - configures Prefect's logging
+
+    api = logging.getLogger("prefect.extra").handlers
+    for name in ("flows", "tasks", "models", "__main__"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        for handler in api:
+            if not any(isinstance(f, _InARun) for f in handler.filters):
+                handler.addFilter(_InARun())
+            if handler not in logger.handlers:
+                logger.addHandler(handler)
+    for name in ("prefect.flow_runs", "prefect.engine"):  # the engine's "exited with unexpected exception"
+        engine = logging.getLogger(name)
+        if not any(isinstance(f, _AlreadyReported) for f in engine.filters):
+            engine.addFilter(_AlreadyReported())
 
 
 _raised: list[MoeflowError] = []  # this process's flow errors: the server may end a run in a state of its own
@@ -148,7 +236,7 @@ def quiet_failures(fn):
         try:
             return fn(*args, **kwargs)
         except MoeflowError as e:
-            logging.getLogger(fn.__module__).error("%s", e)
+            log.error("%s", e)
             _raised.append(e)
             return Failed(message=f"{type(e).__name__}: {e}", data=e)
 
@@ -172,14 +260,6 @@ def stage_flow(stage: str):
     return run
 
 
-def setup_logging() -> None:
-    """Prefect's console handler serves our loggers (PREFECT_LOGGING_EXTRA_LOGGERS, flows/__init__)."""
-    import prefect  # noqa: F401 - configures Prefect's logging
-
-    for name in ("flows", "tasks", "models", "__main__"):
-        logging.getLogger(name).setLevel(logging.INFO)
-
-
 @one_line_errors()
 def flow_main(flow_obj, argv: list[str] | None = None, description: str = "") -> int:
     """`python -m flows.<stage> [--params FILE]`: the stage flow on an ephemeral Prefect API."""
@@ -187,7 +267,6 @@ def flow_main(flow_obj, argv: list[str] | None = None, description: str = "") ->
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
     load_params(args.params)  # fail fast, before Prefect starts
-    setup_logging()
     return exit_code(flow_obj(params_path=args.params, return_state=True))
 
 
@@ -206,3 +285,6 @@ def exit_code(state) -> int:
         return err.exit_code
     print(f"error: finished in state {state.type.value}: {state.message}", file=sys.stderr)
     return 1
+
+
+api_logging()

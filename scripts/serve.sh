@@ -1,45 +1,66 @@
 #!/usr/bin/env bash
 # `make serve`: a local Prefect server with its UI on http://127.0.0.1:${PREFECT_PORT:-4200}, the
-# deployments of prefect.yaml on the `moeflow` process work pool, and a worker. Ctrl-C stops the
-# worker first, then the server.
+# deployments of prefect.yaml on the `moeflow` process work pool, and a worker.
+#
+# Signals: the server and the worker run in process groups of their own (set -m), so Ctrl-C (SIGINT
+# to the terminal's group) and SIGTERM reach this script only, which stops the worker, then the
+# server, each with SIGTERM (SIGKILL after 10 s), and exits. A worker that exits on its own (killed,
+# crashed) is started again; the server keeps running. A server that exits ends this script.
 set -euo pipefail
+set -m
 cd "$(dirname "$0")/.."
 root=$PWD
 port=${PREFECT_PORT:-4200}
 export PATH="$root/.venv/bin:$PATH" PREFECT_HOME="$root/.prefect" MOEFLOW_ROOT="$root" DVC_NO_ANALYTICS=1
 export PREFECT_API_URL="http://127.0.0.1:$port/api" PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_LOGGING_EXTRA_LOGGERS="flows,tasks,models,__main__"
+mkdir -p "$PREFECT_HOME"
+# Signals ignored when this script started (a background job of another script) stay ignored in its
+# children: give the server and the worker back the default INT and TERM where env can (GNU env).
+reset=()
+if env --default-signal=INT,TERM true 2>/dev/null; then reset=(env --default-signal=INT,TERM); fi
 
-prefect server start --host 127.0.0.1 --port "$port" >"$PREFECT_HOME/server.log" 2>&1 &
-server=$!
-worker=""
-# Stop one process: SIGTERM, up to 5 s to finish, a second SIGTERM (Prefect's CLI then kills
-# what it runs), then SIGKILL.
+server="" worker=""
+# Stop one process (its whole group): SIGTERM, up to 10 s to finish, then SIGKILL.
 stop_one() {
   local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 10); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.5; done
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 10); do kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }; sleep 0.5; done
-  kill -KILL "$pid" 2>/dev/null || true
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 20); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.5
+  done
+  echo "serve: pid $pid did not stop within 10 s: killed" >&2
+  kill -KILL -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
 stop() {
   trap - EXIT INT TERM
   if [ -n "$worker" ]; then stop_one "$worker"; fi  # the worker first, then the server
-  stop_one "$server"
+  if [ -n "$server" ]; then stop_one "$server"; fi
 }
-trap stop EXIT INT TERM
+trap 'echo "serve: stopping the worker and the server" >&2; stop; exit 130' INT
+trap 'echo "serve: stopping the worker and the server" >&2; stop; exit 143' TERM
+trap stop EXIT
 
+${reset[@]+"${reset[@]}"} prefect server start --host 127.0.0.1 --port "$port" >"$PREFECT_HOME/server.log" 2>&1 &
+server=$!
 for _ in $(seq 1 180); do
-  if python -c "import urllib.request,sys; urllib.request.urlopen('$PREFECT_API_URL/health', timeout=2)" 2>/dev/null; then break; fi
+  if curl -sf -o /dev/null --max-time 2 "$PREFECT_API_URL/health"; then break; fi
   kill -0 "$server" 2>/dev/null || { echo "error: the Prefect server did not start; see $PREFECT_HOME/server.log" >&2; exit 1; }
   sleep 1
 done
 prefect --no-prompt work-pool create moeflow --type process --overwrite >/dev/null
 prefect --no-prompt deploy --all >"$PREFECT_HOME/deploy.log" 2>&1 || { cat "$PREFECT_HOME/deploy.log" >&2; exit 1; }
-echo "Prefect UI: http://127.0.0.1:$port — deployments: $(prefect deployment ls 2>/dev/null | grep -c '/default') on pool moeflow"
+echo "Prefect UI: http://127.0.0.1:$port — deployments: $(prefect deployment ls 2>/dev/null | grep -c '/default') on pool moeflow; Ctrl-C stops it all"
 echo "In another shell: export PREFECT_API_URL=$PREFECT_API_URL PREFECT_HOME=$PREFECT_HOME; .venv/bin/prefect deployment run 'pipeline/default'"
-prefect worker start --pool moeflow --type process &
-worker=$!
-wait "$worker"
+
+while :; do
+  ${reset[@]+"${reset[@]}"} prefect worker start --pool moeflow --type process &
+  worker=$!
+  rc=0
+  wait "$worker" || rc=$?
+  worker=""
+  kill -0 "$server" 2>/dev/null || { echo "error: the Prefect server exited; see $PREFECT_HOME/server.log" >&2; exit 1; }
+  echo "serve: the worker exited (status $rc); starting a new one in 3 s (the server keeps running)" >&2
+  sleep 3
+done

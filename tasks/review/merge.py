@@ -42,7 +42,9 @@ class MergeResult:
                    "they apply again if the face returns." if self.orphans else "")
         return (f"merged {self.added} verdicts ({self.added_fp} false positives) into {self.target}; "
                 f"{self.already} already recorded, {self.undecided} rows still undecided.{orphans} "
-                "Run `dvc repro` to refresh the queue, and commit the CSV.")
+                "Commit the CSV; then resume the pipeline run waiting for review, if there is one "
+                "(`python -m flows.pipeline waiting` lists them with the exact `python -m flows.pipeline resume <id>`), "
+                "or run `dvc repro`: either reruns review with these decisions.")
 
 
 def merge(cfg: ReviewConfig, faces: str | os.PathLike, source: str | os.PathLike | None = None,

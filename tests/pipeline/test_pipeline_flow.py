@@ -1,6 +1,6 @@
 import pytest
 
-from flows.pipeline import StageFailed, in_dag_order
+from flows.pipeline import StageFailed, in_dag_order, stop_reason, stretches
 from tasks.dag import load_dag
 from tests.conftest import ROOT
 
@@ -14,6 +14,24 @@ def test_stages_run_in_dag_order_whatever_order_they_are_given():
     assert every.index("fetch") < every.index("detect") and every.index("scrape") < every.index("detect")
     with pytest.raises(StageFailed, match="unknown stage"):
         in_dag_order(["scrape", "deploy"], ORDER)
+
+
+def test_one_dvc_repro_per_stretch_cut_after_review_only_where_the_run_may_stop():
+    assert stretches(ORDER, "pending") == [ORDER[:ORDER.index("review") + 1], ORDER[ORDER.index("review") + 1:]]
+    assert stretches(ORDER, "always") == stretches(ORDER, "pending")
+    assert stretches(ORDER, "never") == [ORDER]
+    assert stretches(["scrape", "detect", "review"], "pending") == [["scrape", "detect", "review"]]
+    assert stretches(["tag", "train"], "always") == [["tag", "train"]]
+
+
+def test_the_run_stops_for_review_only_when_faces_without_a_decision_would_reach_training():
+    pending = {"faces": 52, "reviewed": 2, "pending": 50}
+    assert stop_reason("pending", True, pending, "keep") == "50 faces without a decision would reach training"
+    assert stop_reason("pending", False, pending, "keep") is None  # review up to date: the reviewer saw this queue
+    assert stop_reason("pending", True, {**pending, "pending": 0}, "keep") is None  # everything decided
+    assert stop_reason("pending", True, pending, "drop") is None  # undecided faces never reach training
+    assert stop_reason("always", False, {}, "keep") == "review_pause=always"
+    assert stop_reason("never", True, pending, "keep") is None
 
 
 def test_the_order_comes_from_dvc_yaml(tmp_path):
@@ -36,12 +54,60 @@ def test_dvc_repro_output_is_one_record_a_line_at_the_stage_s_level(tmp_path, mo
     """flows._stage.repro relays `dvc repro`: a stage's own `LEVEL logger: message` (no timestamp
     of its own) keeps its level, DVC's lines are INFO, so Prefect adds the one timestamp."""
     import logging
+    import warnings
 
     from flows import _stage
 
     monkeypatch.setattr(_stage, "_dvc", lambda: str(ROOT / "tests" / "support" / "fake_dvc.sh"))
-    with caplog.at_level(logging.INFO, logger="flows"):
-        _stage.repro("review", tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # outside a flow run: nothing for Prefect's API handler, and no warning
+        with caplog.at_level(logging.INFO, logger="flows"):
+            assert _stage.repro("review", tmp_path) == ["review"]
     got = sorted((r.levelname, r.getMessage()) for r in caplog.records if r.name == "flows")
     assert got == sorted([("INFO", "[review] Running stage 'review':"), ("INFO", "[review] tasks.stage: review: 52 faces"),
                           ("WARNING", "[review] tasks.taggers.choice: NO TAGGER WEIGHTS"), ("INFO", "[review]   indented DVC hint")])
+
+
+def test_a_stopped_flow_stops_dvc_and_its_stage(tmp_path, monkeypatch):
+    """A cancelled flow run (Prefect raises in the flow process) must not leave `dvc repro` and
+    the stage it runs behind: repro stops their process group before it re-raises."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from flows import _stage
+
+    class Cancelled(BaseException):
+        pass
+
+    def cancel(*_):
+        raise Cancelled
+
+    monkeypatch.setattr(_stage, "_dvc", lambda: str(ROOT / "tests" / "support" / "slow_dvc.sh"))
+    old = signal.signal(signal.SIGALRM, cancel)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.5)
+        with pytest.raises(Cancelled):
+            _stage.repro("train", tmp_path)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    pids = [int(p) for p in (tmp_path / "slow_dvc.pids").read_text().split()]
+
+    def running(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status")
+        try:
+            return "\nState:\tZ" not in status.read_text()
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if running(p)], "dvc or its stage outlived the flow"
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

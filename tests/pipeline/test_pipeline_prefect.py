@@ -1,5 +1,9 @@
-"""The pipeline through a real Prefect server and worker: `prefect deploy --all` from prefect.yaml,
-`prefect deployment run 'pipeline/default'`, the review pause resumed programmatically, then done."""
+"""The data engineer's path through a real Prefect server and worker (scripts/serve.sh, what `make
+serve` runs, on a project copy without .prefect/): `prefect deploy --all` from prefect.yaml, a
+deployment run of the pipeline suspended for review, the reviewer's merge and resume, a consistent
+workspace at the end, stage logs read back from the API, a no-op rerun that does not stop, a bad
+param as one line, a worker killed and restarted, a run whose process died reaped, Ctrl-C.
+One server for the module: the tests run in file order and share it."""
 
 import json
 import os
@@ -15,29 +19,14 @@ import pytest
 import yaml
 
 from tests.support.project import env, make_copy, run
+from tests.support.review import read_queue, write_queue
 
 TINY_TRAIN = {
     "train": {"loop": {"steps": 6, "checkpoint_every": 3, "log_every": 3, "threads": 2, "progress": False},
               "optim": {"batch": 8}},
     "render": {"eval_samples": 16, "batch": 16, "grid": 2, "variations": 2},
 }
-
-def state_name(run_id, cwd, e) -> str:
-    return run([sys.executable, "-m", "tests.support.prefect_state", run_id, "--name"], cwd, env=e, timeout=60).stdout.strip()
-
-
-def flow_processes(project) -> list[str]:
-    """Processes running a flow run in this project (the worker starts one per flow run)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(proc / "cwd")
-        except OSError:
-            continue
-        if "prefect.engine" in args and Path(cwd).resolve() == Path(project).resolve():
-            found.append(args)
-    return found
+STAGES = ["scrape", "detect", "review", "tag", "release", "train", "render", "export"]
 
 
 def free_port() -> int:
@@ -46,8 +35,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def prefect_state(args: list[str], cwd, e) -> str:
+    return run([sys.executable, "-m", "tests.support.prefect_state", *args], cwd, env=e, timeout=60).stdout
+
+
 def state_of(run_id, cwd, e) -> tuple[str, str]:
-    out = run([sys.executable, "-m", "tests.support.prefect_state", run_id], cwd, env=e, timeout=60).stdout.split(" ", 2)
+    out = prefect_state([run_id], cwd, e).split(" ", 2)
     return out[0], (out[2].strip() if len(out) > 2 else "")
 
 
@@ -55,84 +48,194 @@ def wait_for(run_id, cwd, e, want: set[str], timeout: float) -> tuple[str, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = state_of(run_id, cwd, e)
-        if st[0] in want or st[0] in {"FAILED", "CRASHED", "CANCELLED"}:
+        if st[0] in want | {"FAILED", "CRASHED", "CANCELLED", "COMPLETED"}:
             return st
         time.sleep(2)
     raise AssertionError(f"flow run {run_id} not in {want} after {timeout}s (last: {st})")
 
 
-@pytest.mark.timeout(900)  # a server, a worker and the whole tiny pipeline twice; its own waits are bounded
-def test_deployment_run_pauses_for_review_and_resumes(tmp_path):
-    """`make serve` (scripts/serve.sh): server, work pool, deployments, worker; then a deployment run."""
-    project = make_copy(tmp_path / "proj", TINY_TRAIN)
+def processes(project, needle: str) -> list[int]:
+    """Pids of the processes whose command line holds `needle` and whose cwd is the project."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if needle in args and Path(cwd).resolve() == Path(project).resolve():
+            found.append(int(proc.name))
+    return found
+
+
+def deployment_run(name: str, project, e, *params: str) -> str:
+    cmd = ["prefect", "deployment", "run", name]
+    for p in params:
+        cmd += ["--param", p]
+    return re.search(r"UUID:\s*([0-9a-f-]{36})", run(cmd, project, env=e).stdout).group(1)
+
+
+def wait_log(path: Path, text: str, proc, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, path.read_text()[-3000:]
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """scripts/serve.sh in a session of its own, as a terminal runs `make serve` (Ctrl-C: SIGINT to the group)."""
+    tmp = tmp_path_factory.mktemp("served")
+    project = make_copy(tmp / "proj", TINY_TRAIN)
+    assert not (project / ".prefect").exists()  # a fresh clone
     port = free_port()
     e = env({"PREFECT_HOME": str(project / ".prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
              "PREFECT_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
-    (project / ".prefect").mkdir()
-    log = tmp_path / "serve.log"
+    log = tmp / "serve.log"
     serve = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=project, env=e, stdout=open(log, "w"),
-                             stderr=subprocess.STDOUT)
+                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while "Prefect UI:" not in log.read_text():
-            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
-        names = run(["prefect", "deployment", "ls"], project, env=e).stdout
-        for flow in ("pipeline", "scrape", "detect", "review", "tag", "release", "train", "render", "export"):
-            assert f"{flow}/default" in names, names
-        out = run(["prefect", "deployment", "run", "pipeline/default"], project, env=e).stdout
-        run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
-
-        st = wait_for(run_id, project, e, {"PAUSED"}, timeout=420)
-        assert st[0] == "PAUSED", (st, log.read_text()[-4000:])
-        assert (project / "review" / "queue.csv").exists() and not (project / "data" / "tags" / "tags.parquet").exists()
-        # suspended, not paused in a process: the worker holds no flow-run process for the reviewer
-        assert st[1].startswith("Suspended") or "Suspended" in state_name(run_id, project, e), st
-        time.sleep(3)
-        assert not flow_processes(project), "a process still waits for the reviewer"
-
-        run([sys.executable, "-m", "flows.pipeline", "resume", run_id, "--note", "looked fine"], project, env=e)
-        st = wait_for(run_id, project, e, {"COMPLETED"}, timeout=600)
-        assert st[0] == "COMPLETED", (st, log.read_text()[-4000:])
-        for rel in ("data/tags/tags.parquet", "data/train/generator.safetensors", "data/render/samples/grid.png",
-                    "data/export/generator.onnx", "dvc.lock"):
-            assert (project / rel).exists(), rel
-        card = (project / "reports" / "dataset_card.md").read_text()
-        for section in ("## Sources and counts", "## Opt-outs honoured", "## Review", "## Tag frequencies",
-                        "## Model", "## Training metrics", "## DVC data version"):
-            assert section in card, section
-        assert "| images | 45 |" in card and "dvc_lock_sha256" in card
-        stages = ["scrape", "detect", "review", "tag", "release", "train", "render", "export"]
-        status = run(["dvc", "status"] + stages, project, env=e).stdout
-        assert "changed" not in status, status  # DVC recorded every stage the flow ran
-
-        # an experiment: one param changed, DVC reruns what depends on it and compares the metrics
-        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-        run(git + ["add", "-A"], project, env=e)
-        run(git + ["commit", "-qm", "pipeline run"], project, env=e)
-        out = run(["dvc", "exp", "run", "-n", "higher-lr", "-S", "train.optim.lr=0.0002"], project, env=e, timeout=600).stdout
-        assert "Running stage 'train'" in out and "Running stage 'detect'" not in out, out
-        shown = json.loads(run(["dvc", "exp", "show", "--json"], project, env=e).stdout)
-        assert "higher-lr" in json.dumps(shown) and "loss_d" in json.dumps(shown)
-
-        # a per-stage deployment runs `dvc repro review` under DVC: dvc.lock records the new params
-        params = project / "params.yaml"
-        params.write_text(params.read_text().replace("thumb_size: 96", "thumb_size: 48"))
-        out = run(["prefect", "deployment", "run", "review/default"], project, env=e).stdout
-        stage_run = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
-        st = wait_for(stage_run, project, e, {"COMPLETED"}, timeout=300)
-        assert st[0] == "COMPLETED", (st, log.read_text()[-4000:])
-        lock = yaml.safe_load((project / "dvc.lock").read_text())
-        assert lock["stages"]["review"]["params"]["params.yaml"]["review"]["thumb_size"] == 48
-        assert "changed" not in run(["dvc", "status", "review"], project, env=e).stdout
+        wait_log(log, "Prefect UI:", serve)
+        yield {"project": project, "env": e, "log": log, "serve": serve, "port": port}
     finally:
-        serve.send_signal(signal.SIGTERM)  # serve.sh stops its worker, then the server
-        try:
-            serve.wait(60)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            raise
-    with socket.socket() as sock:  # serve.sh stopped the server too
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+        for pid in processes(project, "prefect") + processes(project, "dvc"):  # what a failed test left behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.timeout(1200)  # the tiny pipeline twice through a worker; its own waits are bounded
+def test_review_round_trip_through_a_deployment_leaves_the_workspace_consistent(served):
+    project, e, log = served["project"], served["env"], served["log"]
+    names = run(["prefect", "deployment", "ls"], project, env=e).stdout
+    for flow in ["pipeline", "fetch"] + STAGES:
+        assert f"{flow}/default" in names, names
+    run_id = deployment_run("pipeline/default", project, e)
+    st = wait_for(run_id, project, e, {"PAUSED"}, timeout=420)
+    assert st[0] == "PAUSED", (st, log.read_text()[-4000:])
+    assert "Suspended" in prefect_state([run_id, "--name"], project, e)
+    assert not (project / "data" / "tags" / "tags.parquet").exists()
+    time.sleep(3)
+    assert not processes(project, "prefect.engine"), "a process still waits for the reviewer"
+
+    # the stages' own lines and the suspend hint (full id, exact command) are in the run's logs, in the API
+    logs = prefect_state([run_id, "--logs"], project, e)
+    assert "[detect] tasks.stage: detect: done in" in logs and "[review] tasks.stage: review: done in" in logs, logs[-3000:]
+    resume = f"python -m flows.pipeline resume {run_id}"
+    assert f"pipeline suspended for review" in logs and resume in logs, logs[-3000:]
+    assert resume in prefect_state([run_id, "--artifact", "review-queue"], project, e)
+    assert resume in run([sys.executable, "-m", "flows.pipeline", "waiting"], project, env=e).stdout
+
+    # the reviewer marks two faces, merges, resumes
+    queue = project / "review" / "queue.csv"
+    rows = read_queue(queue)
+    for row in rows[:2]:
+        row["false_positive"] = "1"
+    write_queue(queue, rows)
+    merged = run([sys.executable, "-m", "tasks.review", "merge"], project, env=e)
+    assert "merged 2 verdicts" in merged.stdout and "python -m flows.pipeline resume" in merged.stdout, merged.stdout
+    out = run([sys.executable, "-m", "flows.pipeline", "resume", run_id, "--note", "two false positives"], project, env=e)
+    assert out.stdout.strip().startswith(f"resumed flow run {run_id}") and len(out.stdout.strip().splitlines()) == 1, out
+    st = wait_for(run_id, project, e, {"COMPLETED"}, timeout=600)
+    assert st[0] == "COMPLETED", (st, log.read_text()[-4000:])
+
+    # consistent: DVC has nothing to do, and the metrics, the card and the artifacts tell the reviewed counts
+    status = run(["dvc", "status"], project, env=e).stdout
+    assert "changed" not in status and "modified" not in status, status
+    metrics = json.loads((project / "review" / "metrics.json").read_text())
+    assert metrics["reviewed"] == 2, metrics
+    card = (project / "reports" / "dataset_card.md").read_text()
+    assert "| total.reviewed | 2 |" in card and "| total.false_positive | 2 |" in card, card
+    for section in ("## Sources and counts", "## Review", "## Model", "## DVC data version"):
+        assert section in card, section
+    assert metrics["faces"] == 50, metrics  # 52 kept, 2 marked false positive: 50 reach training
+    assert "Passed downstream: **50** faces" in prefect_state([run_id, "--artifact", "review-summary"], project, e)
+    logs = prefect_state([run_id, "--logs"], project, e)
+    assert "[review] Running stage 'review'" in logs.split("review approved")[0].split(resume)[-1] or \
+        logs.count("[review] Running stage 'review'") == 2, logs[-4000:]
+
+    # the reviewer's mistakes: one line each
+    for args, says in ((["resume", run_id], "is not waiting for review: it is Completed"),
+                       (["resume", "not-an-id"], "is not a flow run id"),
+                       (["resume", "0b5e8a2c-8a47-4fb4-9d34-1bd1f0a5b000"], "no flow run 0b5e8a2c")):
+        r = run([sys.executable, "-m", "flows.pipeline", *args], project, env=e, check=False)
+        assert r.returncode != 0 and r.stderr.startswith("error: ") and says in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    no_api = {k: v for k, v in e.items() if k != "PREFECT_API_URL"}
+    r = run([sys.executable, "-m", "flows.pipeline", "resume", run_id], project, env=no_api, check=False)
+    assert r.returncode != 0 and "error: no Prefect API configured" in r.stderr, r.stderr
+    assert "temporary server" not in r.stderr.lower()
+
+    # a no-op rerun: up to date, nothing new to review: it does not stop
+    again = deployment_run("pipeline/default", project, e)
+    st = wait_for(again, project, e, {"COMPLETED"}, timeout=300)
+    assert st[0] == "COMPLETED", (st, log.read_text()[-4000:])
+    assert "no stop for review (review_pause=pending: review was up to date)" in prefect_state([again, "--logs"], project, e)
+    assert "changed" not in run(["dvc", "status"], project, env=e).stdout
+
+
+def test_a_bad_param_fails_the_run_with_one_line(served):
+    project, e, log = served["project"], served["env"], served["log"]
+    bad = project / "bad.yaml"
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["detect"]["min_faec"] = 3
+    bad.write_text(yaml.safe_dump(params))
+    run_id = deployment_run("pipeline/default", project, e, "params_path=bad.yaml")
+    st = wait_for(run_id, project, e, {"FAILED"}, timeout=300)
+    assert st[0] == "FAILED" and "min_faec" in st[1], st
+    time.sleep(3)  # the worker reports the process's exit
+    logs = prefect_state([run_id, "--logs"], project, e)
+    assert "ERROR" in logs and "min_faec" in logs, logs
+    for text in (logs, log.read_text()):
+        assert "unexpected exception" not in text and "Traceback" not in text, text[-4000:]
+
+
+def test_a_killed_worker_is_restarted_and_the_server_stays(served):
+    project, e, log, serve = served["project"], served["env"], served["log"], served["serve"]
+    workers = processes(project, "worker start --pool moeflow")
+    assert len(workers) == 1, workers
+    os.kill(workers[0], signal.SIGKILL)
+    wait_log(log, "serve: the worker exited (status 137); starting a new one", serve, timeout=60)
+    deadline = time.monotonic() + 60
+    while not [p for p in processes(project, "worker start --pool moeflow") if p != workers[0]]:
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(1)
+    assert "pipeline/default" in run(["prefect", "deployment", "ls"], project, env=e).stdout  # the server is up
+
+
+def test_a_run_whose_process_died_is_reaped(served):
+    """Worker and flow process SIGKILLed: the run would stay RUNNING; `reap` marks it Crashed."""
+    project, e, log = served["project"], served["env"], served["log"]
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("steps: 6", "steps: 100000"))  # a train that lasts
+    run_id = deployment_run("train/default", project, e)
+    deadline = time.monotonic() + 180
+    while not processes(project, "tasks.train"):
+        assert time.monotonic() < deadline and state_of(run_id, project, e)[0] in {"SCHEDULED", "PENDING", "RUNNING"}
+        time.sleep(1)
+    for pid in processes(project, "worker start --pool moeflow") + processes(project, "prefect.engine"):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(5)
+    assert state_of(run_id, project, e)[0] == "RUNNING"
+    out = run([sys.executable, "-m", "flows.pipeline", "reap"], project, env=e).stdout
+    assert f"{run_id}" in out and "Running -> Crashed" in out, out
+    st = state_of(run_id, project, e)
+    assert st[0] == "CRASHED" and "is gone" in st[1], st
+    for pid in processes(project, "dvc") + processes(project, "tasks.train"):  # orphans of the killed flow process
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_stops_the_worker_and_the_server(served):
+    project, log, serve, port = served["project"], served["log"], served["serve"], served["port"]
+    os.killpg(serve.pid, signal.SIGINT)  # what a terminal sends to `make serve`'s group
+    assert serve.wait(60) == 130, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Traceback" not in text and "did not stop within" not in text, text[-4000:]
+    assert not processes(project, "worker start") and not processes(project, "server start")
+    with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0, f"the Prefect server still listens on {port}"
 
 
