@@ -213,6 +213,8 @@ class Trainer:
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                        disable=None)  # None: no bar when stderr is not a terminal (logs stay readable)
+            if bar.disable:  # not a terminal: a log line per log window instead
+                bar = None
         t_start, start_step, first = time.perf_counter(), self.step, self.step
         budget = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
         while self.step < cfg.steps:

@@ -170,7 +170,7 @@ def test_sigkill_and_resume_is_bit_exact(export, tmp_path):
     steps = 40
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name in ("full", "killed"):
-        run = tiny_run(export, tmp_path / name, steps=steps, checkpoint_every=2, log_every=2)
+        run = tiny_run(export, tmp_path / name, steps=steps, checkpoint_every=2, log_every=2, progress=True)
         (tmp_path / f"{name}.json").write_text(json.dumps(to_dict(run)))
     subprocess.run(_cli(tmp_path / "full.json"), cwd=ROOT, env=env, check=True, capture_output=True)
 
@@ -191,6 +191,8 @@ def test_sigkill_and_resume_is_bit_exact(export, tmp_path):
     r = subprocess.run(_cli(tmp_path / "killed.json"), cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"resuming run {run_id} from" in r.stderr
+    # progress: true, but stderr is no terminal: a log line per log window, no bar
+    assert f"step {steps}/{steps}: loss_d" in r.stderr and "\r" not in r.stderr
     assert_same(weights(tmp_path / "full"), weights(tmp_path / "killed"))
     assert json.loads((tmp_path / "killed" / "summary.json").read_text())["resumed_from"] >= killed_at
     assert (tmp_path / "full" / PLOTS).read_text() == (tmp_path / "killed" / PLOTS).read_text()
