@@ -81,7 +81,7 @@ def test_provenance_of_a_known_face(published):
     (img,) = out["images"]
     assert img["image_id"] == image and img["origin"]["post_id"] == m["post_id"]
     assert img["origin"]["url"] == m["url"] and img["origin"]["artist"] == m["artist"]
-    assert img["stored"].endswith(m["path"]) and img["optout"] is None
+    assert img["stored"]["pack"].endswith(m["pack"]) and img["optout"] is None
     (face,) = img["faces"]
     assert face["face_id"] == fid and face["training"] == "train" and face["released"] and face["tagged"]
     assert face["crop_box"] == [faces[fid][k] for k in ("crop_x0", "crop_y0", "crop_x1", "crop_y1")]
