@@ -35,7 +35,7 @@ def test_danbooru_pages_to_the_end_and_keeps_every_image(tmp_path):
         assert sha256_bytes(read_image(tmp_path / "images", r)) == r["image_id"]
     table = pq.read_table(cfg.out.manifest)
     assert table.schema.equals(MANIFEST_SCHEMA, check_metadata=False)
-    assert table.schema.metadata[b"moeflow.schema_version"] == b"2"
+    assert table.schema.metadata[b"moeflow.schema_version"] == b"3"
 
 
 def test_danbooru_switches_to_cursor_paging_past_the_page_limit(tmp_path):
