@@ -63,6 +63,14 @@ log = logging.getLogger(__name__)
 INDEX = "index.jsonl"
 STATE = ("kept", "done", "failed", "skipped", "removed", "image_of")  # the tables of index.jsonl, in its order
 
+def _placed(rec: dict) -> dict:
+    """A kept record as it places its bytes: one of a store from before the packs names its loose
+    file (`path`), which this run packs."""
+    if "pack" not in rec:
+        rec.update(pack=rec.pop("path"), offset=0, length=rec["bytes"])
+    return rec
+
+
 class Store:
     def __init__(self, root: str):
         self.root = Path(root)
@@ -198,6 +206,8 @@ class Store:
         kind = rec["kind"]
         if kind == "state":  # an entry of index.jsonl (a post whose last verdict is a kept image's record: by id)
             value = self.kept[rec["kept"]] if "kept" in rec else rec["value"]
+            if rec["table"] == "kept":
+                _placed(value)
             getattr(self, rec["table"])[rec["key"]] = value
             return
         if kind == "packed":  # a pack written: where its members' bytes are now
@@ -213,9 +223,7 @@ class Store:
         if rec.get("image_id"):
             self.image_of[k] = rec["image_id"]
         if kind == "kept":
-            if "pack" not in rec:  # a store from before the packs: a loose file (packed by this run)
-                rec.update(pack=rec.pop("path"), offset=0, length=rec["bytes"])
-            self.kept[rec["image_id"]] = rec
+            self.kept[rec["image_id"]] = _placed(rec)
             self.removed.pop(rec["image_id"], None)
         if kind == "skipped":
             if rec.get("reason") == OPTOUT and rec.get("image_id"):

@@ -5,6 +5,7 @@ next run (no image twice, none lost), and an opt-out takes the bytes out of the 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tarfile
@@ -194,3 +195,27 @@ def test_detect_finds_the_same_faces_in_packed_images_as_in_files(tmp_path):
     detect(loose, tmp_path / "loose.parquet", REAL, progress=False)
     a, b = read_faces(packed.out.faces).to_pylist(), read_faces(loose.out.faces).to_pylist()
     assert a and [r["face_id"] for r in a] == [r["face_id"] for r in b]
+
+
+def test_a_store_from_before_the_packs_is_packed_without_fetching_again(tmp_path):
+    """A pulled store of one file per image (ab/<id>.<ext>, an index naming `path`): the next run
+    packs its images and fetches nothing."""
+    cfg = cfg_for(tmp_path, folder(tmp_path, NAMES[:5]))
+    scrape(cfg, progress=False)
+    root = Path(cfg.out.images)
+    index = []
+    for line in (root / "index.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        if e["table"] == "kept":  # the record as the old store wrote it
+            v = e["value"]
+            rel = f"{v['image_id'][:2]}/{packs.member_name(v)}"
+            (root / rel).parent.mkdir(exist_ok=True)
+            (root / rel).write_bytes(read_image(root, v))
+            e["value"] = {**{k: x for k, x in v.items() if k not in ("pack", "offset", "length")}, "path": rel}
+        index.append(json.dumps(e, sort_keys=True) + "\n")
+    (root / "index.jsonl").write_text("".join(index))
+    shutil.rmtree(root / "packs")
+    (root / "journal.jsonl").unlink()
+    s = scrape(cfg, progress=False)
+    assert (s.kept_new, s.already_done) == (0, 5)
+    check_store(cfg, {sha256_bytes((REAL / n).read_bytes()) for n in NAMES[:5]})
