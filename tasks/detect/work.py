@@ -86,7 +86,7 @@ class RecordedFace:
 @dataclass(frozen=True)
 class ImageTask:
     image_id: str
-    path: str  # the file holding the image (a pack of the store): absolute, or relative to the worker's working directory
+    path: str  # the file holding the image (a pack of the store): absolute, or relative to the worker's cwd
     offset: int  # the image's bytes in it: `length` bytes from `offset`
     length: int
     name: str = ""  # the manifest's pack (relative to the images dir): what error details may show
