@@ -11,7 +11,6 @@ each pack it writes."""
 
 from __future__ import annotations
 
-import os
 import tarfile
 from pathlib import Path
 from typing import Iterable
@@ -107,7 +106,3 @@ def write_pack(root: Path, rel: str, members: list[tuple[dict, dict]]) -> list[l
         if f.tell() != size:  # a record's length is not its file's
             raise OSError(f"{root / rel}: wrote {f.tell()} bytes, the layout says {size}")
     return out
-
-
-def remove_pack(root: Path, rel: str) -> None:
-    os.unlink(root / rel)
