@@ -81,7 +81,8 @@ def manifest(path: Path, files: list[Path], repeat: int) -> int:
             with Image.open(f) as im:
                 w, h = im.size
             iid = hashlib.sha256(f.read_bytes()).hexdigest()
-            rows.append({"image_id": iid if r == 0 else f"{iid[:56]}{r:08d}", "path": f.name, "source": "folder",
+            rows.append({"image_id": iid if r == 0 else f"{iid[:56]}{r:08d}", "pack": f.name, "offset": 0,
+                         "length": f.stat().st_size, "source": "folder",
                          "post_id": f"{f.name}#{r}", "width": w, "height": h, "format": "PNG", "bytes": 0,
                          "fetched_at": datetime.now(timezone.utc)})
     write_parquet(path, rows, MANIFEST_SCHEMA)

@@ -1,28 +1,37 @@
 """The scrape stage's tables: the manifest of kept images and the table of posts not kept.
 
 - `manifest.parquet` (table "raw_manifest"): one row per kept image, by image_id (the sha256 of its
-  bytes), with its path under the image store, where it came from and its size.
+  bytes), with where its bytes are in the image store (`pack`, `offset`, `length`: a byte range of a
+  file under the store, read with `read_image`), where it came from and its size.
 - `rejected.parquet` (table "raw_rejected"): every post not kept, by its last verdict: skipped by a
   filter (or an opt-out: reason `optout`), rejected, or failed (transient, retried next run)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import datetime
 
 import pyarrow as pa
 
-from tasks.fileio import read_parquet, with_version, write_parquet
+from tasks.errors import DataError
+from tasks.fileio import SCHEMA_VERSION_KEY, read_parquet, with_version, write_parquet
 
 MANIFEST_TABLE, REJECTED_TABLE = "raw_manifest", "raw_rejected"
 OPTOUT = "optout"  # the skip reason of whatever optout.csv names
 EXT_FOR_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
 FORMAT_FOR_EXT = {"jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF"}
 
-MANIFEST_VERSION = 2  # 2: fetched_at is null for local files (no clock in a rebuild of the same files)
+# 2: fetched_at is null for local files (no clock in a rebuild of the same files); 3: `pack`, `offset`,
+# `length` (the store keeps images in tar packs) instead of `path`
+MANIFEST_VERSION = 3
 MANIFEST_SCHEMA = with_version(pa.schema([
     pa.field("image_id", pa.string(), nullable=False),
-    pa.field("path", pa.string(), nullable=False),  # relative to the images directory
+    # the file holding the image's bytes, relative to the images directory: a pack (packs/NNNNNN.tar)
+    # as the scrape stage writes it; any file does (a file of its own: offset 0, length its size)
+    pa.field("pack", pa.string(), nullable=False),
+    pa.field("offset", pa.int64(), nullable=False),  # of the image's first byte in that file
+    pa.field("length", pa.int64(), nullable=False),  # of the image's bytes there
     pa.field("source", pa.string(), nullable=False),
     pa.field("post_id", pa.string(), nullable=False),
     pa.field("url", pa.string()),
@@ -82,7 +91,32 @@ def write_rejected(path: str | os.PathLike, records: list[dict]) -> int:
 def read_manifest(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
     """The manifest (or the named columns of it)."""
     table = read_parquet(path, MANIFEST_TABLE, MANIFEST_VERSION)
+    version = int(table.schema.metadata[SCHEMA_VERSION_KEY])
+    if version < MANIFEST_VERSION:
+        raise DataError(f"{path} has schema version {version}, from before the image store's packs: "
+                        f"run the scrape stage again (dvc repro scrape)")
     return table.select(columns) if columns else table
+
+
+def read_image(images_dir: str | os.PathLike, row: Mapping) -> bytes:
+    """The bytes of one stored image: `length` bytes at `offset` of `pack` under `images_dir` (a
+    manifest row, or a store record). The one way every stage and tool reads a stored image."""
+    path = os.path.join(images_dir, row["pack"])
+    offset, length = int(row["offset"]), int(row["length"])
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        parts, got = [], 0
+        while got < length:
+            part = os.pread(fd, length - got, offset + got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+    finally:
+        os.close(fd)
+    if got != length:
+        raise OSError(f"{path}: {length} bytes expected at offset {offset}, the file ends after {got}")
+    return b"".join(parts)
 
 
 def read_rejected(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:

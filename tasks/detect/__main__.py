@@ -10,7 +10,7 @@ require_environment()  # one line, not an import error, from a shell without the
 from tasks.params.detect import DetectConfig  # noqa: E402
 
 INPUTS = (Input("manifest", "the scrape manifest (scrape.out.manifest)"),
-          Input("images", "the image store the manifest's paths are relative to (scrape.out.images)"),
+          Input("images", "the image store the manifest's packs are relative to (scrape.out.images)"),
           Input("boxes", "the faces a release recorded, cropped as recorded (scrape.out.boxes)"))
 
 

@@ -173,9 +173,10 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
     if recorded:  # other recorded boxes, other faces: part of what decides an image's outcome
         digest = hashlib.sha256(repr(sorted(recorded.items())).encode()).hexdigest()
         settings = dataclasses.replace(settings, key=hashlib.sha256(f"{settings.key}|{digest}".encode()).hexdigest()[:16])
-    table = read_manifest(manifest, ["image_id", "path", "width", "height"])
+    table = read_manifest(manifest, ["image_id", "pack", "offset", "length", "width", "height"])
     images_dir = Path(images_dir)
-    ids, paths = table["image_id"].to_pylist(), table["path"].to_pylist()
+    ids = table["image_id"].to_pylist()
+    where = dict(zip(ids, zip(table["pack"].to_pylist(), table["offset"].to_pylist(), table["length"].to_pylist())))
     pixels = dict(zip(ids, (w * h for w, h in zip(table["width"].to_pylist(), table["height"].to_pylist()))))
     summary = DetectSummary(cfg.detector, images=len(set(ids)))
 
@@ -183,8 +184,10 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
     done, transient = state.done, state.transient
     # a fixed order (largest images first, so no worker is left with a big one at the end):
     # results are committed in this order, so it alone decides which face lands in which shard
-    todo_pairs = sorted({i: p for i, p in zip(ids, paths) if i not in done}.items(), key=lambda t: (-pixels[t[0]], t[0]))
-    tasks = [ImageTask(i, str((images_dir / p).resolve()), p, recorded.get(i, ())) for i, p in todo_pairs]
+    # (the key is the image_id, the content: an image moved from a loose file into a pack is not done again)
+    todo = sorted((i for i in where if i not in done), key=lambda i: (-pixels[i], i))
+    tasks = [ImageTask(i, str((images_dir / where[i][0]).resolve()), where[i][1], where[i][2], where[i][0],
+                       recorded.get(i, ())) for i in todo]
     summary.reused, summary.processed = len(done), len(tasks)
     summary.retried = sum(t.image_id in transient for t in tasks)
     workers = cfg.workers or default_workers()

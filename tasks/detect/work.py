@@ -4,17 +4,19 @@ load (EXIF orientation, transparency on white, bad input caught), detect, crop, 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import BinaryIO, Optional
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tasks.artifacts.faces import crop_box_problem, face_id
+from tasks.artifacts.images import read_image
 from tasks.detect import geometry
 from tasks.detect.filters import chroma, phash
 from tasks.detectors import AnimeFace, Detection, LbpCascade, read_cascade
@@ -84,8 +86,10 @@ class RecordedFace:
 @dataclass(frozen=True)
 class ImageTask:
     image_id: str
-    path: str  # absolute, or relative to the worker's working directory
-    name: str = ""  # the manifest's path (relative to the images dir): what error details may show
+    path: str  # the file holding the image (a pack of the store): absolute, or relative to the worker's cwd
+    offset: int  # the image's bytes in it: `length` bytes from `offset`
+    length: int
+    name: str = ""  # the manifest's pack (relative to the images dir): what error details may show
     recorded: tuple[RecordedFace, ...] = ()  # crop these instead of running the detector (the release source)
 
 
@@ -142,7 +146,7 @@ def grey_to_8bit(im: Image.Image) -> Image.Image:
     return grey
 
 
-def load_image(path: str, max_pixels: int) -> Image.Image:
+def load_image(path: str | BinaryIO, max_pixels: int) -> Image.Image:
     """Decode to RGB: EXIF orientation applied, 16-bit greyscale scaled to 8 bits (16-bit RGB(A)
     Pillow already reduces), transparency composited on white. Raises Rejected with a reason for
     anything unusable."""
@@ -260,7 +264,11 @@ def process_image(task: ImageTask, settings: WorkSettings) -> ImageResult:
     t0 = time.perf_counter()
     res = ImageResult(task.image_id, "ok")
     try:
-        pil = load_image(task.path, settings.max_pixels)
+        try:
+            data = read_image("", {"pack": task.path, "offset": task.offset, "length": task.length})
+        except FileNotFoundError as e:
+            raise Rejected("missing", str(e)) from None
+        pil = load_image(io.BytesIO(data), settings.max_pixels)
         rgb = np.asarray(pil)
         res.width, res.height = pil.size
         seen: set[str] = set()

@@ -93,12 +93,14 @@ class ScrapeConfig:
     min_sellday: Optional[str] = None  # `getchu` source: YYYY-MM-DD, older games skipped
     release: str = "rebuild"  # `release` source: a release's faces.parquet or faces.jsonl, or a directory holding one
     optout: str = "optout.csv"  # takedown requests (git-tracked, human-edited): applied to every source
+    pack_images: int = 1000  # kept images per pack file of the image store (tasks/scrape/packs.py)
     http: HttpConfig = field(default_factory=HttpConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     out: ScrapeOut = field(default_factory=ScrapeOut)
 
     def validate(self, key: str) -> None:
         http_url(self.base_url, f"{key}.base_url")
+        positive(self.pack_images, f"{key}.pack_images")
         for name in ("posts_per_page", "page_limit", "validate_workers"):
             if getattr(self, name) is not None:
                 positive(getattr(self, name), f"{key}.{name}")

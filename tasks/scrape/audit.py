@@ -127,7 +127,7 @@ class PreviousLock:
             return None
 
     def contained(self, images: dict[str, str]) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
-        """For each image (image_id -> its path in the store): the artifact versions that held it,
+        """For each image (image_id -> the file of the store holding it: its pack): the artifact versions that held it,
         and its faces as the previous faces table knew them."""
         hits: dict[str, list[dict]] = {i: [] for i in images}
         faces_of: dict[str, set[str]] = collections.defaultdict(set)
@@ -234,7 +234,7 @@ def log_entries(removals: list[tuple[dict, object, dict | None]], previous: Prev
                 at: str) -> list[dict]:
     """One line per removed image: (kept record, the request, the post that matched when another
     post than the kept one did)."""
-    images = {rec["image_id"]: rec["path"] for rec, _, _ in removals}
+    images = {rec["image_id"]: rec["pack"] for rec, _, _ in removals}
     hits, faces = previous.contained(images) if previous is not None else ({}, {})
     version = ({"dvc_lock_sha256": previous.sha256, "git_commit": previous.git_commit} if previous is not None
                else None)
@@ -244,7 +244,7 @@ def log_entries(removals: list[tuple[dict, object, dict | None]], previous: Prev
         entry = {"format": LOG_FORMAT, "at": at, "action": "removed", "image_id": image,
                  "request": request.as_dict(),
                  "post": {k: rec.get(k) for k in ("source", "post_id", "url", "page_url", "artist")},
-                 "store_path": rec["path"], "faces": faces.get(image, []), "previous": version,
+                 "store_path": rec["pack"], "faces": faces.get(image, []), "previous": version,
                  "contained_in": hits.get(image, [])}
         if via is not None:
             entry["matched_post"] = {k: via.get(k) for k in ("source", "post_id", "url")}

@@ -276,7 +276,8 @@ class _Run:
             return self._duplicate(job, dl)
         post = job.post
         rel = self.store.commit(dl.path, dl.sha256, info.format)
-        self.store.append({"kind": "kept", **self._ids(post), "image_id": dl.sha256, "path": rel,
+        self.store.append({"kind": "kept", **self._ids(post), "image_id": dl.sha256, "pack": rel,
+                           "offset": 0, "length": dl.size,
                            "page_url": post.page_url, "width": info.width, "height": info.height,
                            "format": info.format, "bytes": dl.size, "tags": list(post.tags), "rating": post.rating,
                            "artist": post.artist, "title": post.title, "character": post.character,
@@ -381,10 +382,12 @@ def _write_outs(cfg: ScrapeConfig, store: Store, extractor: Extractor, summary: 
     http = extractor.http
     summary.kept_total = len(store.kept)
     summary.requests = http.requests_made if http else 0
+    store.pack(cfg.pack_images)  # the loose images into packs: the outs name them there
     store.write_manifest(cfg.out.manifest)
     store.write_rejected(cfg.out.rejected)
     write_boxes(cfg.out.boxes, extractor.recorded_faces(), store.kept)
     store.write_index()
+    store.remove_orphans()  # the loose files just packed: only once the index names their packs
     store.close()
     if http:
         http.close()

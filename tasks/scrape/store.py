@@ -1,13 +1,29 @@
 """The content-addressed image store and its append-only journal.
 
 Layout under `scrape.out.images`:
-    ab/abcdef…(sha256).jpg   — every kept image, named by the sha256 of its bytes
+    packs/000001.tar …       — the kept images, `scrape.pack_images` (1,000) a pack: plain ustar tar
+                               files, members `<sha256>.<ext>` (tasks.scrape.packs)
     index.jsonl              — the store's state at the end of the last run (below): part of the out
+    ab/abcdef…(sha256).jpg   — loose: an image kept during a run, named by the sha256 of its bytes,
+                               until the run ends by packing it (none after a run that finished)
     journal.jsonl            — one JSON line per decision (kept / duplicate / rejected / skipped)
     .tmp/                    — downloads in flight; cleared at every start
 
-A file enters the store by os.replace from .tmp, then its journal line is written, so a
-SIGKILL at any moment leaves no partial file and loses no kept image.
+So DVC tracks ~1 file per 1,000 images (docs/scale.md). A kept record places its image's bytes:
+`pack` (a file under the store: a pack, or its loose file), `offset`, `length`; everything reads
+them with tasks.artifacts.images.read_image.
+
+A file enters the store by os.replace from .tmp into its loose place, then its journal line is
+written, so a SIGKILL at any moment leaves no partial file and loses no kept image. At the end of
+the run (pack()) the loose images, by image_id, fill the last pack (rewritten whole: a temp file,
+then os.replace; its members first, at the offsets they had) and then new packs; each pack written
+gets a `packed` journal line naming its members' offsets; then the index, and only then are the
+loose files deleted (remove_orphans: nothing names them any more). A full pack is rewritten only by
+an opt-out (remove()), which takes the member out of it. A kill at any point leaves a state the
+next start repairs: a pack its records do not describe exactly (a member more or less, offsets with
+a gap: tasks.scrape.packs.consistent) is rewritten from its own listing with just the members the
+records name, and the new offsets recorded; a pack no record names, or a loose file, is deleted;
+an image whose record still says loose is packed again (so never twice).
 
 Journal kinds: `kept` and `duplicate`, and `rejected` with `final` true, are decisions: the
 post is done. `rejected` with `final` false is a transient failure, retried next run.
@@ -34,15 +50,26 @@ import json
 import logging
 import os
 import shutil
+import tarfile
 from pathlib import Path
 
 from tasks.artifacts.images import EXT_FOR_FORMAT, OPTOUT, write_manifest, write_rejected
 from tasks.fileio import atomic_write_text, sha256_bytes
+from tasks.scrape import packs
+from tasks.scrape.packs import PACKS, is_pack
 
 log = logging.getLogger(__name__)
 
 INDEX = "index.jsonl"
 STATE = ("kept", "done", "failed", "skipped", "removed", "image_of")  # the tables of index.jsonl, in its order
+
+def _placed(rec: dict) -> dict:
+    """A kept record as it places its bytes: one of a store from before the packs names its loose
+    file (`path`), which this run packs."""
+    if "pack" not in rec:
+        rec.update(pack=rec.pop("path"), offset=0, length=rec["bytes"])
+    return rec
+
 
 class Store:
     def __init__(self, root: str):
@@ -63,6 +90,7 @@ class Store:
         self.changed = False  # whether this run changed the store (a record, a file in or out)
         self._load()
         self._journal = open(self.journal_path, "a", encoding="utf-8")
+        self._check()
 
     @staticmethod
     def key(source: str, post_id: str) -> str:
@@ -86,16 +114,78 @@ class Store:
         for rec in records:
             if rec["kind"] != "index":
                 self._note(rec)
-        missing = 0
-        for image, rec in list(self.kept.items()):
-            if not (self.root / rec["path"]).exists():  # deleted by hand: forget it, fetch again
-                missing += 1
-                del self.kept[image]
-                for k in [k for k, d in self.done.items() if d["kind"] == "kept" and d["image_id"] == image]:
-                    del self.done[k]
+
+    def _check(self) -> None:
+        """Every kept image where its record says: a pack its records do not describe (a kill while
+        packing or taking an image out) is repaired from its own listing; an image not there (deleted
+        by hand) is forgotten, to be fetched again; a loose image makes this run pack it."""
+        missing = [image for image, rec in self.kept.items()
+                   if not is_pack(rec["pack"]) and not (self.root / rec["pack"]).exists()]
+        for rel, recs in sorted(self._packs().items()):
+            if not packs.consistent(self.root, rel, recs):
+                missing += self._repair(rel, recs)
+        for image in missing:
+            del self.kept[image]
+            for k in [k for k, d in self.done.items() if d["kind"] == "kept" and d["image_id"] == image]:
+                del self.done[k]
         if missing:
             self.changed = True  # the manifest must follow
-            log.warning("%d kept images are missing from %s and will be fetched again", missing, self.root)
+            log.warning("%d kept images are missing from %s and will be fetched again", len(missing), self.root)
+        if any(not is_pack(rec["pack"]) for rec in self.kept.values()):
+            self.changed = True  # loose images from a run that did not finish: this one packs them
+
+    def _packs(self) -> dict[str, list[dict]]:
+        """pack -> the kept records placing their image in it."""
+        out: dict[str, list[dict]] = {}
+        for rec in self.kept.values():
+            if is_pack(rec["pack"]):
+                out.setdefault(rec["pack"], []).append(rec)
+        return out
+
+    def _repair(self, rel: str, recs: list[dict]) -> list[str]:
+        """Rewrite a pack that its records do not describe with the members they name, in the
+        order it holds them; returns the images it does not hold."""
+        try:
+            there = packs.listing(self.root, rel)
+        except (OSError, tarfile.TarError) as e:
+            log.warning("%s: %s: not a readable pack (%s)", self.root, rel, e)
+            there = {}
+        named = sorted((rec for rec in recs if rec["image_id"] in there),
+                       key=lambda rec: there[rec["image_id"]]["offset"])
+        log.info("%s: %s holds %d members, its records name %d: rewriting it with those", self.root, rel,
+                 len(there), len(named))
+        self._write_pack(rel, [(rec, there[rec["image_id"]]) for rec in named])
+        return [rec["image_id"] for rec in recs if rec["image_id"] not in there]
+
+    def _write_pack(self, rel: str, members: list[tuple[dict, dict]]) -> None:
+        """Write pack `rel` from these members (none: delete it), then the journal line placing them."""
+        if not members:
+            (self.root / rel).unlink(missing_ok=True)
+            return
+        placed = packs.write_pack(self.root, rel, members)
+        self.append({"kind": "packed", "pack": rel, "members": placed})
+
+    def pack(self, pack_images: int) -> int:
+        """Pack the loose images (by image_id): the last pack filled up to pack_images, then new
+        packs. Returns the number of images packed."""
+        loose = sorted((rec for rec in self.kept.values() if not is_pack(rec["pack"])), key=lambda r: r["image_id"])
+        if not loose:
+            return 0
+        by_pack = self._packs()
+        number = max(map(packs.pack_number, by_pack), default=0)
+        todo = list(loose)
+        if number:
+            last = packs.pack_name(number)
+            old = sorted(by_pack[last], key=lambda r: r["offset"])
+            room = pack_images - len(old)
+            if room > 0:
+                fill, todo = todo[:room], todo[room:]
+                self._write_pack(last, [(r, r) for r in old] + [(r, dict(r)) for r in fill])
+        for start in range(0, len(todo), pack_images):
+            number += 1
+            self._write_pack(packs.pack_name(number), [(r, dict(r)) for r in todo[start:start + pack_images]])
+        log.info("%s: packed %d images", self.root, len(loose))
+        return len(loose)
 
     def _read_journal(self) -> list[dict]:
         if not self.journal_path.exists():
@@ -116,7 +206,14 @@ class Store:
         kind = rec["kind"]
         if kind == "state":  # an entry of index.jsonl (a post whose last verdict is a kept image's record: by id)
             value = self.kept[rec["kept"]] if "kept" in rec else rec["value"]
+            if rec["table"] == "kept":
+                _placed(value)
             getattr(self, rec["table"])[rec["key"]] = value
+            return
+        if kind == "packed":  # a pack written: where its members' bytes are now
+            for image, offset, length in rec["members"]:
+                if image in self.kept:
+                    self.kept[image].update(pack=rec["pack"], offset=offset, length=length)
             return
         k = self.key(rec["source"], rec["post_id"])
         if rec.get("stat") is not None:
@@ -126,7 +223,7 @@ class Store:
         if rec.get("image_id"):
             self.image_of[k] = rec["image_id"]
         if kind == "kept":
-            self.kept[rec["image_id"]] = rec
+            self.kept[rec["image_id"]] = _placed(rec)
             self.removed.pop(rec["image_id"], None)
         if kind == "skipped":
             if rec.get("reason") == OPTOUT and rec.get("image_id"):
@@ -145,7 +242,7 @@ class Store:
             self.failed.pop(k, None)
 
     def append(self, rec: dict) -> None:
-        k = self.key(rec["source"], rec["post_id"])
+        k = self.key(rec["source"], rec["post_id"]) if "source" in rec else None
         last = self.skipped.get(k)
         if (rec["kind"] == "skipped" and last is not None and last["reason"] == rec["reason"]
                 and last.get("detail", "") == rec.get("detail", "")):
@@ -166,14 +263,20 @@ class Store:
         return rel
 
     def remove(self, image_id: str, detail: str, at: str) -> dict:
-        """Take a kept image out (an opt-out): the journal line first, then the file, so a kill
-        in between leaves a file no record names, which remove_orphans deletes."""
+        """Take a kept image out (an opt-out): the journal line first, then its bytes: a loose file
+        is deleted, a pack rewritten without the member (and the others' new offsets journaled).
+        A kill in between leaves a file no record names (remove_orphans deletes it) or a pack its
+        records do not describe (the next start rewrites it with the members they name)."""
         rec = self.kept[image_id]
         out = {"kind": "skipped", "source": rec["source"], "post_id": rec["post_id"], "url": rec.get("url"),
                "reason": OPTOUT, "detail": detail, "final": True, "at": at, "image_id": image_id, "removed": True,
-               "path": rec["path"], **{f: rec.get(f) for f in ("page_url", "artist", "tags", "title", "character")}}
+               "pack": rec["pack"], **{f: rec.get(f) for f in ("page_url", "artist", "tags", "title", "character")}}
         self.append(out)
-        (self.root / rec["path"]).unlink(missing_ok=True)
+        if is_pack(rec["pack"]):
+            rest = sorted(self._packs().get(rec["pack"], []), key=lambda r: r["offset"])
+            self._write_pack(rec["pack"], [(r, dict(r)) for r in rest])
+        else:
+            (self.root / rec["pack"]).unlink(missing_ok=True)
         return out
 
     def write_index(self) -> None:
@@ -201,15 +304,19 @@ class Store:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def remove_orphans(self) -> int:
-        """Delete stored images that no kept record names (a kill between move and journal)."""
-        wanted = {rec["path"] for rec in self.kept.values()}
+        """Delete stored files that no kept record names: a loose image moved in but not journaled
+        (a kill between move and journal), or packed since; a pack written but not journaled, or a
+        temp file of one. Empty loose directories go too."""
+        wanted = {rec["pack"] for rec in self.kept.values()}
         removed = 0
-        for shard in self.root.iterdir():
-            if shard.is_dir() and len(shard.name) == 2:
-                for f in shard.iterdir():
+        for shard in sorted(self.root.iterdir()):
+            if shard.is_dir() and (len(shard.name) == 2 or shard.name == PACKS):
+                for f in sorted(shard.iterdir()):
                     if f"{shard.name}/{f.name}" not in wanted:
                         f.unlink()
                         removed += 1
+                if len(shard.name) == 2 and not any(shard.iterdir()):
+                    shard.rmdir()
         self.changed = self.changed or removed > 0
         return removed
 

@@ -27,10 +27,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
+from tasks.artifacts.images import read_image
 from tasks.artifacts.optout import Subject, name_key, read_requests, url_key
 from tasks.artifacts.optout_log import read_log
 from tasks.errors import ConfigError, MoeflowError, one_line_errors
-from tasks.fileio import file_hexdigest, safetensors_metadata
+from tasks.fileio import file_hexdigest, safetensors_metadata, sha256_bytes
 from tasks.params.all import load_params
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,17 @@ class Workspace:
                 "tagged": fid in self.tags, "attributes": self.tags.get(fid),
                 "training": self.train.get(fid), "released": fid in self.release}
 
+    def stored(self, m: dict) -> dict | None:
+        """Where the store holds an image's bytes (its pack, offset, length), if they are there."""
+        images = self.p.scrape.out.images
+        try:
+            data = read_image(images, m)
+        except OSError:
+            return None
+        if sha256_bytes(data) != m["image_id"]:
+            return None
+        return {"pack": str(Path(images) / m["pack"]), "offset": m["offset"], "length": m["length"]}
+
     def image_report(self, image: str, only: set[str] | None = None) -> dict:
         m = self.manifest.get(image)
         rep: dict = {"image_id": image}
@@ -203,8 +215,7 @@ class Workspace:
             rep["origin"] = {k: m.get(k) for k in ("source", "post_id", "url", "page_url", "artist", "rating",
                                                    "title", "character", "width", "height", "format")}
             rep["origin"]["fetched_at"] = str(m.get("fetched_at"))
-            stored = Path(self.p.scrape.out.images) / m["path"]
-            rep["stored"] = str(stored) if stored.is_file() else None
+            rep["stored"] = self.stored(m)
             hit = self.requests.match(Subject.of(m)) if self.requests else None
             rep["optout"] = hit.as_dict() if hit else None
         if self.removed.get(image):
@@ -289,7 +300,9 @@ def render(result: dict) -> str:
             lines.append(f"image {img['image_id']}: {o['source']} post {o['post_id']}, artist {o['artist'] or '-'}, "
                          f"rating {o['rating'] or '-'}")
             lines.append(f"  url {o['url'] or '-'}; page {o['page_url'] or '-'}; fetched {o['fetched_at']}")
-            lines.append(f"  bytes in the image store: {img.get('stored') or 'no'}"
+            st = img.get("stored")
+            lines.append(f"  bytes in the image store: {st['pack']} ({st['length']} bytes at {st['offset']})" if st
+                         else "  bytes in the image store: no"
                          + (f"; optout.csv names it: {img['optout']['file']} line {img['optout']['line']}" if img.get("optout") else ""))
         elif img.get("image_id"):
             lines.append(f"image {img['image_id']}: not in the manifest")

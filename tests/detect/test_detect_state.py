@@ -24,8 +24,8 @@ FILES = ["afdr_detect_07.jpg", "s2p_13.png", "s2p_16.png", "renpy_sylvie_green_n
 
 def test_a_crashing_image_is_blamed_alone(tmp_path):
     """A worker dies on one image while seven others are in flight with it: only that one is recorded."""
-    tasks = [ImageTask(sha(REAL / n), str(REAL / n), n) for n in FILES]
-    tasks.insert(3, ImageTask("c" * 64, str(REAL / FILES[0]), "CRASH.jpg"))
+    tasks = [ImageTask(sha(REAL / n), str(REAL / n), 0, (REAL / n).stat().st_size, n) for n in FILES]
+    tasks.insert(3, ImageTask("c" * 64, str(REAL / FILES[0]), 0, (REAL / FILES[0]).stat().st_size, "CRASH.jpg"))
     settings = WorkSettings.from_config(config(tmp_path))
     results = list(iter_results(tasks, settings, "processes", 2, work=crash_on_marker))
     assert [r.image_id for r in results] == [t.image_id for t in tasks]  # in task order, once each

@@ -23,7 +23,7 @@ from tasks.artifacts.faces import read_shard
 from tasks.fileio import safetensors_metadata
 from tests.support.fakebooru import FakeBooru
 from tests.support.project import TINY_DAG, make_copy, run
-from tests.support.scrape import FAST_HTTP
+from tests.support.scrape import FAST_HTTP, stored
 
 # small illustrations lbpcascade finds faces in (TINY's detect params): 13 faces by artist_a, 5 by artist_b
 ARTIST_A = ["afdr_detect_01.jpg", "afdr_detect_04.jpg", "afdr_detect_07.jpg", "s2p_23.png",
@@ -81,7 +81,7 @@ def test_provenance_of_a_known_face(published):
     (img,) = out["images"]
     assert img["image_id"] == image and img["origin"]["post_id"] == m["post_id"]
     assert img["origin"]["url"] == m["url"] and img["origin"]["artist"] == m["artist"]
-    assert img["stored"].endswith(m["path"]) and img["optout"] is None
+    assert img["stored"]["pack"].endswith(m["pack"]) and img["optout"] is None
     (face,) = img["faces"]
     assert face["face_id"] == fid and face["training"] == "train" and face["released"] and face["tagged"]
     assert face["crop_box"] == [faces[fid][k] for k in ("crop_x0", "crop_y0", "crop_x1", "crop_y1")]
@@ -193,8 +193,7 @@ def test_an_artist_opt_out_leaves_every_artifact(published, booru):
 
     # gone from every artifact
     assert not set(theirs) & {r["image_id"] for r in table(a, "data/raw/manifest.parquet").to_pylist()}
-    for r in theirs.values():
-        assert not (a / "data/raw/images" / r["path"]).exists()
+    assert not set(theirs) & set(stored(a / "data/raw/images"))  # their bytes left the packs
     assert not their_faces & set(table(a, "data/faces/faces.parquet").column("face_id").to_pylist())
     assert not set(theirs) & set(table(a, "data/faces/images.parquet").column("image_id").to_pylist())
     for shard in (a / "data/faces/crops").glob("shard-*.parquet"):
@@ -227,7 +226,7 @@ def test_an_artist_opt_out_leaves_every_artifact(published, booru):
         for c in e["contained_in"]:
             assert md5[(c["stage"], c["path"])] == c["md5"]  # versions of the previous dvc.lock
         assert held["data/raw/manifest.parquet"]["rows"] == 1
-        assert held["data/raw/images"]["file"] == theirs[e["image_id"]]["path"]
+        assert held["data/raw/images"]["file"] == theirs[e["image_id"]]["pack"]
         assert set(e["faces"]) <= their_faces
         if e["faces"]:
             assert held["data/faces/faces.parquet"]["faces"] == len(e["faces"]) and "data/faces/crops" in held

@@ -240,7 +240,7 @@ def test_csv_injection_escaped(dataset, tmp_path):
     from tasks.artifacts.images import MANIFEST_SCHEMA
     from tasks.fileio import read_parquet, write_parquet
 
-    man = read_parquet(tmp_path / "manifest.parquet", "raw_manifest", 2).to_pylist()
+    man = read_parquet(tmp_path / "manifest.parquet", "raw_manifest", 3).to_pylist()
     for i, m in enumerate(man[: len(evil)]):
         m["url"] = evil[i]
     write_parquet(tmp_path / "manifest.parquet", man, MANIFEST_SCHEMA)

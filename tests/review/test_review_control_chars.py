@@ -110,7 +110,7 @@ def test_a_control_character_in_optout_csv_is_one_problem_line(tmp_path):
 def test_a_source_url_with_a_control_character_is_percent_encoded_in_the_queue(data, tmp_path):
     """The queue is the pipeline's own writing, read back as a people-edited CSV: a url a site
     served with a control character is written percent-encoded, so the next run can read it."""
-    man = read_parquet(data / "manifest.parquet", "raw_manifest", 2).to_pylist()
+    man = read_parquet(data / "manifest.parquet", "raw_manifest", 3).to_pylist()
     man[0]["url"] = "https://example.org/a\x00b\x85.png"
     write_parquet(tmp_path / "manifest.parquet", man, MANIFEST_SCHEMA)
     cfg, inp = review_config(tmp_path), replace(inputs(data), manifest=str(tmp_path / "manifest.parquet"))

@@ -11,7 +11,7 @@ from tasks.errors import SourceError
 from tasks.fileio import sha256_file
 from tasks.scrape.run import scrape
 from tests.support.fakebooru import REAL, FakeBooru
-from tests.support.scrape import manifest, scrape_cfg, sha_of
+from tests.support.scrape import manifest, scrape_cfg, sha_of, stored
 
 NAMES = sorted(p.name for p in REAL.iterdir())
 JPG = next(n for n in NAMES if n.endswith(".jpg"))
@@ -123,12 +123,12 @@ def test_a_challenge_page_or_a_refusal_is_retried_by_the_next_run(tmp_path, faul
         cfg = scrape_cfg(tmp_path, srv.url)
         s1 = scrape(cfg, progress=False)
         rows = pq.read_table(cfg.out.rejected).to_pylist()
-        stored = list((tmp_path / "images").glob("*/*"))
+        held = stored(tmp_path / "images")
         s2 = scrape(cfg, progress=False)
     assert s1.kept_new == 0 and s2.kept_new == 1 and s2.already_done == 0
     assert {r["image_id"] for r in manifest(cfg)} == sha_of([REAL / NAMES[0]])
     assert [(r["reason"], r["final"]) for r in rows] == [(reason, False)]
-    assert stored == []  # the HTML page was not stored
+    assert held == []  # the HTML page was not stored
     assert dict(s1.failures) == {reason: 1} and s1.rejected == {} and rows[0]["kind"] == "failed"
 
 

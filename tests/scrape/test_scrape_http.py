@@ -16,7 +16,7 @@ from tasks.fileio import sha256_file
 from tasks.scrape.run import scrape
 from tests.conftest import ROOT
 from tests.support.fakebooru import REAL, FakeBooru, bomb_png
-from tests.support.scrape import manifest, rejected, scrape_cfg, sha_of
+from tests.support.scrape import manifest, rejected, scrape_cfg, sha_of, stored
 
 NAMES = sorted(p.name for p in REAL.iterdir())
 
@@ -168,9 +168,8 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_expected_set(tmp_path):
     assert len(rows) == len({r["image_id"] for r in rows}) == len(NAMES)
     assert not (second & kept_before), "images kept before the kill were downloaded again"
     assert s.kept_total == len(NAMES)
-    stored = list((tmp_path / "images").glob("*/*"))
-    assert len(stored) == len(NAMES) and not any(p.suffix == ".part" for p in stored)
-    assert sha_of(stored) == sha_of(REAL / n for n in NAMES)  # no partial file survives
+    held = stored(tmp_path / "images")
+    assert sorted(held) == sorted(sha_of(REAL / n for n in NAMES))  # no partial file survives
     assert s2.kept_new == 0 and s2.already_done == len(NAMES) + 3
 
 

@@ -6,12 +6,13 @@ from urllib.parse import parse_qs
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.artifacts.images import MANIFEST_SCHEMA
+from tasks.artifacts.images import MANIFEST_SCHEMA, read_image
+from tasks.fileio import sha256_bytes
 from tasks.errors import ConfigError, Rejected, SourceError
 from tasks.scrape.run import scrape
 from tasks.scrape.sources import Extractor, parse_getchu_page, read_game_list
 from tests.support.fakebooru import DEEP_REFUSALS, REAL, FakeBooru, getchu_page
-from tests.support.scrape import manifest, scrape_cfg, sha_of
+from tests.support.scrape import manifest, scrape_cfg, sha_of, stored
 
 ALL = sorted(p for p in REAL.iterdir())
 
@@ -29,12 +30,12 @@ def test_danbooru_pages_to_the_end_and_keeps_every_image(tmp_path):
     r0 = rows[0]
     assert r0["source"] == "danbooru" and r0["tags"] == ["1girl", "solo"] and r0["artist"] == "artist_a"
     assert r0["rating"] == "general" and r0["page_url"].startswith(srv.url + "/posts/")
-    for r in rows:  # content addressed, sharded by prefix
-        assert r["path"] == f"{r['image_id'][:2]}/{r['image_id']}.{ {'JPEG': 'jpg', 'PNG': 'png'}[r['format']] }"
-        assert (tmp_path / "images" / r["path"]).is_file()
+    for r in rows:  # content addressed, in packs of scrape.pack_images
+        assert r["pack"] == "packs/000001.tar" and r["length"] == r["bytes"]
+        assert sha256_bytes(read_image(tmp_path / "images", r)) == r["image_id"]
     table = pq.read_table(cfg.out.manifest)
     assert table.schema.equals(MANIFEST_SCHEMA, check_metadata=False)
-    assert table.schema.metadata[b"moeflow.schema_version"] == b"2"
+    assert table.schema.metadata[b"moeflow.schema_version"] == b"3"
 
 
 def test_danbooru_switches_to_cursor_paging_past_the_page_limit(tmp_path):
@@ -160,7 +161,7 @@ def test_max_images_and_duplicate_bytes_stored_once(tmp_path):
         cfg = scrape_cfg(tmp_path, srv.url)
         s = scrape(cfg, progress=False)
         assert (s.kept_new, s.duplicate) == (3, 1)
-        assert len(list((tmp_path / "images").glob("*/*"))) == 3
+        assert len(stored(tmp_path / "images")) == 3
         cfg2 = scrape_cfg(tmp_path / "m", srv.url, filters={"max_images": 2}, http={"concurrency": 1})
         s2 = scrape(cfg2, progress=False)
         assert s2.kept_total == 2 and len(manifest(cfg2)) == 2

@@ -23,6 +23,8 @@ def test_repo_params_load_and_round_trip():
     ({"scrape": {"http": {"rate_limit": "fast"}}}, "scrape.http.rate_limit: expected a number, got 'fast'"),
     ({"scrape": {"http": {"concurrency": 2.5}}}, "scrape.http.concurrency: expected an integer"),
     ({"scrape": {"http": {"concurrency": 0}}}, "scrape.http.concurrency: must be > 0"),
+    ({"scrape": {"pack_images": 0}}, "scrape.pack_images: must be > 0"),
+    ({"scrape": {"pack_images": "1k"}}, "scrape.pack_images: expected an integer, got '1k'"),
     ({"scrape": {"source": "pixiv"}}, "scrape.source: expected 'danbooru' | 'gelbooru' | 'getchu' | 'folder'"),
     ({"scrape": {"filters": {"ratings": ["general", "nsfw"]}}}, "scrape.filters.ratings: unknown rating 'nsfw'"),
     ({"scrape": {"filters": {"max_images": True}}}, "scrape.filters.max_images: expected an integer, got True"),

@@ -30,7 +30,8 @@ def write_manifest(path: Path, files: list[Path], images_dir: Path) -> dict[str,
     for f in files:
         iid = sha(f)
         ids[f.name] = iid
-        rows.append({"image_id": iid, "path": str(Path(_rel(f, images_dir))), "source": "folder", "post_id": f.name,
+        rows.append({"image_id": iid, "pack": str(Path(_rel(f, images_dir))), "offset": 0,
+                     "length": f.stat().st_size, "source": "folder", "post_id": f.name,
                      "width": 1, "height": 1, "format": f.suffix.lstrip(".").upper(), "bytes": f.stat().st_size,
                      "fetched_at": datetime(2026, 11, 21, tzinfo=timezone.utc)})
     write_parquet(path, rows, MANIFEST_SCHEMA)

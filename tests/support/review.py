@@ -72,7 +72,7 @@ def build_faces(root: Path, crops: list[tuple[str, bytes]], *, drop_every: int =
 
 def write_manifest(path: Path, image_ids: list[str]) -> None:
     now = datetime.now(timezone.utc)
-    rows = [{"image_id": i, "path": f"{i}.png", "source": "folder", "post_id": str(n), "url": f"https://example.org/{n}.png",
+    rows = [{"image_id": i, "pack": f"{i}.png", "offset": 0, "length": 1, "source": "folder", "post_id": str(n), "url": f"https://example.org/{n}.png",
              "page_url": f"https://example.org/post/{n}", "width": 512, "height": 512, "format": "PNG", "bytes": 1,
              "tags": [], "rating": None, "artist": None, "title": None, "character": None, "fetched_at": now}
             for n, i in enumerate(image_ids)]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tasks.fileio import sha256_file
+from tasks.fileio import sha256_bytes, sha256_file
 from tasks.params.scrape import ScrapeConfig
 from tasks.typed import build
 from tests.conftest import deep_update
@@ -40,6 +41,15 @@ def manifest(cfg: ScrapeConfig) -> list[dict]:
 def rejected(cfg: ScrapeConfig) -> dict[str, str]:
     """post_id -> reason"""
     return {r["post_id"]: r["reason"] for r in pq.read_table(cfg.out.rejected).to_pylist()}
+
+
+def stored(images: str | Path) -> list[str]:
+    """The sha256 of every image the store holds: each member of each pack, each loose file."""
+    images, out = Path(images), []
+    for p in sorted(images.glob("packs/*")):
+        with tarfile.open(p) as tar:
+            out += [sha256_bytes(tar.extractfile(m).read()) for m in tar.getmembers()]
+    return out + [sha256_file(p) for p in sorted(images.glob("*/*")) if len(p.parent.name) == 2]
 
 
 def sha_of(paths) -> set[str]:
