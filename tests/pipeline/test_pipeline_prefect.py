@@ -245,6 +245,10 @@ def test_a_run_whose_process_died_is_crashed_by_the_server(served):
     30 s heartbeats and a 60 s window) marks the run Crashed."""
     project, e, log = served["project"], served["env"], served["log"]
     run_id = start_long_train(project, e)
+    engines = processes(project, "prefect.engine")
+    assert engines, "no flow process"
+    for pid in engines:  # the worker hands make serve's heartbeat frequency to the flow process
+        assert b"PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30\0" in Path(f"/proc/{pid}/environ").read_bytes()
     kill_worker_and_flow_process(project)
     try:
         st = wait_for(run_id, project, e, {"CRASHED"}, timeout=300)
