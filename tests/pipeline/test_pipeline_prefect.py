@@ -176,7 +176,10 @@ def test_review_round_trip_through_a_deployment_leaves_the_workspace_consistent(
     again = deployment_run("pipeline/default", project, e)
     st = wait_for(again, project, e, {"COMPLETED"}, timeout=300)
     assert st[0] == "COMPLETED", (st, log.read_text()[-4000:])
-    assert "no stop for review (review_pause=pending: review was up to date)" in prefect_state([again, "--logs"], project, e)
+    logs = prefect_state([again, "--logs"], project, e)
+    assert "no stop for review (review_pause=pending: review was up to date)" in logs, logs[-3000:]
+    assert "dataset card up to date: no stage ran" in logs, logs[-3000:]  # the card the reviewed run wrote stands
+    assert "| total.reviewed | 2 |" in (project / "reports" / "dataset_card.md").read_text()
     assert "changed" not in run(["dvc", "status"], project, env=e).stdout
 
 
