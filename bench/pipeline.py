@@ -4,7 +4,9 @@
    (an ephemeral Prefect API, with --no-pause one task running one `dvc repro` of every stage) against plain
    `dvc repro` of the same DAG on the same inputs. Each round builds two fresh copies of the
    project and runs one of each, the order alternating; the ratio of the medians is printed
-   (goal <= 1.10).
+   (goal <= 1.10). `--deployment`: the Prefect side is a deployment run of `pipeline/default`
+   (review_pause=never) through scripts/serve.sh on the fresh copy instead, timed as its flow-run
+   time (end_time - start_time from the API) and from `prefect deployment run` to its end.
 2. DVC itself: a plain `dvc repro` against the sum of its stages' own work (each stage's wall time
    from its run report, reports/runs/<stage>.json), from the same plain runs.
 3. `--noop`: a no-op deployment run of `pipeline/default` through `make serve`'s server and worker
@@ -13,7 +15,7 @@
    end_time - start_time as the Prefect API records them (from the engine's Running to its
    Completed: the flow process's start and the worker's polling are not in it). Goal <= 3x.
 
-    python bench/pipeline.py [--images 1000] [--rounds 3]
+    python bench/pipeline.py [--images 1000] [--rounds 3] [--deployment]
     python bench/pipeline.py --noop [--rounds 5]
 
 The copies train a tiny model for a few steps: the training work is the same under both, so the
@@ -89,14 +91,21 @@ def served(project: Path, log: Path) -> tuple[subprocess.Popen, dict]:
     return serve, e
 
 
-def flow_run_seconds(project: Path, e: dict) -> float:
-    """One deployment run of pipeline/default to its end: end_time - start_time from the API."""
-    out = run(["prefect", "deployment", "run", "pipeline/default"], project, env=e).stdout
+def flow_run_seconds(project: Path, e: dict, *params: str) -> tuple[float, float]:
+    """One deployment run of pipeline/default to its end: end_time - start_time from the API, and
+    the wall time from `prefect deployment run` to the end seen (the worker's polling included)."""
+    t0 = time.perf_counter()
+    cmd = ["prefect", "deployment", "run", "pipeline/default"]
+    for p in params:
+        cmd += ["--param", p]
+    out = run(cmd, project, env=e).stdout
     run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     deadline = time.monotonic() + 600
-    with get_client(sync_client=True) as c:
+    # each round's server has a port of its own: the settings Prefect read at import would name the first
+    with temporary_settings(updates={PREFECT_API_URL: e["PREFECT_API_URL"]}), get_client(sync_client=True) as c:
         while True:
             fr = c.read_flow_run(run_id)
             if fr.state and fr.state.is_final():
@@ -106,7 +115,7 @@ def flow_run_seconds(project: Path, e: dict) -> float:
             time.sleep(0.5)
     if not fr.state.is_completed():
         raise SystemExit(f"error: flow run {run_id} ended {fr.state.name}: {fr.state.message}")
-    return (fr.end_time - fr.start_time).total_seconds()
+    return (fr.end_time - fr.start_time).total_seconds(), time.perf_counter() - t0
 
 
 def noop(rounds: int) -> int:
@@ -124,7 +133,7 @@ def noop(rounds: int) -> int:
                     if kind == "plain":
                         plain.append(timed(["dvc", "repro"], project))
                     else:
-                        flow.append(flow_run_seconds(project, e))
+                        flow.append(flow_run_seconds(project, e)[0])
                 print(f"round {r + 1}: no-op dvc repro {plain[-1]:.2f} s, no-op deployment run {flow[-1]:.2f} s "
                       "(flow-run time)", flush=True)
         finally:
@@ -142,10 +151,13 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--noop", action="store_true", help="the no-op deployment run against a no-op dvc repro")
+    ap.add_argument("--deployment", action="store_true",
+                    help="the Prefect side as a deployment run (review_pause=never) through scripts/serve.sh: "
+                         "its flow-run time")
     args = ap.parse_args()
     if args.noop:
         return noop(args.rounds)
-    plain, prefect, work = [], [], []
+    plain, prefect, work, walls = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="moeflow-bench-") as tmp:
         tmp = Path(tmp)
         folder = image_folder(tmp / "images", args.images)
@@ -157,6 +169,16 @@ def main() -> int:
                 if kind == "plain":
                     plain.append(timed(["dvc", "repro"], project))
                     work.append(stage_work(project))
+                elif args.deployment:
+                    serve, e = served(project, tmp / f"serve-{r}.log")
+                    os.environ.update(PREFECT_API_URL=e["PREFECT_API_URL"], PREFECT_HOME=e["PREFECT_HOME"])
+                    try:
+                        flow_s, wall_s = flow_run_seconds(project, e, "review_pause=never")
+                    finally:
+                        os.killpg(serve.pid, signal.SIGINT)
+                        serve.wait(60)
+                    prefect.append(flow_s)
+                    walls.append(wall_s)
                 else:
                     prefect.append(timed([sys.executable, "-m", "flows.pipeline", "--no-pause"], project,
                                          {"PREFECT_HOME": str(project / ".prefect")}))
@@ -164,7 +186,12 @@ def main() -> int:
                   f"Prefect pipeline {prefect[-1]:.1f} s", flush=True)
     p, q, w = statistics.median(plain), statistics.median(prefect), statistics.median(work)
     print(f"\n{args.images} images, {args.rounds} rounds, medians (load average {os.getloadavg()[0]:.2f}):")
-    print(f"  Prefect pipeline / plain dvc repro: {q:.1f} s / {p:.1f} s = {q / p:.3f}  (goal <= 1.10)")
+    what = "deployment run (flow-run time)" if args.deployment else "Prefect pipeline"
+    print(f"  {what} / plain dvc repro: {q:.1f} s / {p:.1f} s = {q / p:.3f}  (goal <= 1.10)")
+    if walls:
+        wm = statistics.median(walls)
+        print(f"  deployment run from `prefect deployment run` to its end seen / plain dvc repro: "
+              f"{wm:.1f} s / {p:.1f} s = {wm / p:.3f}")
     print(f"  plain dvc repro / its stages' own work: {p:.1f} s / {w:.1f} s = {p / w:.3f}")
     return 0
 
