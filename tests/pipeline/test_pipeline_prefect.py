@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import ROOT
 from tests.support.project import env, make_copy, run
 from tests.support.review import read_queue, write_queue
 
@@ -313,3 +314,15 @@ def test_review_pause_timeout_fails_with_a_clear_message(tmp_path):
     assert "error: no reviewer resumed the run within 3s" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (project / "data" / "tags" / "tags.parquet").exists()
+
+
+def test_the_automations_refuse_a_crash_window_within_the_heartbeat(tmp_path):
+    """A window no longer than the heartbeat would crash every live run: one line, nothing created."""
+    e = env({"PREFECT_HOME": str(tmp_path / "ph"), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+             "PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    r = run([sys.executable, "-m", "flows.automations", "--crash-after", "30"], ROOT, env=e, check=False)
+    assert r.returncode == 1 and r.stderr.startswith("error: --crash-after 30s must exceed the heartbeat"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not r.stdout, r
+    r = run([sys.executable, "-m", "flows.automations"], ROOT, env=e, check=False)  # no server there
+    assert r.returncode == 1 and r.stderr.startswith("error: cannot reach the Prefect API"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
