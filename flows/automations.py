@@ -4,8 +4,8 @@ name) on the Prefect API that PREFECT_API_URL names; `make serve` runs this afte
     python -m flows.automations [--crash-after 90] [--cancel-after 60]
 
 - "moeflow: crash zombie runs": a flow process sends a heartbeat event every
-  PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (`make serve` sets 30 for its worker; Prefect's default
-  is 180, its minimum 30). A run whose last heartbeat is followed by neither another one nor an
+  PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (`make serve` sets 30 for its worker, flows/__init__.py
+  30 where it is unset; Prefect's default is 180, its minimum 30). A run whose last heartbeat is followed by neither another one nor an
   end (Completed, Failed, Cancelled, Crashed), a stop for review (Paused, Suspended) or a cancel
   (Cancelling) within --crash-after seconds is set Crashed: its process died (killed, out of memory,
   the machine gone). So --crash-after must exceed the heartbeat frequency (three beats by default).
