@@ -13,3 +13,6 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # the project's loggers carry Prefect's API handler; outside a flow run (a test, `resume`) it has nowhere to send
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# a heartbeat every 30 s (Prefect's default: 180) from every flow process this package starts, so that the
+# server's "crash zombie runs" automation (flows/automations.py: 90 s) never takes a live run for a dead one
+os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")

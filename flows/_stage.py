@@ -1,10 +1,11 @@
 """What every Prefect flow shares: Prefect runs DVC, DVC runs the stages.
 
 A stage flow is `dvc repro <stage>` as a task (the pipeline flow: one per stretch of stages),
-under DVC's repository lock (so dvc.lock records it and two overlapping runs cannot interleave), then the stage's summary (reports/runs/<stage>.md,
-written by the plain entry point `python -m tasks.<stage>`) published as its Prefect artifact;
-it returns the stage's DVC metrics. `--params FILE` makes FILE the workspace's params.yaml
-first (as `dvc exp run -S` edits it), since params.yaml is what DVC tracks."""
+under DVC's repository lock (so dvc.lock records it and two overlapping runs cannot interleave), then
+the stage's summary (reports/runs/<stage>.md, written by the plain entry point `python -m
+tasks.<stage>` when DVC ran it) published as its Prefect artifact; it returns the stage's DVC
+metrics. `--params FILE` makes FILE the workspace's params.yaml first (as `dvc exp run -S` edits it),
+since params.yaml is what DVC tracks."""
 
 from __future__ import annotations
 
@@ -162,13 +163,12 @@ def publish_markdown(key: str, markdown: str, description: str) -> None:
 
 
 def publish_stage(stage: str, root: Path) -> None:
+    """The summary of a stage that ran (reports/runs/<stage>.md) as its `<stage>-summary` artifact.
+    A stage DVC did not rerun wrote none: nothing is published (no API call, no reading of dvc.yaml;
+    the key's latest artifact, from the run that last ran it, stands)."""
     path = summary_path(stage, root)
     if path.is_file():
         publish_markdown(f"{stage}-summary", path.read_text(encoding="utf-8"), f"{stage}: the stage's summary")
-    else:  # the stage was up to date: DVC did not run it, its metrics are the record
-        metrics = json.dumps(stage_metrics(stage, root), indent=2, sort_keys=True)[:6000]
-        publish_markdown(f"{stage}-summary", f"# {stage}\n\nUp to date (DVC did not rerun it).\n\n```json\n"
-                                             f"{metrics}\n```\n", f"{stage}: its DVC metrics")
 
 
 def repro_task(stages: str | list[str]):

@@ -10,7 +10,8 @@ from the Prefect UI or with `python -m flows.pipeline resume <flow-run-id>`. A d
 (`prefect deployment run 'pipeline/default'`) is *suspended*: its process exits and the worker is
 free until the reviewer resumes it; the run then starts again from the top, and every `dvc repro`
 is called again (a no-op where nothing changed, a rerun of review where the reviewer merged
-decisions), so dvc.lock, the metrics and the card end consistent. A run started from the command
+decisions), so dvc.lock, the metrics and the card end consistent (a run where no stage ran keeps
+a card newer than dvc.lock). A run started from the command
 line has no deployment to come back to, so it pauses in its own process. No answer within the
 timeout fails the run with a clear message.
 
@@ -165,17 +166,29 @@ def pipeline(stages: list[str] | None = None, review_pause: str = "pending", rev
     use_params(params_path, root)
     params = load_params(root / DEFAULT_PARAMS)
     chosen = in_dag_order(stages, list(load_dag(root)))
+    ran_here: list[str] = []
     for stretch in stretches(chosen, review_pause):
         for stage in stretch:
             summary_path(stage, root).unlink(missing_ok=True)  # what remains after the run is this run's
         ran = repro_task(stretch)(stretch, str(root))
+        ran_here += ran
         for stage in stretch:
             publish_stage(stage, root)
         if stretch[-1] == REVIEW_STAGE and stretch is not chosen and review_pause != "never":
             review_stop(params, root, review_pause, REVIEW_STAGE in ran, review_timeout_s)
-    card = write_card(params, root / DEFAULT_OUT, root)
+    card = root / DEFAULT_OUT
+    if not ran_here and card_is_current(card, root):
+        log.info("dataset card up to date: no stage ran, and %s is newer than dvc.lock", DEFAULT_OUT)
+        return chosen
+    write_card(params, card, root)
     publish_markdown("dataset-card", card.read_text(), "dataset card: sources, opt-outs, review, tags, model, DVC version")
     return chosen
+
+
+def card_is_current(card: Path, root: Path) -> bool:
+    """Whether the card was written after dvc.lock last changed (a run where no stage ran keeps it)."""
+    lock = root / "dvc.lock"
+    return card.is_file() and lock.is_file() and card.stat().st_mtime >= lock.stat().st_mtime
 
 
 def main(argv: list[str] | None = None) -> int:

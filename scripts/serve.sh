@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # `make serve`: a local Prefect server with its UI on http://127.0.0.1:${PREFECT_PORT:-4200}, the
-# deployments of prefect.yaml on the `moeflow` process work pool, and a worker.
+# deployments of prefect.yaml on the `moeflow` process work pool, the automations that end runs
+# whose flow process died (flows/automations.py), and a worker.
+#
+# Crashes: the worker's flow processes send a heartbeat every PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+# seconds (default here 30; Prefect's minimum); a run without one for MOEFLOW_CRASH_AFTER_S (90) is
+# Crashed, a run still Cancelling MOEFLOW_CANCEL_AFTER_S (60) after its cancel is Cancelled.
 #
 # Signals: the server and the worker run in process groups of their own (set -m), so Ctrl-C (SIGINT
 # to the terminal's group) and SIGTERM reach this script only, which stops the worker, then the
@@ -14,6 +19,7 @@ port=${PREFECT_PORT:-4200}
 export PATH="$root/.venv/bin:$PATH" PREFECT_HOME="$root/.prefect" MOEFLOW_ROOT="$root" DVC_NO_ANALYTICS=1
 export PREFECT_API_URL="http://127.0.0.1:$port/api" PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_LOGGING_EXTRA_LOGGERS="flows,tasks,models,__main__"
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY=${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}
 mkdir -p "$PREFECT_HOME"
 # Signals ignored when this script started (a background job of another script) stay ignored in its
 # children: give the server and the worker back the default INT and TERM where env can (GNU env).
@@ -51,7 +57,9 @@ for _ in $(seq 1 180); do
 done
 prefect --no-prompt work-pool create moeflow --type process --overwrite >/dev/null
 prefect --no-prompt deploy --all >"$PREFECT_HOME/deploy.log" 2>&1 || { cat "$PREFECT_HOME/deploy.log" >&2; exit 1; }
-echo "Prefect UI: http://127.0.0.1:$port — deployments: $(prefect deployment ls 2>/dev/null | grep -c '/default') on pool moeflow; Ctrl-C stops it all"
+python -m flows.automations --crash-after "${MOEFLOW_CRASH_AFTER_S:-90}" --cancel-after "${MOEFLOW_CANCEL_AFTER_S:-60}" \
+  >>"$PREFECT_HOME/deploy.log" || exit 1
+echo "Prefect UI: http://127.0.0.1:$port — deployments: $(prefect deployment ls 2>/dev/null | grep -c '/default') on pool moeflow; runs without a heartbeat for ${MOEFLOW_CRASH_AFTER_S:-90} s are Crashed; Ctrl-C stops it all"
 echo "In another shell: export PREFECT_API_URL=$PREFECT_API_URL PREFECT_HOME=$PREFECT_HOME; .venv/bin/prefect deployment run 'pipeline/default'"
 
 while :; do

@@ -7,6 +7,7 @@ order is the topological order of the outs -> deps edges, file order breaking ti
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass
@@ -95,9 +96,16 @@ def stage_inputs(stage: str, root: str | Path = ".") -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _parts(path: str) -> tuple[str, ...]:
+    return Path(path).parts
+
+
 def _under(path: str, out: str) -> bool:
-    p, o = Path(path), Path(out)
-    return p == o or o in p.parents or p in o.parents
+    """Whether one path is the other or inside it (compared by parts: a load_dag compares thousands of pairs)."""
+    p, o = _parts(path), _parts(out)
+    n = min(len(p), len(o))
+    return p[:n] == o[:n]
 
 
 def upstream(stages: dict[str, Stage], name: str) -> set[str]:

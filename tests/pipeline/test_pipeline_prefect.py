@@ -2,7 +2,8 @@
 serve` runs, on a project copy without .prefect/): `prefect deploy --all` from prefect.yaml, a
 deployment run of the pipeline suspended for review, the reviewer's merge and resume, a consistent
 workspace at the end, stage logs read back from the API, a no-op rerun that does not stop, a bad
-param as one line, a worker killed and restarted, a run whose process died reaped, Ctrl-C.
+param as one line, a worker killed and restarted, a run whose process died crashed by the server's
+automation (one cancelled after it died ends Cancelled, one is reaped by hand), Ctrl-C.
 One server for the module: the tests run in file order and share it."""
 
 import json
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import ROOT
 from tests.support.project import env, make_copy, run
 from tests.support.review import read_queue, write_queue
 
@@ -90,7 +92,9 @@ def served(tmp_path_factory):
     assert not (project / ".prefect").exists()  # a fresh clone
     port = free_port()
     e = env({"PREFECT_HOME": str(project / ".prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-             "PREFECT_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+             "PREFECT_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+             # short crash windows (make serve: 30 s heartbeats, 90 s, 60 s); 30 s is Prefect's minimum beat
+             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "MOEFLOW_CRASH_AFTER_S": "60", "MOEFLOW_CANCEL_AFTER_S": "20"})
     log = tmp / "serve.log"
     serve = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=project, env=e, stdout=open(log, "w"),
                              stderr=subprocess.STDOUT, start_new_session=True)
@@ -173,7 +177,10 @@ def test_review_round_trip_through_a_deployment_leaves_the_workspace_consistent(
     again = deployment_run("pipeline/default", project, e)
     st = wait_for(again, project, e, {"COMPLETED"}, timeout=300)
     assert st[0] == "COMPLETED", (st, log.read_text()[-4000:])
-    assert "no stop for review (review_pause=pending: review was up to date)" in prefect_state([again, "--logs"], project, e)
+    logs = prefect_state([again, "--logs"], project, e)
+    assert "no stop for review (review_pause=pending: review was up to date)" in logs, logs[-3000:]
+    assert "dataset card up to date: no stage ran" in logs, logs[-3000:]  # the card the reviewed run wrote stands
+    assert "| total.reviewed | 2 |" in (project / "reports" / "dataset_card.md").read_text()
     assert "changed" not in run(["dvc", "status"], project, env=e).stdout
 
 
@@ -206,26 +213,84 @@ def test_a_killed_worker_is_restarted_and_the_server_stays(served):
     assert "pipeline/default" in run(["prefect", "deployment", "ls"], project, env=e).stdout  # the server is up
 
 
-def test_a_run_whose_process_died_is_reaped(served):
-    """Worker and flow process SIGKILLed: the run would stay RUNNING; `reap` marks it Crashed."""
-    project, e, log = served["project"], served["env"], served["log"]
+def start_long_train(project, e) -> str:
+    """A deployment run of train/default that lasts, once its stage process runs: its run id."""
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("steps: 6", "steps: 100000"))  # a train that lasts
     run_id = deployment_run("train/default", project, e)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 420  # the stages before train run first when the module's first tests did not
     while not processes(project, "tasks.train"):
         assert time.monotonic() < deadline and state_of(run_id, project, e)[0] in {"SCHEDULED", "PENDING", "RUNNING"}
         time.sleep(1)
+    return run_id
+
+
+def kill_worker_and_flow_process(project) -> None:
+    """SIGKILL the worker and the flow-run process: nothing on this machine is left to report the run."""
     for pid in processes(project, "worker start --pool moeflow") + processes(project, "prefect.engine"):
         os.kill(pid, signal.SIGKILL)
-    time.sleep(5)
-    assert state_of(run_id, project, e)[0] == "RUNNING"
-    out = run([sys.executable, "-m", "flows.pipeline", "reap"], project, env=e).stdout
-    assert f"{run_id}" in out and "Running -> Crashed" in out, out
-    st = state_of(run_id, project, e)
-    assert st[0] == "CRASHED" and "is gone" in st[1], st
-    for pid in processes(project, "dvc") + processes(project, "tasks.train"):  # orphans of the killed flow process
-        os.kill(pid, signal.SIGKILL)
+
+
+def end_orphans(project) -> None:
+    """The killed flow process's `dvc repro` and stage (SIGTERMed as it died): gone before the next test."""
+    for pid in processes(project, "dvc") + processes(project, "tasks.train"):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 30
+    while processes(project, "tasks.train") and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+@pytest.mark.timeout(600)
+def test_a_run_whose_process_died_is_crashed_by_the_server(served):
+    """Flow process and worker SIGKILLed: no heartbeat; the server's automation (make serve's, here
+    30 s heartbeats and a 60 s window) marks the run Crashed."""
+    project, e, log = served["project"], served["env"], served["log"]
+    run_id = start_long_train(project, e)
+    engines = processes(project, "prefect.engine")
+    assert engines, "no flow process"
+    for pid in engines:  # the worker hands make serve's heartbeat frequency to the flow process
+        assert b"PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30\0" in Path(f"/proc/{pid}/environ").read_bytes()
+    kill_worker_and_flow_process(project)
+    try:
+        st = wait_for(run_id, project, e, {"CRASHED"}, timeout=300)
+        assert st[0] == "CRASHED" and "no heartbeat from its flow process for 60s" in st[1], (st, log.read_text()[-3000:])
+    finally:
+        end_orphans(project)
+
+
+@pytest.mark.timeout(600)
+def test_cancelling_a_run_whose_process_died_ends_cancelled(served):
+    """Flow process and worker SIGKILLed, then the run cancelled: nothing stops it, the server's
+    automation (here 20 s) sets it Cancelled."""
+    project, e, log = served["project"], served["env"], served["log"]
+    run_id = start_long_train(project, e)
+    kill_worker_and_flow_process(project)
+    try:
+        run(["prefect", "flow-run", "cancel", run_id], project, env=e)
+        st = wait_for(run_id, project, e, {"CANCELLED"}, timeout=300)
+        assert st[0] == "CANCELLED" and "still Cancelling 20s after the cancel" in st[1], (st, log.read_text()[-3000:])
+    finally:
+        end_orphans(project)
+
+
+def test_a_run_whose_process_died_is_reaped(served):
+    """Worker and flow process SIGKILLed: the run stays RUNNING until the automation's window ends;
+    `reap` (the manual fallback) marks it Crashed at once."""
+    project, e = served["project"], served["env"]
+    run_id = start_long_train(project, e)
+    kill_worker_and_flow_process(project)
+    try:
+        time.sleep(5)
+        assert state_of(run_id, project, e)[0] == "RUNNING"
+        out = run([sys.executable, "-m", "flows.pipeline", "reap"], project, env=e).stdout
+        assert f"{run_id}" in out and "Running -> Crashed" in out, out
+        st = state_of(run_id, project, e)
+        assert st[0] == "CRASHED" and "is gone" in st[1], st
+    finally:
+        end_orphans(project)
 
 
 def test_ctrl_c_stops_the_worker_and_the_server(served):
@@ -249,3 +314,15 @@ def test_review_pause_timeout_fails_with_a_clear_message(tmp_path):
     assert "error: no reviewer resumed the run within 3s" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (project / "data" / "tags" / "tags.parquet").exists()
+
+
+def test_the_automations_refuse_a_crash_window_within_the_heartbeat(tmp_path):
+    """A window no longer than the heartbeat would crash every live run: one line, nothing created."""
+    e = env({"PREFECT_HOME": str(tmp_path / "ph"), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+             "PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    r = run([sys.executable, "-m", "flows.automations", "--crash-after", "30"], ROOT, env=e, check=False)
+    assert r.returncode == 1 and r.stderr.startswith("error: --crash-after 30s must exceed the heartbeat"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not r.stdout, r
+    r = run([sys.executable, "-m", "flows.automations"], ROOT, env=e, check=False)  # no server there
+    assert r.returncode == 1 and r.stderr.startswith("error: cannot reach the Prefect API"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
