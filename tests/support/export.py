@@ -85,7 +85,8 @@ def make_training_files(root: Path, trained: list[str], known_off: list[str] = (
 
     names = ["hair_color", "eye_color", *MGM_TAGS[INDEPENDENT_SLICE]]
     detail = {"tagger": "test", "model_px": 32, "attributes": {
-        n: row(0.8125, 16) if n in ("hair_color", "eye_color") or n in trained
+        n: row(1.0, 2) if n == "eye_color"  # two samples read: too few for a percentage
+        else row(0.8125, 16) if n in ("hair_color",) or n in trained
         else row(None, 0, "no training face has this attribute known (the tag backend cannot say)") for n in names}}
     attributes = root / "render/attributes.json"
     attributes.parent.mkdir(parents=True, exist_ok=True)

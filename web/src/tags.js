@@ -21,6 +21,8 @@ function label(tag, group) {
 }
 
 const pct = (v) => `${Math.round(v * 100)}%`;
+// Below this many samples the tagger could read, the badge shows counts, not a percentage.
+const MIN_READ = 10;
 
 // The agreement badge of an attribute (a colour group's or a tag's): render's measurement, or why none.
 function badge(row, agreementInfo) {
@@ -33,9 +35,16 @@ function badge(row, agreementInfo) {
     b.classList.add('none');
     return b;
   }
+  const ceiling = row.ceiling !== null ? ` (the same tagger agrees with real faces' labels on ${pct(row.ceiling)})` : '';
+  if (row.read < MIN_READ) {  // a share of 2 samples is no measurement: show the counts
+    b.textContent = `${Math.round(row.agreement * row.read)}/${row.read}`;
+    b.title = `followed on ${b.textContent} generated samples: the ${agreementInfo.tagger} tagger could read only ` +
+      `${row.read}, too few for a percentage${ceiling}`;
+    return b;
+  }
   b.textContent = pct(row.agreement);
   b.title = `followed on ${pct(row.agreement)} of ${row.read} generated samples the ${agreementInfo.tagger} tagger could read` +
-    (row.ceiling !== null ? ` (the same tagger agrees with real faces' labels on ${pct(row.ceiling)})` : '');
+    ceiling;
   return b;
 }
 
