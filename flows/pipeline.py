@@ -24,6 +24,7 @@ timeout fails the run with a clear message.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import sys
@@ -47,8 +48,10 @@ from flows._stage import (
 from flows.runs import reap_main, resume_main, waiting_main
 from tasks.dag import load_dag
 from tasks.errors import MoeflowError
+from tasks.fileio import atomic_write_json
 from tasks.params import DEFAULT_PARAMS
 from tasks.params.all import load_params
+from tasks.review.merge import REVIEW_WAITING, review_waiting
 from tasks.stage import summary_path
 from tasks.tools.card import DEFAULT_OUT, write_card
 
@@ -149,10 +152,25 @@ def review_stop(params, root: Path, policy: str, review_ran: bool, timeout_s: in
             return
         md = review_markdown(root / params.review.out.stats, run.id, reason)
         publish_markdown("review-queue", md, f"review: flow run {run.id} waits for a reviewer: {resume_command(run.id)}")
-        answer = wait_for_reviewer(md, timeout_s, reason)
+        since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        atomic_write_json(root / REVIEW_WAITING, {"run_id": str(run.id), "run_name": run.name, "since": since,
+                                                  "resume": resume_command(run.id)})
+        try:
+            answer = wait_for_reviewer(md, timeout_s, reason)
+        except StageFailed:  # the pause timed out: nobody waits any more
+            forget_waiting(root, run.id)
+            raise
+    forget_waiting(root, run.id)
     if answer is not None and not answer.approved:
         raise StageFailed(f"the reviewer stopped the pipeline after review: {answer.note or 'no note'}")
     log.info("review approved%s", f": {answer.note}" if answer and answer.note else "")
+
+
+def forget_waiting(root: Path, run_id) -> None:
+    """The run went past review: `tasks.review merge` no longer names it (another run's note stays)."""
+    waiting = review_waiting(root)
+    if waiting and waiting.get("run_id") == str(run_id):
+        (root / REVIEW_WAITING).unlink(missing_ok=True)
 
 
 @flow(name="pipeline", persist_result=True)

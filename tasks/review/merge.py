@@ -9,6 +9,7 @@ the face returns. Holds the decisions lock (tasks.review.lock) while it reads an
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -23,6 +24,18 @@ from tasks.review.lock import decisions_lock
 
 log = logging.getLogger(__name__)
 
+# The pipeline run that waits for a reviewer in this workspace: written by flows.pipeline when it stops
+# after review, removed when that run goes past review; merge's message names it.
+REVIEW_WAITING = Path("reports") / "review_waiting.json"
+
+
+def review_waiting(root: str | Path = ".") -> dict | None:
+    """The run the pipeline last left waiting for review here ({run_id, run_name, since, resume}), if any."""
+    try:
+        return json.loads((Path(root) / REVIEW_WAITING).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
 
 @dataclass
 class MergeResult:
@@ -33,6 +46,7 @@ class MergeResult:
     already: int = 0
     undecided: int = 0
     orphans: int = 0  # of the added: verdicts on faces not in the faces dataset (keep_missing)
+    waiting: dict | None = None  # the pipeline run waiting for review here (tasks.reports.review_waiting)
 
     def message(self) -> str:
         if not self.added:
@@ -40,11 +54,17 @@ class MergeResult:
                     f"{self.undecided} rows undecided)")
         orphans = (f" {self.orphans} of them name faces not in the faces dataset: kept as orphans, "
                    "they apply again if the face returns." if self.orphans else "")
-        return (f"merged {self.added} verdicts ({self.added_fp} false positives) into {self.target}; "
-                f"{self.already} already recorded, {self.undecided} rows still undecided.{orphans} "
-                "Commit the CSV; then resume the pipeline run waiting for review, if there is one "
-                "(`python -m flows.pipeline waiting` lists them with the exact `python -m flows.pipeline resume <id>`), "
-                "or run `dvc repro`: either reruns review with these decisions.")
+        head = (f"merged {self.added} verdicts ({self.added_fp} false positives) into {self.target}; "
+                f"{self.already} already recorded, {self.undecided} rows still undecided.{orphans} Commit the CSV; ")
+        w = self.waiting
+        if w:
+            return head + (f"then resume flow run {w.get('run_name', '?')} ({w['run_id']}), waiting for review here "
+                           f"since {w.get('since', '?')}: `{w.get('resume') or 'python -m flows.pipeline resume ' + w['run_id']}` "
+                           "(it reruns review with these decisions; `python -m flows.pipeline waiting` shows whether "
+                           "it still waits).")
+        return head + ("then run `dvc repro`, or resume a pipeline run waiting for review (`python -m flows.pipeline "
+                       "waiting` lists them with the exact `python -m flows.pipeline resume <id>`): either reruns "
+                       "review with these decisions.")
 
 
 def merge(cfg: ReviewConfig, faces: str | os.PathLike, source: str | os.PathLike | None = None,
@@ -88,5 +108,6 @@ def merge(cfg: ReviewConfig, faces: str | os.PathLike, source: str | os.PathLike
     result.added = len(to_add)
     result.added_fp = sum(d.false_positive for d in to_add)
     result.orphans = sum(d.face_id not in known for d in to_add)
+    result.waiting = review_waiting()
     log.info("review: %s", result.message())
     return result

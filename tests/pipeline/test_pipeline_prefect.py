@@ -140,11 +140,13 @@ def test_review_round_trip_through_a_deployment_leaves_the_workspace_consistent(
         row["false_positive"] = "1"
     write_queue(queue, rows)
     merged = run([sys.executable, "-m", "tasks.review", "merge"], project, env=e)
-    assert "merged 2 verdicts" in merged.stdout and "python -m flows.pipeline resume" in merged.stdout, merged.stdout
+    assert "merged 2 verdicts" in merged.stdout and f"then resume flow run " in merged.stdout, merged.stdout
+    assert f"({run_id}), waiting for review here since" in merged.stdout and resume in merged.stdout, merged.stdout
     out = run([sys.executable, "-m", "flows.pipeline", "resume", run_id, "--note", "two false positives"], project, env=e)
     assert out.stdout.strip().startswith(f"resumed flow run {run_id}") and len(out.stdout.strip().splitlines()) == 1, out
     st = wait_for(run_id, project, e, {"COMPLETED"}, timeout=600)
     assert st[0] == "COMPLETED", (st, log.read_text()[-4000:])
+    assert not (project / "reports" / "review_waiting.json").exists(), "merge would still name the finished run"
 
     # consistent: DVC has nothing to do, and the metrics, the card and the artifacts tell the reviewed counts
     status = run(["dvc", "status"], project, env=e).stdout

@@ -439,3 +439,27 @@ def test_contact_sheet_script_is_valid_javascript(tmp_path):
     p = subprocess.run(["node", "--check", str(tmp_path / "sheet.js")], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     assert asset("queue.css") in page
+
+
+def test_merge_names_the_pipeline_run_waiting_for_review(dataset, tmp_path, monkeypatch):
+    """flows.pipeline leaves reports/review_waiting.json while a run waits after review; merge names that run."""
+    data, _ = dataset
+    monkeypatch.chdir(tmp_path)
+    cfg, inp = review_config(tmp_path, page_size=20, columns=6, thumb_size=48), inputs(data)
+    run_review(cfg, inp)
+    queue = read_queue(Path(cfg.out.queue))
+    queue[0]["false_positive"] = "1"
+    write_queue(Path(cfg.out.queue), queue)
+    text = merge(cfg, inp.faces).message()
+    assert "then run `dvc repro`, or resume a pipeline run waiting for review" in text and "flow run " not in text, text
+
+    run_id = "0b5e8a2c-8a47-4fb4-9d34-1bd1f0a5b000"
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "review_waiting.json").write_text(json.dumps(
+        {"run_id": run_id, "run_name": "metal-beetle", "since": "2026-12-03T06:40:55+00:00",
+         "resume": f"python -m flows.pipeline resume {run_id}"}))
+    queue[1]["false_positive"] = "1"
+    write_queue(Path(cfg.out.queue), queue)
+    text = merge(cfg, inp.faces).message()
+    assert f"then resume flow run metal-beetle ({run_id}), waiting for review here since 2026-12-03T06:40:55" in text
+    assert f"`python -m flows.pipeline resume {run_id}`" in text, text
