@@ -153,8 +153,7 @@ def review_stop(params, root: Path, policy: str, review_ran: bool, timeout_s: in
         md = review_markdown(root / params.review.out.stats, run.id, reason)
         publish_markdown("review-queue", md, f"review: flow run {run.id} waits for a reviewer: {resume_command(run.id)}")
         since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        atomic_write_json(root / REVIEW_WAITING, {"run_id": str(run.id), "run_name": run.name, "since": since,
-                                                  "resume": resume_command(run.id)})
+        atomic_write_json(root / REVIEW_WAITING, {"run_id": str(run.id), "run_name": run.name, "since": since})
         try:
             answer = wait_for_reviewer(md, timeout_s, reason)
         except StageFailed:  # the pause timed out: nobody waits any more

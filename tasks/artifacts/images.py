@@ -101,8 +101,12 @@ def read_manifest(path: str | os.PathLike, columns: list[str] | None = None) -> 
 def read_image(images_dir: str | os.PathLike, row: Mapping) -> bytes:
     """The bytes of one stored image: `length` bytes at `offset` of `pack` under `images_dir` (a
     manifest row, or a store record). The one way every stage and tool reads a stored image."""
-    path = os.path.join(images_dir, row["pack"])
-    offset, length = int(row["offset"]), int(row["length"])
+    return read_span(os.path.join(images_dir, row["pack"]), int(row["offset"]), int(row["length"]))
+
+
+def read_span(path: str | os.PathLike, offset: int, length: int) -> bytes:
+    """`length` bytes at `offset` of the file at `path` (read_image's core, for a worker handed a
+    resolved pack path); OSError when the file ends first."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         parts, got = [], 0

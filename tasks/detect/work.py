@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tasks.artifacts.faces import crop_box_problem, face_id
-from tasks.artifacts.images import read_image
+from tasks.artifacts.images import read_span
 from tasks.detect import geometry
 from tasks.detect.filters import chroma, phash
 from tasks.detectors import AnimeFace, Detection, LbpCascade, read_cascade
@@ -265,7 +265,7 @@ def process_image(task: ImageTask, settings: WorkSettings) -> ImageResult:
     res = ImageResult(task.image_id, "ok")
     try:
         try:
-            data = read_image("", {"pack": task.path, "offset": task.offset, "length": task.length})
+            data = read_span(task.path, task.offset, task.length)
         except FileNotFoundError as e:
             raise Rejected("missing", str(e)) from None
         pil = load_image(io.BytesIO(data), settings.max_pixels)

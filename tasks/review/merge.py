@@ -30,11 +30,21 @@ REVIEW_WAITING = Path("reports") / "review_waiting.json"
 
 
 def review_waiting(root: str | Path = ".") -> dict | None:
-    """The run the pipeline last left waiting for review here ({run_id, run_name, since, resume}), if any."""
+    """The run the pipeline last left waiting for review here ({run_id, run_name, since}), if any: None
+    when there is no such file, or it is not an object naming a run_id (a damaged or hand-edited one
+    is ignored, with a warning: merge's message then lists how to find waiting runs instead)."""
+    path = Path(root) / REVIEW_WAITING
     try:
-        return json.loads((Path(root) / REVIEW_WAITING).read_text())
-    except (FileNotFoundError, ValueError):
+        w = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as e:
+        log.warning("ignoring %s: %s", path, e)
+        return None
+    if not isinstance(w, dict) or not isinstance(w.get("run_id"), str) or not w["run_id"]:
+        log.warning("ignoring %s: no run_id in it", path)
+        return None
+    return w
 
 
 @dataclass
@@ -59,7 +69,7 @@ class MergeResult:
         w = self.waiting
         if w:
             return head + (f"then resume flow run {w.get('run_name', '?')} ({w['run_id']}), waiting for review here "
-                           f"since {w.get('since', '?')}: `{w.get('resume') or 'python -m flows.pipeline resume ' + w['run_id']}` "
+                           f"since {w.get('since', '?')}: `python -m flows.pipeline resume {w['run_id']}` "
                            "(it reruns review with these decisions; `python -m flows.pipeline waiting` shows whether "
                            "it still waits).")
         return head + ("then run `dvc repro`, or resume a pipeline run waiting for review (`python -m flows.pipeline "

@@ -456,10 +456,17 @@ def test_merge_names_the_pipeline_run_waiting_for_review(dataset, tmp_path, monk
     run_id = "0b5e8a2c-8a47-4fb4-9d34-1bd1f0a5b000"
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "review_waiting.json").write_text(json.dumps(
-        {"run_id": run_id, "run_name": "metal-beetle", "since": "2026-12-03T06:40:55+00:00",
-         "resume": f"python -m flows.pipeline resume {run_id}"}))
+        {"run_id": run_id, "run_name": "metal-beetle", "since": "2026-12-03T06:40:55+00:00"}))
     queue[1]["false_positive"] = "1"
     write_queue(Path(cfg.out.queue), queue)
     text = merge(cfg, inp.faces).message()
     assert f"then resume flow run metal-beetle ({run_id}), waiting for review here since 2026-12-03T06:40:55" in text
     assert f"`python -m flows.pipeline resume {run_id}`" in text, text
+
+    # a damaged or hand-edited file names no run: ignored (a warning), merge says how to find waiting runs
+    for k, bad in enumerate(('{"run_name": "metal-beetle"}', '["x"]', '{"run_id": 7}', "{not json")):
+        (tmp_path / "reports" / "review_waiting.json").write_text(bad)
+        queue[2 + k]["false_positive"] = "1"
+        write_queue(Path(cfg.out.queue), queue)
+        text = merge(cfg, inp.faces).message()
+        assert "resume a pipeline run waiting for review" in text and "flow run " not in text, (bad, text)
