@@ -11,7 +11,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test bench bench-scale lock serve web web-deps web-build
+.PHONY: venv demo test bench bench-scale bench-review-scale lock serve web web-deps web-build
 
 venv: $(VENV)/.installed
 
@@ -53,6 +53,11 @@ bench: venv web-deps
 SIZES ?= 1k,4k
 bench-scale: venv
 	$(PY) bench/scale.py --sizes $(SIZES) $(SCALE_ARGS)
+
+# The review queue at F kept faces: the stage's peak memory and the sheet in headless Chromium (~15 min at 64k).
+FACES ?= 4k,16k,64k
+bench-review-scale: venv web-deps
+	$(PY) bench/review_scale.py --faces $(FACES)
 
 # The browser generator: npm packages from the lock, Debian's chromium for the tests.
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
