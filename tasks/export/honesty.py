@@ -10,22 +10,22 @@ import json
 from pathlib import Path
 
 from tasks.artifacts.tags import MGM_TAGS
-from tasks.artifacts.trainset import TRAIN, read_export
+from tasks.artifacts.trainset import TRAIN, ExportFile
 from tasks.errors import DataError
 
 
 def training_tags(data: str | Path) -> dict:
     """{"faces", "tagger", "known": [per tag], "positive": [per tag], "trained": [per tag]} over the
-    dataset's training split (the faces the generator was trained on)."""
-    export = read_export(data)
-    train = export.take(TRAIN)
-    a = train.attributes
+    dataset's training split (the faces the generator was trained on). Reads the ids, attributes and
+    split columns only: the crops never leave the file (memory does not grow with the dataset's crops)."""
+    export = ExportFile(data)
+    a = export.attributes[export.split == TRAIN]
     if a.ndim != 2 or a.shape[1] != len(MGM_TAGS):
         raise DataError(f"{data}: attributes of {a.shape[1] if a.ndim == 2 else '?'} tags, the tag schema has "
                         f"{len(MGM_TAGS)}")
     known = (a >= 0).sum(0).astype(int)
     positive = (a == 1).sum(0).astype(int)
-    return {"faces": int(len(a)), "tagger": train.tagger, "known": known.tolist(), "positive": positive.tolist(),
+    return {"faces": int(len(a)), "tagger": export.tagger, "known": known.tolist(), "positive": positive.tolist(),
             "trained": [bool(p > 0) for p in positive]}
 
 
