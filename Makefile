@@ -25,12 +25,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 lock:
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 $(FIND_LINKS) -o requirements.lock
 
-# cache.type: one copy of every tracked byte, the workspace links into the cache (docs/pipeline.md, 'The cache').
+# This checkout's DVC settings. cache.type (hardlink,symlink: one copy of every tracked byte) is in the committed
+# .dvc/config, so every clone links, `git clone && dvc pull` included (docs/pipeline.md, 'The cache').
 .dvc/config.local: | venv
 	test -d .dvc || $(VENV)/bin/dvc init -q
 	$(VENV)/bin/dvc config --local core.site_cache_dir $(CURDIR)/.dvc/site-cache
 	$(VENV)/bin/dvc config --local core.analytics false
-	$(VENV)/bin/dvc config --local cache.type hardlink,symlink
 
 # The whole DAG (dvc.yaml): fetch -> scrape -> detect -> review -> tag -> release -> train -> render -> export.
 demo: venv .dvc/config.local

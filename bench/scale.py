@@ -3,7 +3,7 @@
 For each N (default 1k and 4k; the 1k run is always made, as the baseline of the same invocation; --base
 changes it):
 1. N synthetic posts with faces (bench/synth.py: made once for the largest N, each N a hard-linked view);
-2. a throwaway project copy (tests' make_copy, with the Makefile's .dvc/config.local: cache.type) whose
+2. a throwaway project copy (tests' make_copy: the committed .dvc/config, cache.type; the Makefile's .dvc/config.local) whose
    params.yaml points the folder source at them;
 3. `dvc repro <stage>` for scrape, detect, review, tag, release, train, render and export in turn,
    each measured as a whole process tree: wall, CPU, the largest process's peak RSS (ru_maxrss),
@@ -148,7 +148,7 @@ def run_size(n: int, all_images: Path, work: Path, args) -> dict:
     base = work / label(n)
     view = synth.view(all_images, base / "images", n)
     project = make_copy(base / "project", bench_params(view, n))
-    (project / ".dvc" / "config.local").unlink()  # the Makefile's instead (cache.type), as `make demo` sets it
+    (project / ".dvc" / "config.local").unlink()  # the Makefile's instead, as `make demo` sets it
     measured(["make", "-o", "venv", "-f", str(ROOT / "Makefile"), f"VENV={Path(sys.executable).parent.parent}",
               ".dvc/config.local"], project, env(), base / "logs" / "config.log")
     logs = base / "logs"

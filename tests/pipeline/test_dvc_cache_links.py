@@ -1,5 +1,5 @@
-"""The Makefile's `.dvc/config.local` sets DVC's cache.type so that the workspace links into the
-cache instead of holding a second copy, and a stage that appends to a persistent out in place
+"""The committed `.dvc/config` sets DVC's cache.type so that the workspace links into the cache
+instead of holding a second copy, in every clone (a `dvc pull` into a fresh clone links too), and a stage that appends to a persistent out in place
 (as scrape's journal and train's plots.csv do) does not write through the link into the cache:
 `dvc repro` unprotects (copies) a persistent out's linked files before the stage runs."""
 
@@ -28,22 +28,27 @@ def cache_objects(project: Path) -> list[Path]:
             and not p.name.endswith(".dir")]
 
 
+def linked(out: Path, project: Path) -> bool:
+    """Whether `out` is (or points at) one of the project's cache objects."""
+    target = os.path.realpath(out) if out.is_symlink() else out
+    return any(os.path.samefile(target, o) for o in cache_objects(project))
+
+
 def test_outs_link_into_the_cache_and_an_in_place_append_leaves_it_intact(tmp_path):
     p = tmp_path / "project"
     p.mkdir()
     run(["git", "init", "-q"], p)
     run(["make", "-o", "venv", "-f", str(ROOT / "Makefile"), "VENV=" + str(Path(VENV_BIN).parent),
          ".dvc/config.local"], p)  # -o venv: this venv, as it is
+    (p / ".dvc" / "config").write_bytes((ROOT / ".dvc" / "config").read_bytes())  # the committed settings
     assert run(["dvc", "config", "cache.type"], p).stdout.strip() == "hardlink,symlink"
     (p / "store").mkdir()
     (p / "store" / "log.txt").write_text("start\n")
     (p / "dvc.yaml").write_text(DVC_YAML)
     (p / "dep.txt").write_text("one\n")
     run(["dvc", "repro", "-q"], p)
-    objects = {hashlib.md5(o.read_bytes()).hexdigest(): o for o in cache_objects(p)}
     for out in (p / "one.txt", p / "store" / "log.txt"):
-        linked = os.path.realpath(out) if out.is_symlink() else out
-        assert any(os.path.samefile(linked, o) for o in objects.values()), f"{out} is a copy, not a link"
+        assert linked(out, p), f"{out} is a copy, not a link"
     (p / "dep.txt").write_text("two\n")
     run(["dvc", "repro", "-q"], p)
     assert (p / "store" / "log.txt").read_text() == "start\none\ntwo\n"
@@ -51,3 +56,15 @@ def test_outs_link_into_the_cache_and_an_in_place_append_leaves_it_intact(tmp_pa
         assert hashlib.md5(o.read_bytes()).hexdigest() == o.parent.name + o.name, o
     assert len(cache_objects(p)) == 4  # log.txt twice, one.txt twice
     assert "up to date" in run(["dvc", "status"], p).stdout
+
+    # a teammate's `git clone` + `dvc pull` (no make, no config.local) links into the clone's cache too
+    remote, clone = tmp_path / "remote", tmp_path / "clone"
+    run(["dvc", "remote", "add", "-d", "here", str(remote)], p)
+    run(["git", "add", "-A"], p)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "outs"], p)
+    run(["dvc", "push", "-q"], p)
+    run(["git", "clone", "-q", str(p), str(clone)], tmp_path)
+    run(["dvc", "pull", "-q"], clone)
+    for out in ("one.txt", "store/log.txt"):
+        assert (clone / out).read_bytes() == (p / out).read_bytes()
+        assert linked(clone / out, clone), f"the pulled {out} is a copy, not a link"
