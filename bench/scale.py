@@ -3,8 +3,8 @@
 For each N (default 1k and 4k; the 1k run is always made, as the baseline of the same invocation; --base
 changes it):
 1. N synthetic posts with faces (bench/synth.py: made once for the largest N, each N a hard-linked view);
-2. a throwaway project copy (tests' make_copy: the committed .dvc/config, cache.type; the Makefile's .dvc/config.local) whose
-   params.yaml points the folder source at them;
+2. a throwaway project copy (tests' make_copy: the committed .dvc/config with its cache.type, and the
+   Makefile's .dvc/config.local) whose params.yaml points the folder source at them;
 3. `dvc repro <stage>` for scrape, detect, review, tag, release, train, render and export in turn,
    each measured as a whole process tree: wall, CPU, the largest process's peak RSS (ru_maxrss),
    the tree's summed RSS (sampled), the stage's own wall (reports/runs/<stage>.json; the rest is DVC),

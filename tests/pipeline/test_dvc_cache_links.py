@@ -1,6 +1,7 @@
 """The committed `.dvc/config` sets DVC's cache.type so that the workspace links into the cache
-instead of holding a second copy, in every clone (a `dvc pull` into a fresh clone links too), and a stage that appends to a persistent out in place
-(as scrape's journal and train's plots.csv do) does not write through the link into the cache:
+instead of holding a second copy, in every clone (a `dvc pull` into a fresh clone links too), and a
+stage that appends to a persistent out in place (as scrape's journal and train's plots.csv do) does
+not write through the link into the cache:
 `dvc repro` unprotects (copies) a persistent out's linked files before the stage runs."""
 
 from __future__ import annotations
