@@ -47,9 +47,10 @@ bench: venv web-deps
 	for b in scrape detect tag train web dvc_noop pipeline; do $(PY) bench/$$b.py || exit 1; done
 	$(PY) bench/pipeline.py --noop
 
-# How every stage's cost grows with N (bench/scale.py; README 'How the costs grow'). Long: 1k,4k takes ~40 min on
+# How every stage's cost grows with N (bench/scale.py; docs/scale.md). Long: 1k,4k takes ~40 min on
 # 2 cores; `make bench-scale SIZES=1k,4k,16k,64k` is the large run (hours, an idle machine, ~120 GB free disk;
 # ~60 GB with SCALE_ARGS=--no-transfer: the bench skips what the free disk cannot hold, and says so).
+# SCALE_ARGS="--folder-import reference --stages scrape,detect": the folder import that makes no copy.
 SIZES ?= 1k,4k
 bench-scale: venv
 	$(PY) bench/scale.py --sizes $(SIZES) $(SCALE_ARGS)

@@ -6,7 +6,8 @@ changes it):
 2. a throwaway project copy (tests' make_copy: the committed .dvc/config with its cache.type, and the
    Makefile's .dvc/config.local) whose params.yaml points the folder source at them;
 3. `dvc repro <stage>` for scrape, detect, review, tag, release, train, render and export in turn,
-   each measured as a whole process tree: wall, CPU, the largest process's peak RSS (ru_maxrss),
+   each measured as a whole process tree: wall, CPU, the largest process's peak RSS (ru_maxrss: DVC's or
+   the stage's), the stage process's own and its largest worker's (reports/runs/<stage>.json),
    the tree's summed RSS (sampled), the stage's own wall (reports/runs/<stage>.json; the rest is DVC),
    the files and bytes of its outs (dvc.lock) and what it added to the workspace and DVC's cache;
 4. the whole workspace's no-op `dvc repro` (median of 3), the files DVC tracks per 1,000 images;
@@ -20,6 +21,7 @@ plus the loader reading it (models/data.py), which is what grows with N; `export
 "Running stage 'train'" to the export's log line, `load_s` to the loader's.
 
     python bench/scale.py [--sizes 1k,4k] [--profile] [--no-transfer] [--dask] [--synth-dir DIR] [--keep]
+                          [--folder-import copy|reference] [--stages scrape,detect]
     python bench/scale.py --sizes 1k,4k,16k,64k      # the large run, on an idle machine (hours)
 
 Prints one table per N — wall; `dvc<` DVC before the command (the stage's and its upstream's status:
@@ -85,10 +87,10 @@ def label(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
-def bench_params(folder: Path, n: int) -> dict:
+def bench_params(folder: Path, n: int, folder_import: str = "copy") -> dict:
     cores = os.cpu_count() or 1
     return {
-        "scrape": {"source": "folder", "folder": str(folder),
+        "scrape": {"source": "folder", "folder": str(folder), "folder_import": folder_import,
                    "filters": {"min_width": 256, "min_height": 256, "max_images": max(10_000, 2 * n)}},
         "detect": {"workers": cores, "min_face": 64, "box_scale": 1.25},  # params.yaml's, not the tests' TINY
         "train": SMALL_MODEL,
@@ -121,6 +123,8 @@ def run_stage(project: Path, stage: str, n: int, logs: Path, e: dict, profile: b
     cache_after = cache_objects(project)
     start, done = m.marks.get("start"), m.marks.get("done")
     row = {**m.as_dict(), "stage_wall_s": rep.get("wall_s"),
+           # the stage's own process and its largest worker process (tasks/stage.py), apart from DVC's
+           "stage_rss_mb": rep.get("peak_rss_mb"), "workers_rss_mb": rep.get("workers_peak_rss_mb"),
            # DVC before the command (status of the stage and its upstream: hashing deps), the command (with
            # the interpreter's start and imports), DVC after it (hashing and caching outs, dvc.lock)
            "dvc_before_s": start, "run_s": round(done - start, 2) if start and done else None,
@@ -147,21 +151,24 @@ def run_size(n: int, all_images: Path, work: Path, args) -> dict:
         return {"n": n, "skipped": f"needs ~{need / 1e9:.0f} GB free in {work}, has {free_bytes(work) / 1e9:.0f}"}
     base = work / label(n)
     view = synth.view(all_images, base / "images", n)
-    project = make_copy(base / "project", bench_params(view, n))
+    project = make_copy(base / "project", bench_params(view, n, args.folder_import))
     (project / ".dvc" / "config.local").unlink()  # the Makefile's instead, as `make demo` sets it
     measured(["make", "-o", "venv", "-f", str(ROOT / "Makefile"), f"VENV={Path(sys.executable).parent.parent}",
               ".dvc/config.local"], project, env(), base / "logs" / "config.log")
     logs = base / "logs"
     e = env()
     measured(["dvc", "repro", "fetch"], project, e, logs / "fetch.log")
-    res: dict = {"n": n, "stages": {}, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    for stage in STAGES:
+    res: dict = {"n": n, "stages": {}, "folder_import": args.folder_import,
+                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    for stage in args.stages:
         res["stages"][stage] = run_stage(project, stage, n, logs, e, args.profile)
     res["counts"] = {"images": read_json(project / "data/raw/metrics.json"),
                      "faces": read_json(project / "data/faces/metrics.json"),
                      "review": read_json(project / "review/metrics.json"),
                      "tags": read_json(project / "data/tags/metrics.json")}
-    noop = [measured(["dvc", "repro"], project, e, logs / f"noop-{i}.log").wall_s for i in range(3)]
+    target = [] if args.stages == STAGES else [args.stages[-1]]  # a subset: its last stage and what it follows
+    noop = [measured(["dvc", "repro", *target], project, e, logs / f"noop-{i}.log").wall_s for i in range(3)]
+    res["noop_repro_target"] = target[0] if target else "the whole DAG"
     res["noop_repro_s"] = round(statistics.median(noop), 2)
     res["noop_repro_runs"] = noop
     tracked = tracked_files(project)
@@ -177,7 +184,7 @@ def run_size(n: int, all_images: Path, work: Path, args) -> dict:
             res["transfer"] = {"skipped": f"needs ~{need / 1e9:.0f} GB free"}
         else:
             res["transfer"] = {"local": local_round_trip(project, base, e), "s3": s3_round_trip(project, base, e)}
-    if args.dask:
+    if args.dask and {"detect", "tag"} <= set(args.stages):
         res["dask"] = dask_rows(project, n, logs, e, os.cpu_count() or 1, run_stage)
     res["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if not args.keep:
@@ -190,21 +197,23 @@ def table(res: dict) -> str:
     lines = [f"\nN = {n:,} images ({res['counts']['images'].get('images', '?')} kept by scrape, "
              f"{res['counts']['faces'].get('kept', '?')} faces kept by detect)",
              f"{'stage':8} {'wall s':>8} {'dvc<':>6} {'run s':>7} {'dvc>':>6} {'ms/img':>7} {'CPU s':>7} {'proc MB':>8} "
-             f"{'tree MB':>8} {'files':>7} {'out MB':>8} {'cache+MB':>8} {'load':>9}"]
+             f"{'tree MB':>8} {'stage MB':>8} {'wrkr MB':>7} {'files':>7} {'out MB':>8} {'cache+MB':>8} {'load':>9}"]
     for stage, r in res["stages"].items():
         extra = f"  export {r['export_s']} s, loader {r.get('load_s', '?')} s" if "export_s" in r else ""
         lines.append(f"{stage:8} {r['wall_s']:8.1f} {r['dvc_before_s'] or 0:6.1f} {r['run_s'] or 0:7.1f} "
                      f"{r['dvc_after_s'] or 0:6.1f} "
                      f"{1000 * r['s_per_image']:7.1f} {r['cpu_s']:7.1f} {r['max_rss_mb']:8.0f} {r['tree_rss_mb']:8.0f} "
-                     f"{r['out_files']:7d} {r['out_bytes'] / MB:8.1f} {r['cache_added_disk'] / MB:8.1f} "
+                     f"{r.get('stage_rss_mb') or 0:8.0f} {r.get('workers_rss_mb') or 0:7.0f} {r['out_files']:7d} {r['out_bytes'] / MB:8.1f} {r['cache_added_disk'] / MB:8.1f} "
                      f"{r['load'][0]:4.1f}-{r['load'][1]:<4.1f}{extra}")
     d = res["dvc"]
-    lines.append(f"no-op dvc repro (whole DAG): {res['noop_repro_s']} s; DVC tracks {d['tracked_files']:,} files "
+    lines.append(f"no-op dvc repro ({res.get('noop_repro_target', 'the whole DAG')}): {res['noop_repro_s']} s; DVC tracks {d['tracked_files']:,} files "
                  f"({d['tracked_per_1k_images']} per 1,000 images), {d['cache_objects']:,} cache objects "
                  f"({d['cache_objects_per_1k_images']} per 1,000), cache {d['cache_disk'] / MB:.0f} MB")
     disk = res["disk"]
-    lines.append(f"disk: input {disk['input']['disk'] / MB:.0f} MB, raw store {disk['raw_store']['disk'] / MB:.0f} MB, "
-                 f"DVC cache {disk['dvc_cache']['disk'] / MB:.0f} MB, whole project {disk['project']['disk'] / MB:.0f} MB")
+    inp = disk["input"]["disk"]
+    lines.append(f"disk (scrape.folder_import: {res.get('folder_import', 'copy')}): input {inp / MB:.0f} MB, raw store "
+                 f"{disk['raw_store']['disk'] / MB:.0f} MB, DVC cache {disk['dvc_cache']['disk'] / MB:.0f} MB, whole "
+                 f"project {disk['project']['disk'] / MB:.0f} MB ({disk['project']['disk'] / inp:.2f}x the input)")
     t = res.get("transfer", {})
     if "local" in t:
         lo, s3 = t["local"], t["s3"]
@@ -226,17 +235,24 @@ def growth(results: list[dict], n_base: int) -> str:
     head = (f"{'stage':8} " + " ".join(f"{'ms/img ' + label(r['n']):>11}" for r in ns) + " "
             + " ".join(f"{'x ' + label(r['n']):>6}" for r in more) + " "
             + " ".join(f"{'cpu x ' + label(r['n']):>9}" for r in more) + " "
-            + " ".join(f"{'MB ' + label(r['n']):>7}" for r in ns))
-    lines = [f"\nper image against the {label(n_base)} run: wall (x) and CPU (cpu x); the largest process's peak RSS (MB)",
+            + " ".join(f"{'MB ' + label(r['n']):>7}" for r in ns) + " "
+            + " ".join(f"{'stage ' + label(r['n']):>9}" for r in ns))
+    lines = [f"\nper image against the {label(n_base)} run: wall (x) and CPU (cpu x); the largest process's peak RSS "
+             f"(MB: DVC's or the stage's) and the stage process's own (stage)",
              head]
-    for stage in STAGES:
+    for stage in base["stages"]:
         b, bc = base["stages"][stage]["s_per_image"], base["stages"][stage]["cpu_s"] / n_base
         lines.append(f"{stage:8} " + " ".join(f"{1000 * r['stages'][stage]['s_per_image']:11.2f}" for r in ns) + " "
                      + " ".join(f"{r['stages'][stage]['s_per_image'] / b:6.2f}" for r in more) + " "
                      + " ".join(f"{r['stages'][stage]['cpu_s'] / r['n'] / bc:9.2f}" for r in more) + " "
-                     + " ".join(f"{r['stages'][stage]['max_rss_mb']:7.0f}" for r in ns)
+                     + " ".join(f"{r['stages'][stage]['max_rss_mb']:7.0f}" for r in ns) + " "
+                     + " ".join(f"{r['stages'][stage].get('stage_rss_mb') or 0:9.0f}" for r in ns)
                      + ("   (fixed work: per-image figures fall with N)" if stage in FIXED else ""))
     lines.append("no-op repro s: " + ", ".join(f"{label(r['n'])} {r['noop_repro_s']}" for r in ns))
+    for r in more:  # the goal is on the growth: files added per 1,000 more images (the fixed files aside)
+        added = r["dvc"]["tracked_files"] - base["dvc"]["tracked_files"]
+        lines.append(f"DVC-tracked files {label(n_base)} -> {label(r['n'])}: {base['dvc']['tracked_files']} -> "
+                     f"{r['dvc']['tracked_files']}, +{1000 * added / (r['n'] - n_base):.2f} per 1,000 more images")
     return "\n".join(lines)
 
 
@@ -252,14 +268,26 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=None, help="where the scratch directory goes (default: the system's temp)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--folder-import", choices=("copy", "reference"), default="copy",
+                    help="scrape.folder_import: copy the images into the store's packs (default, as params.yaml) "
+                         "or reference them in the synthetic folder")
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help=f"the stages to run, in DAG order (default all: {','.join(STAGES)}); the no-op repro, the "
+                         f"transfers and --dask then cover what these built")
     args = ap.parse_args()
+    args.stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if not args.stages or [s for s in args.stages if s not in STAGES] or args.stages != sorted(args.stages, key=STAGES.index):
+        ap.error(f"--stages: a comma-separated list of {', '.join(STAGES)}, in that order")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     n_base = parse_size(args.base)
     sizes = parse_sizes(args.sizes, n_base)
     work = Path(tempfile.mkdtemp(prefix="moeflow-scale-", dir=args.work))
     report = {"sizes": sizes, "machine": machine(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "profiled": args.profile, "results": []}
-    out_path = OUT / f"scale-{'-'.join(label(n) for n in sizes)}{'-profiled' if args.profile else ''}.json"
+    tag = ("-profiled" if args.profile else "") + ("-reference" if args.folder_import == "reference" else "")
+    if args.stages != STAGES:
+        tag += "-" + "-".join(args.stages)
+    out_path = OUT / f"scale-{'-'.join(label(n) for n in sizes)}{tag}.json"
     OUT.mkdir(exist_ok=True)
     try:
         images = args.synth_dir or work / "synth"

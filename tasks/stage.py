@@ -100,6 +100,15 @@ def main(stage: str, section: type, run: Callable[..., Summary], argv: list[str]
         stage, section, run, argv, description, inputs)
 
 
+def _peak_rss() -> dict:
+    """The stage's own peak memory and its worker processes' (the largest one that ended), in MB:
+    what bench/scale.py tells apart from DVC's own, which runs the stage."""
+    import resource
+
+    return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "workers_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
+
+
 def _main(stage: str, section: type, run: Callable[..., Summary], argv: list[str] | None, description: str,
           inputs: tuple[Input, ...]) -> int:
     from tasks.fileio import atomic_write_text
@@ -119,6 +128,6 @@ def _main(stage: str, section: type, run: Callable[..., Summary], argv: list[str
             log.info("%s: %s", stage, line)
         atomic_write_text(summary_path(stage), summary.markdown())
         wall = time.perf_counter() - t0
-        write_run_report(stage, {"wall_s": round(wall, 2)})
+        write_run_report(stage, {"wall_s": round(wall, 2), **_peak_rss()})
     log.info("%s: done in %.1f s (reports/runs/%s.json)", stage, wall, stage)
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.fileio import atomic_open, read_parquet, with_version, write_parquet
@@ -152,12 +153,28 @@ def write_shard(crops_dir: str | os.PathLike, crops: dict[str, bytes], name: str
     table = pa.table({"face_id": ids, "png": [crops[f] for f in ids]}, schema=CROPS_SCHEMA)
     with atomic_open(path, "wb") as f:
         pq.write_table(table, f, compression="none")  # PNG bytes do not compress further
+    del table
+    _release()
     return name
 
 
-def read_shard(path: str | os.PathLike) -> dict[str, bytes]:
+def read_shard(path: str | os.PathLike, only: Iterable[str] | None = None) -> dict[str, bytes]:
+    """face_id -> PNG bytes of the crops of one shard; with `only`, of just those faces (the shard's
+    other crops never become Python objects: a few crops out of many shards cost a few crops)."""
     t = read_parquet(path, CROPS_TABLE, CROPS_VERSION)
-    return dict(zip(t.column("face_id").to_pylist(), t.column("png").to_pylist()))
+    if only is not None:
+        t = t.filter(pc.is_in(t.column("face_id"), value_set=pa.array(sorted(set(only)), pa.string())))
+    out = dict(zip(t.column("face_id").to_pylist(), t.column("png").to_pylist()))
+    del t
+    _release()
+    return out
+
+
+def _release() -> None:
+    """Hand a shard's freed Arrow memory back to the system. Arrow's allocator (mimalloc) keeps the
+    pages of what was freed: shard after shard, a process would hold several shards' worth it no
+    longer uses (~370 MB after four 56 MB shards; the same ~150 MB as after one with this)."""
+    pa.default_memory_pool().release_unused()
 
 
 class ShardWriter:
@@ -195,12 +212,16 @@ class ShardWriter:
 
 
 class CropReader:
-    """Read crops by face_id. Loads one shard at a time and keeps the last few in memory."""
+    """Read crops by face_id: the faces of `faces` only. Loads one shard at a time (the crops of
+    those faces in it) and keeps the last few in memory."""
 
     def __init__(self, faces: pa.Table | str | os.PathLike, crops_dir: str | os.PathLike, cache_shards: int = 4):
         table = faces if isinstance(faces, pa.Table) else read_faces(faces)
         self.dir = Path(crops_dir)
         self._shard_of = {f: s for f, s in zip(table.column("face_id").to_pylist(), table.column("shard").to_pylist()) if s}
+        self._in_shard: dict[str, list[str]] = {}
+        for f, s in self._shard_of.items():
+            self._in_shard.setdefault(s, []).append(f)
         self._cache: dict[str, dict[str, bytes]] = {}
         self._cache_shards = cache_shards
 
@@ -211,7 +232,7 @@ class CropReader:
         if name not in self._cache:
             if len(self._cache) >= self._cache_shards:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[name] = read_shard(self.dir / name)
+            self._cache[name] = read_shard(self.dir / name, self._in_shard[name])
         return self._cache[name]
 
     def read(self, fid: str) -> bytes:

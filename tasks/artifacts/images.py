@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from datetime import datetime
@@ -28,7 +29,8 @@ MANIFEST_VERSION = 3
 MANIFEST_SCHEMA = with_version(pa.schema([
     pa.field("image_id", pa.string(), nullable=False),
     # the file holding the image's bytes, relative to the images directory: a pack (packs/NNNNNN.tar)
-    # as the scrape stage writes it; any file does (a file of its own: offset 0, length its size)
+    # as the scrape stage writes it; any file does (a file of its own: offset 0, length its size), the
+    # user's own file too (scrape.folder_import: reference; `is_reference`)
     pa.field("pack", pa.string(), nullable=False),
     pa.field("offset", pa.int64(), nullable=False),  # of the image's first byte in that file
     pa.field("length", pa.int64(), nullable=False),  # of the image's bytes there
@@ -98,15 +100,38 @@ def read_manifest(path: str | os.PathLike, columns: list[str] | None = None) -> 
     return table.select(columns) if columns else table
 
 
+def is_reference(pack: str) -> bool:
+    """Whether a row's `pack` names a file outside the image store: a file of the user's folder that
+    the folder import left in place (scrape.folder_import: reference), by its path relative to the
+    images directory (`../`) or an absolute one. Not the store's bytes, so not trusted: every read
+    checks them against the image_id, their sha256 (read_span's `sha256`)."""
+    return pack.startswith("../") or os.path.isabs(pack)
+
+
 def read_image(images_dir: str | os.PathLike, row: Mapping) -> bytes:
     """The bytes of one stored image: `length` bytes at `offset` of `pack` under `images_dir` (a
     manifest row, or a store record). The one way every stage and tool reads a stored image."""
-    return read_span(os.path.join(images_dir, row["pack"]), int(row["offset"]), int(row["length"]))
+    return read_span(os.path.join(images_dir, row["pack"]), int(row["offset"]), int(row["length"]),
+                     row["image_id"] if is_reference(row["pack"]) else None)
 
 
-def read_span(path: str | os.PathLike, offset: int, length: int) -> bytes:
+class Changed(OSError):
+    """A referenced file that no longer holds the bytes imported from it (or is gone)."""
+
+
+def read_span(path: str | os.PathLike, offset: int, length: int, sha256: str | None = None) -> bytes:
     """`length` bytes at `offset` of the file at `path` (read_image's core, for a worker handed a
-    resolved pack path); OSError when the file ends first."""
+    resolved pack path); OSError when the file ends first. With `sha256` (a referenced file), the
+    bytes must hash to it: else `Changed`, as for a file that is gone."""
+    if sha256 is not None:
+        try:
+            data = read_span(path, offset, length)
+        except OSError as e:
+            raise Changed(f"{path}: gone since the image store referenced it ({e.strerror or e})") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise Changed(f"{path}: changed since the image store referenced it (its bytes are no longer "
+                          f"image {sha256[:12]}); run the scrape stage again (dvc repro scrape)")
+        return data
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     try:
         parts, got = [], 0

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tasks.artifacts.faces import crop_box_problem, face_id
-from tasks.artifacts.images import read_span
+from tasks.artifacts.images import Changed, is_reference, read_span
 from tasks.detect import geometry
 from tasks.detect.filters import chroma, phash
 from tasks.detectors import AnimeFace, Detection, LbpCascade, read_cascade
@@ -265,8 +265,9 @@ def process_image(task: ImageTask, settings: WorkSettings) -> ImageResult:
     res = ImageResult(task.image_id, "ok")
     try:
         try:
-            data = read_span(task.path, task.offset, task.length)
-        except FileNotFoundError as e:
+            data = read_span(task.path, task.offset, task.length,
+                             task.image_id if is_reference(task.name) else None)  # the user's file: checked
+        except (FileNotFoundError, Changed) as e:
             raise Rejected("missing", str(e)) from None
         pil = load_image(io.BytesIO(data), settings.max_pixels)
         rgb = np.asarray(pil)

@@ -6,6 +6,9 @@ rejected). A name that points nowhere (a dangling symlink, a symlink loop) or at
 is a rejection the stage records; the run goes on. A file it may not read (permissions, an I/O
 error) is a transient failure, retried next run.
 
+With scrape.folder_import: reference the file is only hashed where it is (`hash_in_place`): the
+store then names it instead of a copy (tasks.scrape.store).
+
 A local post's `stat` (`signature`) is how the store notices a changed file under the same name
 without reading it: the file type, size and mtime of what the name points to; when they differ
 from the ones recorded, the bytes are hashed and compared with the recorded sha256."""
@@ -103,6 +106,17 @@ def copy_local(path: str, name: str, tmp_dir: str, max_bytes: int) -> Download:
     finally:
         os.close(fd)
     return Download(tmp, sha, size, name, "", framed=True)
+
+
+def hash_in_place(path: str, name: str, max_bytes: int) -> Download:
+    """Read the local file `path` where it is (scrape.folder_import: reference): its sha256 and size,
+    and the Download names the file itself, to be judged and referenced, never moved or deleted."""
+    fd = open_regular(path, name)
+    try:
+        sha, size = _read(fd, name, max_bytes)
+    finally:
+        os.close(fd)
+    return Download(path, sha, size, name, "", framed=True)
 
 
 def hash_local(path: str, max_bytes: int) -> str | None:

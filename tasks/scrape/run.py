@@ -23,7 +23,7 @@ from tasks.http import Download, FetchFailed, PoliteSession, Stopped
 from tasks.params.scrape import ScrapeConfig
 from tasks.reports import write_run_report
 from tasks.scrape import rebuild as _rebuild  # noqa: F401 - registers the `release` source
-from tasks.scrape.local import copy_local, hash_local
+from tasks.scrape.local import copy_local, hash_in_place, hash_local
 from tasks.scrape.sources import Extractor, Post
 from tasks.scrape.store import Store
 from tasks.scrape.takedown import Takedown
@@ -109,11 +109,15 @@ def prefilter(post: Post, cfg: ScrapeConfig) -> str | None:
     return None
 
 
-def fetch(post: Post, http: PoliteSession | None, tmp_dir: str, max_bytes: int) -> Download:
-    """Download (or copy) one post into tmp_dir. Runs in a worker thread."""
+def fetch(post: Post, http: PoliteSession | None, tmp_dir: str, max_bytes: int, in_place: bool) -> Download:
+    """Download (or copy) one post into tmp_dir; a local file `in_place` is only hashed where it is
+    (scrape.folder_import: reference). Runs in a worker thread."""
     if not post.local_path:
         return http.download(post.file_url, tmp_dir)
-    return copy_local(post.local_path, post.file_url or post.local_path, tmp_dir, max_bytes)
+    name = post.file_url or post.local_path
+    if in_place:
+        return hash_in_place(post.local_path, name, max_bytes)
+    return copy_local(post.local_path, name, tmp_dir, max_bytes)
 
 
 def _now() -> str:
@@ -207,7 +211,8 @@ class _Run:
     def _download(self, job: _Job) -> None:
         if self.closing:  # no new work while stopping: the next run fetches it
             return
-        fut = self.threads.submit(fetch, job.post, self.http, str(self.store.tmp), self.cfg.http.max_bytes)
+        fut = self.threads.submit(fetch, job.post, self.http, str(self.store.tmp), self.cfg.http.max_bytes,
+                                  self._in_place(job))
         self.inflight[fut] = job
 
     def _wait_one(self) -> None:
@@ -224,6 +229,15 @@ class _Run:
                 self._validated(job, fut)
 
     # -- one post's steps ----------------------------------------------------------------
+    def _in_place(self, job: _Job) -> bool:
+        """Whether the post's bytes stay in the user's file (a reference), not copied into .tmp."""
+        return self.store.references and job.post.local_path is not None
+
+    def _discard(self, job: _Job) -> None:
+        """Drop the downloaded copy of a post not kept (never the user's own file)."""
+        if not self._in_place(job):
+            os.unlink(job.dl.path)
+
     def _downloaded(self, job: _Job, fut: Future) -> None:
         try:
             dl = fut.result()
@@ -233,19 +247,18 @@ class _Run:
             return self._reject(job, e.reason, e.detail)
         except FetchFailed as e:
             return self._fail(job, e.reason, e.detail)
-        post = job.post
+        post, job.dl = job.post, dl
         if post.sha256 and dl.sha256 != post.sha256:  # not the released bytes: never kept
-            os.unlink(dl.path)
+            self._discard(job)
             return self._reject(job, "sha256_mismatch", f"{dl.url}: sha256 {dl.sha256}, the release says {post.sha256}",
                                 dl.sha256)
         if self.takedown.refuses(post, dl.sha256) is not None:  # bytes an opt-out names
-            os.unlink(dl.path)
+            self._discard(job)
             self.summary.skipped[OPTOUT] += 1
             return
         if dl.sha256 in self.store.kept:  # the same bytes as a kept image: judged already
-            os.unlink(dl.path)
+            self._discard(job)
             return self._duplicate(job, dl)
-        job.dl = dl
         if self.decoders is None:
             self.decoders = Decoders(self.workers, self.cfg.filters)
         self.inflight[self.decoders.submit(dl.path)] = job
@@ -255,10 +268,10 @@ class _Run:
         try:
             info = fut.result()
         except DecoderCrashed as e:  # no verdict: the next run tries again
-            os.unlink(dl.path)
+            self._discard(job)
             return self._fail(job, "decoder_crashed", f"{dl.url}: {e}")
         except Rejected as e:
-            os.unlink(dl.path)
+            self._discard(job)
             if not dl.framed and e.reason in CUT_SHORT:
                 # The connection closed without a Content-Length: the bytes may be cut short, so the
                 # decoder's complaint is no verdict on the post. Fetch again; failing that, next run.
@@ -272,10 +285,11 @@ class _Run:
             return self._reject(job, e.reason, e.detail, dl.sha256)
         self._record_unframed(dl)
         if dl.sha256 in self.store.kept:  # its twin was judged meanwhile
-            os.unlink(dl.path)
+            self._discard(job)
             return self._duplicate(job, dl)
         post = job.post
-        rel = self.store.commit(dl.path, dl.sha256, info.format)
+        rel = (self.store.reference(post.local_path) if self._in_place(job)
+               else self.store.commit(dl.path, dl.sha256, info.format))
         self.store.append({"kind": "kept", **self._ids(post), "image_id": dl.sha256, "pack": rel,
                            "offset": 0, "length": dl.size,
                            "page_url": post.page_url, "width": info.width, "height": info.height,
@@ -348,7 +362,7 @@ def scrape(cfg: ScrapeConfig, progress: bool | None = None) -> ScrapeSummary:
     requests = read_requests(cfg.optout)  # a malformed optout.csv stops the stage before anything changes
     extractor = Extractor.registry[cfg.source](cfg)
     http = extractor.http
-    store = Store(cfg.out.images)
+    store = Store(cfg.out.images, references=cfg.folder_import == "reference")
     run = _Run(cfg, store, http, summary, progress, requests)
     takedown = run.takedown
     failed = True

@@ -13,6 +13,15 @@ So DVC tracks ~1 file per 1,000 images (docs/scale.md). A kept record places its
 `pack` (a file under the store: a pack, or its loose file), `offset`, `length`; everything reads
 them with tasks.artifacts.images.read_image.
 
+With scrape.folder_import: reference, a local source's files are not copied at all: the kept record
+names the user's file where it is (`pack` relative to the store, or absolute: a reference,
+tasks.artifacts.images.is_reference), offset 0, and its image_id pins the bytes. Every read checks
+them; a referenced file that is gone at a start is forgotten (fetched again if listed again), and a
+post whose file now holds other bytes drops the image its old bytes made (`_supersede`). The user's
+file is never written, moved or deleted, an opt-out included. Switching the mode: `copy` packs the
+referenced images (their bytes checked) at the end of the next run; `reference` leaves images
+already packed where they are (delete the store to import them again as references).
+
 A file enters the store by os.replace from .tmp into its loose place, then its journal line is
 written, so a SIGKILL at any moment leaves no partial file and loses no kept image. At the end of
 the run (pack()) the loose images, by image_id, fill the last pack (rewritten whole: a temp file,
@@ -53,7 +62,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from tasks.artifacts.images import EXT_FOR_FORMAT, OPTOUT, write_manifest, write_rejected
+from tasks.artifacts.images import EXT_FOR_FORMAT, OPTOUT, is_reference, read_image, write_manifest, write_rejected
 from tasks.fileio import atomic_write_text, sha256_bytes
 from tasks.scrape import packs
 from tasks.scrape.packs import PACKS, is_pack
@@ -72,8 +81,10 @@ def _placed(rec: dict) -> dict:
 
 
 class Store:
-    def __init__(self, root: str):
+    def __init__(self, root: str, references: bool = False):
+        """`references`: a local file is kept where it is (scrape.folder_import: reference), not packed."""
         self.root = Path(root)
+        self.references = references
         self.tmp = self.root / ".tmp"
         self.journal_path = self.root / "journal.jsonl"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -99,6 +110,17 @@ class Store:
     def relpath(self, image_id: str, fmt: str) -> str:
         return f"{image_id[:2]}/{image_id}.{EXT_FOR_FORMAT[fmt]}"
 
+    def reference(self, local_path: str) -> str:
+        """How a kept record names a user's file left in place: relative to the store when the folder
+        was given relative (the same on every machine with the same layout), else absolute."""
+        if os.path.isabs(local_path):
+            return os.path.normpath(local_path)
+        return Path(os.path.relpath(os.path.abspath(local_path), os.path.abspath(self.root))).as_posix()
+
+    def _loose(self, rec: dict) -> bool:
+        """Whether a kept image waits to be packed: a loose file, or a reference when copying."""
+        return not is_pack(rec["pack"]) and not (self.references and is_reference(rec["pack"]))
+
     def _load(self) -> None:
         records = self._read_journal()
         index = self.index_path.read_bytes() if self.index_path.is_file() else None
@@ -120,19 +142,32 @@ class Store:
         packing or taking an image out) is repaired from its own listing; an image not there (deleted
         by hand) is forgotten, to be fetched again; a loose image makes this run pack it."""
         missing = [image for image, rec in self.kept.items()
-                   if not is_pack(rec["pack"]) and not (self.root / rec["pack"]).exists()]
+                   if not is_pack(rec["pack"]) and not (self.root / rec["pack"]).is_file()]
         for rel, recs in sorted(self._packs().items()):
             if not packs.consistent(self.root, rel, recs):
                 missing += self._repair(rel, recs)
         for image in missing:
-            del self.kept[image]
-            for k in [k for k, d in self.done.items() if d["kind"] == "kept" and d["image_id"] == image]:
-                del self.done[k]
+            self._forget(image)
         if missing:
             self.changed = True  # the manifest must follow
-            log.warning("%d kept images are missing from %s and will be fetched again", len(missing), self.root)
-        if any(not is_pack(rec["pack"]) for rec in self.kept.values()):
-            self.changed = True  # loose images from a run that did not finish: this one packs them
+            log.warning("%d kept images are missing from %s (or the files it references are gone) and will be "
+                        "fetched again", len(missing), self.root)
+        if any(self._loose(rec) for rec in self.kept.values()):
+            self.changed = True  # loose images from a run that did not finish (or references to copy): packed
+
+    def _forget(self, image: str) -> None:
+        """An image whose bytes are not here any more: no longer kept, and the posts that named it
+        (kept or a duplicate of it) judged again when listed."""
+        self.kept.pop(image, None)
+        for k in [k for k, d in self.done.items() if d["kind"] in ("kept", "duplicate") and d.get("image_id") == image]:
+            del self.done[k]
+
+    def _supersede(self, k: str, rec: dict) -> None:
+        """A new verdict on post `k` after its bytes changed: the image its old bytes made, when the
+        store only references the post's file, is not there any more."""
+        old = self.image_of.get(k)
+        if old is not None and old != rec.get("image_id") and old in self.kept and is_reference(self.kept[old]["pack"]):
+            self._forget(old)
 
     def _packs(self) -> dict[str, list[dict]]:
         """pack -> the kept records placing their image in it."""
@@ -168,7 +203,14 @@ class Store:
     def pack(self, pack_images: int) -> int:
         """Pack the loose images (by image_id): the last pack filled up to pack_images, then new
         packs. Returns the number of images packed."""
-        loose = sorted((rec for rec in self.kept.values() if not is_pack(rec["pack"])), key=lambda r: r["image_id"])
+        loose = sorted((rec for rec in self.kept.values() if self._loose(rec)), key=lambda r: r["image_id"])
+        for rec in [r for r in loose if is_reference(r["pack"])]:  # copying what was referenced: checked first
+            try:
+                read_image(self.root, rec)
+            except OSError as e:
+                log.warning("%s: not copied into the store, forgotten (fetched again when listed)", e)
+                self._forget(rec["image_id"])
+                loose.remove(rec)
         if not loose:
             return 0
         by_pack = self._packs()
@@ -220,6 +262,8 @@ class Store:
             self.stat[k] = rec["stat"]
         if kind == "seen":
             return
+        if kind in ("kept", "duplicate", "rejected"):
+            self._supersede(k, rec)
         if rec.get("image_id"):
             self.image_of[k] = rec["image_id"]
         if kind == "kept":
@@ -275,7 +319,7 @@ class Store:
         if is_pack(rec["pack"]):
             rest = sorted(self._packs().get(rec["pack"], []), key=lambda r: r["offset"])
             self._write_pack(rec["pack"], [(r, dict(r)) for r in rest])
-        else:
+        elif not is_reference(rec["pack"]):  # the user's own file is never deleted
             (self.root / rec["pack"]).unlink(missing_ok=True)
         return out
 

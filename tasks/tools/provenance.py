@@ -20,6 +20,7 @@ import argparse
 import collections
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -206,7 +207,8 @@ class Workspace:
             return None
         if sha256_bytes(data) != m["image_id"]:
             return None
-        return {"pack": str(Path(images) / m["pack"]), "offset": m["offset"], "length": m["length"]}
+        # a pack of the store, or the user's file a reference import left in place (`../`: shown resolved)
+        return {"pack": os.path.normpath(os.path.join(images, m["pack"])), "offset": m["offset"], "length": m["length"]}
 
     def image_report(self, image: str, only: set[str] | None = None) -> dict:
         m = self.manifest.get(image)

@@ -114,6 +114,9 @@ def test_a_merged_false_positive_reaches_the_model(two):
     assert (new["tagger"], new["tagger_reason"]) == (tags["backend"], tags["backend_reason"]) and new["tagger"]
     report = json.loads((project / "reports/runs/train.json").read_text())
     assert report["steps_trained"] == 4
+    assert report["peak_rss_mb"] > 50 and report["workers_peak_rss_mb"] >= 0  # the stage's own memory (bench/scale.py)
+    review = json.loads((project / "reports/runs/review.json").read_text())
+    assert review["peak_rss_mb"] > 50
     assert (project / "data/train/generator.safetensors").read_bytes() != gen
 
 

@@ -25,6 +25,7 @@ def test_repo_params_load_and_round_trip():
     ({"scrape": {"http": {"concurrency": 0}}}, "scrape.http.concurrency: must be > 0"),
     ({"scrape": {"pack_images": 0}}, "scrape.pack_images: must be > 0"),
     ({"scrape": {"pack_images": "1k"}}, "scrape.pack_images: expected an integer, got '1k'"),
+    ({"scrape": {"folder_import": "link"}}, "scrape.folder_import: expected 'copy' | 'reference', got 'link'"),
     ({"scrape": {"source": "pixiv"}}, "scrape.source: expected 'danbooru' | 'gelbooru' | 'getchu' | 'folder'"),
     ({"scrape": {"filters": {"ratings": ["general", "nsfw"]}}}, "scrape.filters.ratings: unknown rating 'nsfw'"),
     ({"scrape": {"filters": {"max_images": True}}}, "scrape.filters.max_images: expected an integer, got True"),
