@@ -35,8 +35,9 @@ def params_file(shared, tmp_path) -> Path:
 def test_cpu_smoke_runs_the_whole_paper_command(shared, params_file, tmp_path):
     out = tmp_path / "paper"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    # --minutes 0: no wall-clock budget (its 1-minute default stops a loaded machine short of 20 steps)
     cmd = ["bash", "scripts/gpu_paper.sh", str(out), "--cpu-smoke", "--limit", "300", "--steps", "20",
-           "--eval-samples", "64", "--params", str(params_file)]
+           "--minutes", "0", "--eval-samples", "64", "--params", str(params_file)]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     for what in ("images/s:", "MFU", "face detectability:", "diversity:", "attribute agreement", "grid:"):
