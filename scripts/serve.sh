@@ -40,7 +40,11 @@ stop_one() {
   wait "$pid" 2>/dev/null || true
 }
 stop() {
-  trap - EXIT INT TERM
+  # While stopping, a second INT or TERM is ignored, not fatal: `make serve` sends its child a TERM
+  # of its own when it gets one (GNU make), and a second Ctrl-C would do the same; either would end
+  # this script half way, leaving the server running. Each stop is bounded (10 s, then SIGKILL).
+  trap '' INT TERM
+  trap - EXIT
   if [ -n "$worker" ]; then stop_one "$worker"; fi  # the worker first, then the server
   if [ -n "$server" ]; then stop_one "$server"; fi
 }
