@@ -14,16 +14,12 @@ from PIL import Image
 
 from tasks.artifacts.faces import ShardWriter
 from tasks.detect.run import contact_sheet
+from tests.support.review import noise_png
 
-
-def noise_png(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def test_the_contact_sheet_reads_its_sample_not_whole_shards(tmp_path):
-    pngs = [noise_png(s) for s in range(16)]
+    pngs = [noise_png(s, 48) for s in range(16)]
     writer = ShardWriter(tmp_path / "crops", "c", rows_per_shard=512)
     rows = []
     for i in range(8 * 512):

@@ -14,14 +14,10 @@ from PIL import Image
 from tasks.artifacts.faces import ShardWriter
 from tasks.params.review import ReviewConfig, ReviewOut
 from tasks.review.queue import _thumbnail, export_queue
+from tests.support.review import noise_png
 
 SMALL, LARGE, SIZE = 500, 2000, 64
 
-
-def noise_png(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def test_the_queue_export_holds_one_page_of_thumbnails(tmp_path):

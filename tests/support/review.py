@@ -42,6 +42,16 @@ def tiny_png(seed: int, size: int = 8) -> bytes:
     return buf.getvalue()
 
 
+def noise_png(seed: int, side: int = 40) -> bytes:
+    """A PNG of random pixels (it does not compress): memory tests count its bytes."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def face_row(image_id: str, detector: str, box: tuple[int, int, int, int], shard: str | None,
              score: float | None = 0.5, drop_reason: str | None = None) -> dict:
     x0, y0, x1, y1 = box
