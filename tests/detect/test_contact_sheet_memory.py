@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import tracemalloc
 
-import numpy as np
 import pyarrow as pa
 from PIL import Image
 

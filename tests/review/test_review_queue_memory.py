@@ -7,9 +7,7 @@ from __future__ import annotations
 import io
 import tracemalloc
 
-import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from tasks.artifacts.faces import ShardWriter
 from tasks.params.review import ReviewConfig, ReviewOut
