@@ -48,6 +48,11 @@ stop() {
   if [ -n "$worker" ]; then stop_one "$worker"; fi  # the worker first, then the server
   if [ -n "$server" ]; then stop_one "$server"; fi
 }
+# A shell started with SIGINT ignored (a background job of a script, `nohup ... &`) cannot trap it:
+# Ctrl-C would do nothing, so say how to stop it instead.
+if [ -n "$(trap -p INT)" ]; then
+  echo "serve: started with SIGINT ignored (a background job): Ctrl-C will not stop it; send SIGTERM (kill $$)" >&2
+fi
 trap 'echo "serve: stopping the worker and the server" >&2; stop; exit 130' INT
 trap 'echo "serve: stopping the worker and the server" >&2; stop; exit 143' TERM
 trap stop EXIT

@@ -96,8 +96,11 @@ def served(tmp_path_factory):
              # short crash windows (make serve: 30 s heartbeats, 90 s, 60 s); 30 s is Prefect's minimum beat
              "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "MOEFLOW_CRASH_AFTER_S": "60", "MOEFLOW_CANCEL_AFTER_S": "20"})
     log = tmp / "serve.log"
+    # A terminal's job has SIGINT at its default; `make test &` (a background job of a script) hands its
+    # children SIGINT ignored, which bash can then never trap: give the script the terminal's default.
     serve = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=project, env=e, stdout=open(log, "w"),
-                             stderr=subprocess.STDOUT, start_new_session=True)
+                             stderr=subprocess.STDOUT, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_log(log, "Prefect UI:", serve)
         yield {"project": project, "env": e, "log": log, "serve": serve, "port": port}
