@@ -106,8 +106,9 @@ def browse(html: Path, logs: Path, e: dict) -> dict:
         {"eval": "(() => { const p = document.getElementById('page'); p.value = META.pages; "
                  "p.dispatchEvent(new Event('change')); return performance.now(); })()"},
         {"wait": "document.body.dataset.page === String(META.pages)"},
-        {"eval": "(async () => { const i = new Image(); i.src = META.dir + '/page-' + String(META.pages).padStart(5, '0') "
-                 f"+ '.jpg'; await i.decode(); return {{w: i.naturalWidth, h: i.naturalHeight, cells: {cells}, "
+        {"eval": "(async () => { const i = new Image(); "  # the sprite the page shows (a blob: URL from its part file)
+                 "i.src = getComputedStyle(document.querySelector('#grid .thumb')).backgroundImage.slice(5, -2); "
+                 f"await i.decode(); return {{w: i.naturalWidth, h: i.naturalHeight, cells: {cells}, "
                  "ms: performance.now()}; })()"},
         {"click": "#grid .cell .thumb"},
         {"eval": "document.querySelector('#grid .cell').classList.contains('fp')"},

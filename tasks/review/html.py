@@ -1,23 +1,26 @@
 """The contact sheet: one static HTML file that opens from disk (file://, no server).
 
 The page is built from real files beside this module: `sheet/queue.html` (a Jinja2 template),
-`sheet/queue.js` (the app) and `sheet/queue.css`, inlined into one queue.html. It loads one page
-of the queue at a time: a sprite image (`page-NNNNN.jpg`) plus a small script (`page-NNNNN.js`)
-that hands the page's faces to `moeflowPage(...)`; a <script src> works from file:// where
-fetch() does not. `index.js` lists every queued face, for checking a reviewer's stored marks
-against a changed queue. Cells are built with textContent, never innerHTML, and only http(s)
-source links are made clickable."""
+`sheet/queue.js` (the app) and `sheet/queue.css`, inlined into one queue.html. It loads one part
+of the queue at a time: a script (`part-NNNNN.js`) that hands `review.pages_per_file` pages to
+`moeflowPart(...)`, each page its faces and its sprite (a JPEG, base64): one file per part, not two
+per page, so DVC tracks one file per `pages_per_file x page_size` faces. A <script src> works from
+file:// where fetch() does not. `index.js` lists every queued face, for checking a reviewer's
+stored marks against a changed queue. Cells are built with textContent, never innerHTML, and only
+http(s) source links are made clickable."""
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib.resources import files
 
 import jinja2
 from markupsafe import Markup
 
-PAGE_STEM = "page-{:05d}"
+PART_STEM = "part-{:05d}"
 SHEET = "sheet"
 
 
@@ -35,22 +38,41 @@ def asset(name: str) -> str:
     return text
 
 
-def render_html(*, total: int, pages: int, size: int, thumbs_dir: str, version: str, store: str) -> str:
-    """The contact sheet. `thumbs_dir` (relative to the HTML file) holds this `version` of the queue;
-    `store` names the browser's store of marks (the decisions CSV, one store per project)."""
-    meta = {"total": total, "pages": pages, "size": size, "dir": thumbs_dir, "version": version, "store": store}
+def render_html(*, total: int, pages: int, per_file: int, size: int, thumbs_dir: str, version: str, store: str) -> str:
+    """The contact sheet. `thumbs_dir` (relative to the HTML file) holds this `version` of the queue,
+    `per_file` pages to a part file; `store` names the browser's store of marks (the decisions CSV,
+    one store per project)."""
+    meta = {"total": total, "pages": pages, "per_file": per_file, "size": size, "dir": thumbs_dir,
+            "version": version, "store": store}
     return _environment().get_template("queue.html").render(
         meta=meta, size=size, cell=max(size + 6, 110), version=version,
         css=Markup(asset("queue.css")), js=Markup(asset("queue.js")))
 
 
+def _json(data) -> str:
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
+
+
 def _script(call: str, data: dict) -> str:
-    return call + "(" + json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c") + ");\n"
+    return call + "(" + _json(data) + ");\n"
 
 
-def render_page_js(page: int, sprite: str, columns: int, version: str, faces: list[list]) -> str:
-    """The script of one page: `moeflowPage({...})` with [face_id, detector, score, url] per face."""
-    return _script("moeflowPage", {"page": page, "version": version, "sprite": sprite, "columns": columns, "faces": faces})
+def write_part_js(path, *, part: int, first: int, version: str, columns: int, pages: Iterable[tuple[list[list], bytes]]) -> None:
+    """The script of one part: `moeflowPart({...})` with its pages, from page `first` on, each
+    {faces: [[face_id, detector, score, url], ...], sprite: base64 JPEG}. Written a page at a time."""
+    with open(path, "w", encoding="ascii") as f:
+        f.write("moeflowPart(" + _json({"part": part, "first": first, "version": version, "columns": columns})[:-1]
+                + ',"pages":[')
+        for n, (faces, jpg) in enumerate(pages):
+            f.write(("," if n else "") + '{"faces":' + _json(faces) + ',"sprite":"' + base64.b64encode(jpg).decode("ascii") + '"}')
+        f.write("]});\n")
+
+
+def read_part_js(text: str) -> dict:
+    """A part script's data (the inverse of write_part_js; for tools and tests)."""
+    if not (text.startswith("moeflowPart(") and text.endswith(");\n")):
+        raise ValueError("not a moeflowPart script")
+    return json.loads(text[len("moeflowPart("):-3])
 
 
 def render_index_js(version: str, face_ids: list[str]) -> str:

@@ -1,17 +1,18 @@
 """The review queue: queue.csv for a spreadsheet, sprite pages and queue.html to look at.
 
-Thumbnails are packed into sprite pages (`page-NNNNN.jpg`, `review.page_size` faces each)
-rather than one file per face: DVC then tracks ~1 file per 500 faces, and the browser
-fetches one image per page.
+Thumbnails are packed into sprite pages (`review.page_size` faces each), and the pages into part
+files (`part-NNNNN.js`, `review.pages_per_file` pages each, the sprites inside as base64 JPEG)
+rather than one file per face or two per page: DVC then tracks one file per 4,000 faces (the
+defaults), and the browser reads one part for several pages.
 
-Every export is a *version* of the queue: its pages go into `thumbs/<version>/`, where the
+Every export is a *version* of the queue: its parts go into `thumbs/<version>/`, where the
 version is a hash of what the pages show (faces, order, thumbnails, layout). The version
 directory is complete (written under a temporary name, then renamed) before queue.html and
 then queue.csv are replaced, each atomically, to point at it; older versions are deleted
 last. A run killed at any point therefore leaves each of queue.csv and queue.html pointing
 at thumbnails of its own faces: a queue.csv row's `thumbnail`, e.g.
-`thumbs/3f2a9c01d4e5/page-00003.jpg#17`, always shows that row's face (cell #17 of page 3
-of the sheet of that version)."""
+`queue.html#v=3f2a9c01d4e5&p=3&c=17`, opens the sheet at page 3 with cell #17 outlined, and
+names the version whose page 3 shows that row's face (the sheet says so when it shows another)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from tasks.artifacts.images import read_manifest
 from tasks.errors import DataError
 from tasks.fileio import atomic_write_bytes, atomic_write_text, create_temp, create_temp_dir
 from tasks.params.review import ReviewConfig
-from tasks.review.html import PAGE_STEM, render_html, render_index_js, render_page_js
+from tasks.review.html import PART_STEM, render_html, render_index_js, write_part_js
 
 log = logging.getLogger(__name__)
 
@@ -171,27 +172,36 @@ def _sprite(chunk: range, thumbs: _Thumbs, size: int, cols: int) -> bytes:
 
 
 def _write_version(root: Path, rows: list[dict], thumbs: _Thumbs, cfg: ReviewConfig) -> tuple[str, list[list]]:
-    """Write the pages into a new version directory under `root`; returns the version and each
+    """Write the parts into a new version directory under `root`; returns the version and each
     page's faces ([face_id, detector, score, url])."""
-    size, cols, per = cfg.thumb_size, cfg.columns, cfg.page_size
+    size, cols, per, per_file = cfg.thumb_size, cfg.columns, cfg.page_size, cfg.pages_per_file
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(create_temp_dir(root, prefix=".new-"))
     try:
-        digest = hashlib.sha256(json.dumps({"size": size, "columns": cols, "page_size": per}).encode())
+        layout = {"size": size, "columns": cols, "page_size": per, "pages_per_file": per_file}
+        digest = hashlib.sha256(json.dumps(layout).encode())
         pages = []
-        for p in range(0, len(rows), per):
+        for p in range(0, len(rows), per):  # each sprite to a file of its own first: the version hashes them all
             chunk = rows[p:p + per]
             faces = [[r["face_id"], r["detector"], None if r["score"] is None else round(float(r["score"]), 4), r["url"]]
                      for r in chunk]
             jpg = _sprite(range(p, p + len(chunk)), thumbs, size, cols)
-            (tmp / f"{PAGE_STEM.format(len(pages) + 1)}.jpg").write_bytes(jpg)
+            (tmp / f".sprite-{len(pages)}.jpg").write_bytes(jpg)
             digest.update(hashlib.sha256(jpg).digest())
             digest.update(json.dumps(faces).encode())
             pages.append(faces)
         version = digest.hexdigest()[:12]
-        for n, faces in enumerate(pages, start=1):
-            stem = PAGE_STEM.format(n)
-            (tmp / f"{stem}.js").write_text(render_page_js(n, f"{stem}.jpg", cols, version, faces), encoding="utf-8")
+
+        def sprites(start: int, stop: int):
+            for n in range(start, stop):
+                path = tmp / f".sprite-{n}.jpg"
+                jpg = path.read_bytes()
+                path.unlink()
+                yield pages[n], jpg
+
+        for k, start in enumerate(range(0, len(pages), per_file), start=1):
+            write_part_js(tmp / f"{PART_STEM.format(k)}.js", part=k, first=start + 1, version=version, columns=cols,
+                          pages=sprites(start, min(start + per_file, len(pages))))
         (tmp / "index.js").write_text(render_index_js(version, [r["face_id"] for r in rows]), encoding="utf-8")
         final = root / version
         if final.is_dir():  # this very queue is there already (same name, same content)
@@ -216,18 +226,18 @@ def _prune(root: Path, keep: str) -> None:
 
 
 def export_queue(cfg: ReviewConfig, rows: list[dict], kept: pa.Table, crops_dir: str | os.PathLike) -> QueueExport:
-    """Write a new version of the queue (sprite pages + page scripts + index), then queue.html,
+    """Write a new version of the queue (part scripts with the sprite pages + index), then queue.html,
     then queue.csv, then delete older versions."""
     thumbs_root, queue_csv, queue_html = Path(cfg.out.thumbs), Path(cfg.out.queue), Path(cfg.out.html)
     with _Thumbs(thumbs_root, len(rows)) as thumbs:
         _thumbnails(rows, kept, crops_dir, cfg.thumb_size, thumbs)
         version, pages = _write_version(thumbs_root, rows, thumbs, cfg)
     version_dir = thumbs_root / version
-    atomic_write_text(queue_html, render_html(total=len(rows), pages=len(pages), size=cfg.thumb_size,
-                                              thumbs_dir=_rel(version_dir, queue_html.parent), version=version,
-                                              store=cfg.decisions))
-    rel_csv = _rel(version_dir, queue_csv.parent)
-    csv_rows = [{"face_id": f[0], "thumbnail": f"{rel_csv}/{PAGE_STEM.format(n)}.jpg#{i + 1}", "url": f[3],
+    atomic_write_text(queue_html, render_html(total=len(rows), pages=len(pages), per_file=cfg.pages_per_file,
+                                              size=cfg.thumb_size, thumbs_dir=_rel(version_dir, queue_html.parent),
+                                              version=version, store=cfg.decisions))
+    sheet = _rel(queue_html, queue_csv.parent)
+    csv_rows = [{"face_id": f[0], "thumbnail": f"{sheet}#v={version}&p={n}&c={i + 1}", "url": f[3],
                  "detector": f[1], "score": "" if f[2] is None else f[2]}
                 for n, faces in enumerate(pages, start=1) for i, f in enumerate(faces)]
     text = render_csv(QUEUE_COLUMNS, csv_rows, ",", "\r\n")

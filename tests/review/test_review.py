@@ -35,7 +35,10 @@ from tests.support.review import (
     refused,
     review_config,
     reviewed_faces,
+    sheet_pages,
     snapshot,
+    sprite_cell,
+    thumbnail_link,
     tiny_png,
     write_manifest,
     write_queue,
@@ -81,22 +84,20 @@ def test_export_edit_merge_excludes_false_positives(dataset, tmp_path):
     version = stats.version
     assert len(version) == 12 and json.loads(Path(cfg.out.stats).read_text())["queue_version"] == version
     assert json.loads(Path(cfg.out.metrics).read_text()) == {"faces": 54, "reviewed": 0, "pending": 54, "fp_rate": None}
+    pages = sheet_pages(Path(cfg.out.thumbs) / version)
     for q in queue[::7]:
-        sprite, cell = q["thumbnail"].split("#")
-        assert sprite.startswith(f"thumbs/{version}/page-")
-        i = int(cell) - 1
-        with Image.open(review_dir / sprite) as sheet:
-            box = ((i % 6) * 48, (i // 6) * 48, (i % 6 + 1) * 48, (i // 6 + 1) * 48)
-            got = sheet.convert("RGB").crop(box)
+        sheet, v, page, cell = thumbnail_link(q["thumbnail"])
+        assert (sheet, v) == ("queue.html", version), q["thumbnail"]
+        got = sprite_cell(pages[page]["sprite"], cell - 1, 48, 6)
+        assert pages[page]["faces"][cell - 1][0] == q["face_id"]
         diffs = {f: cell_diff(got, crop_of(data, f)) for f in (q["face_id"], queue[queue.index(q) - 1]["face_id"])}
         assert diffs[q["face_id"]] < 8 and diffs[q["face_id"]] < min(diffs.values()) + 1e-9, (q["thumbnail"], diffs)
     html = Path(cfg.out.html).read_text()
-    assert '"pages": 3' in html and f'"dir": "thumbs/{version}"' in html and "page-00001" not in html  # on demand
+    assert '"pages": 3' in html and f'"dir": "thumbs/{version}"' in html and "part-00001" not in html  # on demand
     assert [p.name for p in Path(cfg.out.thumbs).iterdir()] == [version]  # one version of the queue
-    assert sorted(p.name for p in (Path(cfg.out.thumbs) / version).iterdir()) == ["index.js"] + [
-        f"page-{n:05d}.{ext}" for n in (1, 2, 3) for ext in ("jpg", "js")]
-    page1 = (Path(cfg.out.thumbs) / version / "page-00001.js").read_text()
-    assert page1.startswith("moeflowPage(") and queue[0]["face_id"] in page1
+    # the three pages in one part file (review.pages_per_file: 8), not a sprite and a script each
+    assert sorted(p.name for p in (Path(cfg.out.thumbs) / version).iterdir()) == ["index.js", "part-00001.js"]
+    assert sorted(pages) == [1, 2, 3] and {p["part"] for p in pages.values()} == {1}
 
     # the reviewer fills in five rows in a spreadsheet
     fps, fine = [q["face_id"] for q in queue[:3]], [q["face_id"] for q in queue[3:5]]
@@ -430,7 +431,7 @@ def test_contact_sheet_script_is_valid_javascript(tmp_path):
     source = ROOT / "tasks/review/sheet/queue.js"
     p = subprocess.run(["node", "--check", str(source)], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
-    page = render_html(total=1200, pages=3, size=96, thumbs_dir="thumbs/0123456789ab", version="0123456789ab",
+    page = render_html(total=1200, pages=3, per_file=8, size=96, thumbs_dir="thumbs/0123456789ab", version="0123456789ab",
                        store="review/<b>&'x.csv")
     scripts = page.split("<script>")[1:]
     assert scripts[1].split("</script>")[0].strip() == asset("queue.js").strip() == source.read_text().strip()

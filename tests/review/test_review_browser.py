@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tasks.review.run import run_review
-from tests.support.review import build_faces, inputs, png_bytes, read_queue, review_config
+from tests.support.review import build_faces, inputs, png_bytes, read_queue, review_config, thumbnail_link
 from tests.support.web import BrowserUnavailable, ensure_browser, ensure_node_modules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,4 +97,40 @@ def test_marks_survive_a_regenerated_queue_and_never_mark_unseen_faces(chromium,
     assert verdicts(saved_checked) == {q[2]: "0", q[3]: "0", q[4]: "1", q[5]: "0"}
     assert closed is True
     version = json.loads(Path(cfg.out.stats).read_text())["queue_version"]
-    assert read_queue(Path(cfg.out.queue))[0]["thumbnail"].startswith(f"thumbs/{version}/")
+    assert thumbnail_link(read_queue(Path(cfg.out.queue))[0]["thumbnail"])[1] == version
+
+
+SPRITE = ("(async () => { const u = getComputedStyle(document.querySelector('#grid .thumb')).backgroundImage; "
+          "const i = new Image(); i.src = u.slice(5, -2); await i.decode(); return [u.slice(5, 10), i.naturalWidth, i.naturalHeight]; })()")
+TARGET = "Array.from(document.querySelectorAll('#grid .cell.target .id')).map(e => e.textContent)"
+NOTICE = "document.getElementById('notice').hidden ? '' : document.getElementById('notice-text').textContent"
+
+
+def test_a_queue_csv_link_opens_its_page_and_outlines_its_face(chromium, tmp_path, shared):
+    """queue.csv's `thumbnail` opens the sheet at its page (in another part file than page 1) with
+    its cell outlined; after the queue is regenerated, the old link says so instead of outlining
+    whatever face now sits in that cell."""
+    files = sorted((shared / "data/faces").glob("dlgan_*.jpg"))[:12]
+    build_faces(tmp_path, [(f.name, png_bytes(f)) for f in files])
+    cfg = review_config(tmp_path, **LAYOUT, pages_per_file=2)  # pages 1-2 in part 1, page 3 in part 2
+    run_review(cfg, inputs(tmp_path))
+    rows = read_queue(Path(cfg.out.queue))
+    q = [row["face_id"] for row in rows]
+    sheet, version, page, cell = thumbnail_link(rows[9]["thumbnail"])
+    assert (page, cell) == (3, 2)
+    link = (Path(cfg.out.queue).parent / sheet).resolve().as_uri() + "#" + rows[9]["thumbnail"].split("#")[1]
+
+    r = drive([
+        {"goto": link}, first_id_is(q[8]),
+        {"eval": TARGET}, {"eval": SPRITE}, {"eval": NOTICE},
+        {"click": "#prev"}, first_id_is(q[4]),  # back into part 1
+        {"eval": TARGET}, {"eval": SPRITE},
+        {"exec": [sys.executable, str(REGENERATE), str(tmp_path), q[0], q[1]]},
+        {"goto": "about:blank"}, {"goto": link}, first_id_is(q[10]),  # the old link, the new queue's page 3
+        {"eval": TARGET}, {"eval": NOTICE},
+    ])
+    target, sprite, notice, target_p2, sprite_p2, target_stale, notice_stale = r["results"]
+    assert target == [q[9]] and notice == ""
+    assert sprite == ["blob:", 4 * 48, 48] and sprite_p2 == ["blob:", 4 * 48, 48]  # the page's sprite, decoded
+    assert target_p2 == []
+    assert target_stale == [] and f"from queue version {version}" in notice_stale, notice_stale

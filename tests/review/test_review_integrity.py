@@ -30,8 +30,10 @@ from tests.support.review import (
     read_queue,
     review_config,
     reviewed_faces,
+    sheet_pages,
     snapshot,
     sprite_cell,
+    thumbnail_link,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +79,7 @@ def test_a_killed_export_never_points_the_csv_at_other_faces(tmp_path, crops, mo
     before queue.csv is replaced: every queue.csv row still shows its own face, and so does
     every cell of queue.html's pages."""
     rows = build_faces(tmp_path, crops)
-    cfg = review_config(tmp_path, page_size=8, columns=4, thumb_size=48)
+    cfg = review_config(tmp_path, page_size=8, columns=4, thumb_size=48, pages_per_file=2)
     inp = inputs(tmp_path)
     run_review(cfg, inp)
     first = read_queue(Path(cfg.out.queue))
@@ -97,29 +99,31 @@ def test_a_killed_export_never_points_the_csv_at_other_faces(tmp_path, crops, mo
     by_id = {r["face_id"]: crop_of(tmp_path, r["face_id"]) for r in rows}
     review_dir = Path(cfg.out.queue).parent
 
-    def shows(sprite: Path, index: int, fid: str) -> bool:
-        cell = sprite_cell(sprite, index, 48, 4)
+    def shows(page: dict, index: int, fid: str) -> bool:
+        cell = sprite_cell(page["sprite"], index, 48, 4)
         diffs = {f: cell_diff(cell, png) for f, png in by_id.items()}
-        return min(diffs, key=diffs.get) == fid and diffs[fid] < 15
+        return min(diffs, key=diffs.get) == fid and diffs[fid] < 15 and page["faces"][index][0] == fid
 
     queue = read_queue(Path(cfg.out.queue))
     assert [q["face_id"] for q in queue] == [q["face_id"] for q in first]  # the old CSV, as it was
     for q in queue:
-        sprite, n = q["thumbnail"].split("#")
-        assert shows(review_dir / sprite, int(n) - 1, q["face_id"]), q["thumbnail"]
+        sheet, version, page, cell = thumbnail_link(q["thumbnail"])
+        assert sheet == "queue.html"
+        assert shows(sheet_pages(Path(cfg.out.thumbs) / version)[page], cell - 1, q["face_id"]), q["thumbnail"]
     html = Path(cfg.out.html).read_text()
     meta = json.loads(html.split("const META = ")[1].split(";</script>")[0])
-    pages = Path(cfg.out.html).parent / meta["dir"]
-    for js in sorted(pages.glob("page-*.js")):
-        data = json.loads(js.read_text()[len("moeflowPage("):-3])
-        assert data["version"] == meta["version"]
-        for i, face in enumerate(data["faces"]):
-            assert shows(pages / data["sprite"], i, face[0]), (js.name, i)
+    pages = sheet_pages(Path(cfg.out.html).parent / meta["dir"])
+    assert sorted(pages) == list(range(1, meta["pages"] + 1)) and meta["per_file"] == 2
+    assert len({p["part"] for p in pages.values()}) == (meta["pages"] + 1) // 2 > 1
+    for n, page in pages.items():
+        assert page["version"] == meta["version"]
+        for i, face in enumerate(page["faces"]):
+            assert shows(page, i, face[0]), (n, i)
     assert meta["total"] == len(first) - 5
 
     stats = run_review(cfg, inp)  # the next run brings both to one version and deletes the old one
     assert [p.name for p in Path(cfg.out.thumbs).iterdir()] == [stats.version] == [meta["version"]]
-    assert all(q["thumbnail"].startswith(f"thumbs/{stats.version}/") for q in read_queue(Path(cfg.out.queue)))
+    assert all(thumbnail_link(q["thumbnail"])[1] == stats.version for q in read_queue(Path(cfg.out.queue)))
 
 
 def _merge_cmd(params: Path, source: Path, reviewer: str, faces: str) -> list[str]:

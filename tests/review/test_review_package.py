@@ -31,4 +31,4 @@ def test_wheel_carries_the_sheet_and_renders_from_it(tmp_path):
     r = subprocess.run([sys.executable, "-I", str(ROOT / "tests/support/installed_sheet.py"), str(tmp_path / "site")],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "moeflowPage" in r.stdout and "--size: 96px" in r.stdout
+    assert "moeflowPart" in r.stdout and "--size: 96px" in r.stdout

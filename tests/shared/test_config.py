@@ -32,6 +32,8 @@ def test_repo_params_load_and_round_trip():
     ({"scrape": {"base_url": "ftp://x"}}, "scrape.base_url: expected an http(s) URL"),
     ({"scrape": {"min_sellday": "2005"}}, "scrape.min_sellday: expected YYYY-MM-DD"),
     ({"scrape": {"http": {"contact": "nobody"}}}, "scrape.http.contact: expected an e-mail address"),
+    ({"review": {"pages_per_file": 0}}, "review.pages_per_file: expected 1..64 pages, got 0"),
+    ({"review": {"page_size": 5000, "pages_per_file": 8}}, "review: page_size x pages_per_file = 40000 faces a part file"),
     ({"scrape": "folder"}, "scrape: expected a mapping"),
     ({"scrapes": {}}, "unknown key scrapes"),
 ])

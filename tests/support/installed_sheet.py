@@ -10,4 +10,4 @@ import tasks.review.html as sheet  # noqa: E402 - from SITE, put first on the pa
 
 if not sheet.__file__.startswith(sys.argv[1]):
     sys.exit(f"tasks.review.html came from {sheet.__file__}, not from {sys.argv[1]}")
-print(sheet.render_html(total=1, pages=1, size=96, thumbs_dir="thumbs/v", version="v", store="x.csv"))
+print(sheet.render_html(total=1, pages=1, per_file=8, size=96, thumbs_dir="thumbs/v", version="v", store="x.csv"))

@@ -164,13 +164,37 @@ def cell_diff(thumb, png: bytes) -> float:
     return sum(ImageStat.Stat(ImageChops.difference(thumb, want)).mean) / 3
 
 
-def sprite_cell(path: Path, index: int, size: int, columns: int):
-    """Cell `index` (from 0) of a sprite page."""
+def sprite_cell(jpg: bytes, index: int, size: int, columns: int):
+    """Cell `index` (from 0) of a sprite page (its JPEG bytes)."""
     from PIL import Image
 
     box = ((index % columns) * size, (index // columns) * size, (index % columns + 1) * size, (index // columns + 1) * size)
-    with Image.open(path) as sheet:
+    with Image.open(io.BytesIO(jpg)) as sheet:
         return sheet.convert("RGB").crop(box)
+
+
+def sheet_pages(version_dir: Path) -> dict[int, dict]:
+    """Every page of one version of the queue, from its part files: page -> {faces, sprite (JPEG
+    bytes), columns, version, part}."""
+    import base64
+
+    from tasks.review.html import read_part_js
+
+    pages = {}
+    for js in sorted(version_dir.glob("part-*.js")):
+        data = read_part_js(js.read_text(encoding="ascii"))
+        for n, page in enumerate(data["pages"], start=data["first"]):
+            pages[n] = {"faces": page["faces"], "sprite": base64.b64decode(page["sprite"]),
+                        "columns": data["columns"], "version": data["version"], "part": data["part"]}
+    return pages
+
+
+def thumbnail_link(link: str) -> tuple[str, str, int, int]:
+    """queue.csv's `thumbnail` (`queue.html#v=<version>&p=<page>&c=<cell>`) -> (sheet, version, page, cell)."""
+    sheet, frag = link.split("#")
+    kv = dict(part.split("=") for part in frag.split("&"))
+    assert set(kv) == {"v", "p", "c"}, link
+    return sheet, kv["v"], int(kv["p"]), int(kv["c"])
 
 
 def crop_of(data: Path, fid: str) -> bytes:

@@ -1,7 +1,12 @@
 // The review contact sheet's app. queue.html inlines this file after `const META = {...}`:
-//   META = {total, pages, size, dir, version, store}
-// `dir` holds one version of the queue: page-NNNNN.jpg (a sprite), page-NNNNN.js (its faces,
-// handed to moeflowPage) and index.js (every queued face_id, handed to moeflowIndex).
+//   META = {total, pages, per_file, size, dir, version, store}
+// `dir` holds one version of the queue: part-NNNNN.js (META.per_file pages, each its faces and its
+// sprite as base64 JPEG, handed to moeflowPart) and index.js (every queued face_id, handed to
+// moeflowIndex). One part is held at a time; the page shown has its sprite as a blob: URL.
+//
+// The location hash: #p=3 shows page 3; queue.csv's `thumbnail` links add the queue version and
+// the cell (#v=<version>&p=3&c=17): that cell is outlined, or the sheet says the link is from
+// another version of the queue (whose page 3 shows other faces).
 //
 // Marks live in localStorage under "moeflow-review:" + META.store, keyed by face_id, with the
 // queue version they were made on. "Page checked" is not stored: a page shows as checked when
@@ -15,6 +20,8 @@ const FORMAT = 2;
 let state = fresh();
 let current = 0;
 let faces = [];
+let part = null; // the part file's data that holds the page shown
+let sprite = null; // the shown page's sprite, a blob: URL
 
 function fresh() {
   return { format: FORMAT, version: META.version, fp: {}, fine: {}, stale: { fp: {}, fine: {} } };
@@ -55,6 +62,7 @@ function loadScript(src, onerror) {
   const s = document.createElement("script");
   s.src = src;
   s.onerror = onerror;
+  s.onload = () => s.remove(); // its data is handed over: drop the source text
   document.body.appendChild(s);
 }
 
@@ -99,9 +107,18 @@ window.moeflowIndex = function (data) {
   begin();
 };
 
+function hashParam(name) {
+  const m = new RegExp("[#&]" + name + "=([^&]*)").exec(location.hash);
+  return m ? m[1] : null;
+}
+
 function pageOf() {
-  const m = /p=(\d+)/.exec(location.hash);
-  return m ? Math.max(1, Math.min(META.pages, +m[1])) : 1;
+  const p = hashParam("p");
+  return p && /^\d+$/.test(p) ? Math.max(1, Math.min(META.pages, +p)) : 1;
+}
+
+function partOf(page) {
+  return Math.ceil(page / META.per_file);
 }
 
 function go(p) {
@@ -124,7 +141,11 @@ function paint() {
 function load() {
   current = pageOf();
   el("page").value = current;
-  const src = META.dir + "/page-" + String(current).padStart(5, "0") + ".js";
+  if (part && part.part === partOf(current)) {
+    show();
+    return;
+  }
+  const src = META.dir + "/part-" + String(partOf(current)).padStart(5, "0") + ".js";
   loadScript(src, () => {
     el("grid").textContent = "Cannot load " + src + ": the queue may have been regenerated since this page was opened; reload it.";
   });
@@ -152,7 +173,7 @@ function toggle(fid) {
   paint();
 }
 
-function cell(f, i, data) {
+function cell(f, i) {
   const [fid, detector, score, url] = f;
   const c = document.createElement("div");
   c.className = "cell";
@@ -160,9 +181,9 @@ function cell(f, i, data) {
   const t = document.createElement("div");
   t.className = "thumb";
   t.title = fid + "\n" + detector + (score === null ? "" : " " + score);
-  const x = (i % data.columns) * META.size;
-  const y = Math.floor(i / data.columns) * META.size;
-  t.style.backgroundImage = "url('" + META.dir + "/" + data.sprite + "')";
+  const x = (i % part.columns) * META.size;
+  const y = Math.floor(i / part.columns) * META.size;
+  t.style.backgroundImage = "url('" + sprite + "')";
   t.style.backgroundPosition = (-x) + "px " + (-y) + "px";
   t.onclick = () => toggle(fid);
   const n = document.createElement("div");
@@ -187,15 +208,49 @@ function cell(f, i, data) {
   return c;
 }
 
-window.moeflowPage = function (data) {
-  if (data.page !== current || data.version !== META.version) return;
-  faces = data.faces;
+function blobUrl(base64) {
+  const bin = atob(base64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return URL.createObjectURL(new Blob([bytes], { type: "image/jpeg" }));
+}
+
+function show() {
+  const page = part.pages[current - part.first];
+  faces = page.faces;
+  if (sprite) URL.revokeObjectURL(sprite);
+  sprite = blobUrl(page.sprite);
   const grid = el("grid");
   grid.textContent = "";
-  faces.forEach((f, i) => grid.appendChild(cell(f, i, data)));
+  faces.forEach((f, i) => grid.appendChild(cell(f, i)));
   paint();
   window.scrollTo(0, 0);
+  target();
   document.body.dataset.page = String(current);
+}
+
+// A queue.csv link's cell: outlined when the link is from this version of the queue.
+function target() {
+  const v = hashParam("v");
+  const c = hashParam("c");
+  if (v === null && c === null) return;
+  if (v !== META.version) {
+    notice("This link is from queue version " + v + "; the queue is now version " + META.version +
+      " and its pages show other faces. Find the face by its face_id in the new queue.csv.", false);
+    return;
+  }
+  const cells = document.querySelectorAll("#grid .cell");
+  const n = +c;
+  if (Number.isInteger(n) && n >= 1 && n <= cells.length) {
+    cells[n - 1].classList.add("target");
+    cells[n - 1].scrollIntoView({ block: "center" });
+  }
+}
+
+window.moeflowPart = function (data) {
+  if (data.version !== META.version || data.part !== partOf(current)) return;
+  part = data;
+  show();
 };
 
 function begin() {
