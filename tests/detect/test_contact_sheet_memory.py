@@ -16,7 +16,6 @@ from tasks.detect.run import contact_sheet
 from tests.support.review import noise_png
 
 
-
 def test_the_contact_sheet_reads_its_sample_not_whole_shards(tmp_path):
     pngs = [noise_png(s, 48) for s in range(16)]
     writer = ShardWriter(tmp_path / "crops", "c", rows_per_shard=512)

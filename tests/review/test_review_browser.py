@@ -104,12 +104,14 @@ SPRITE = ("(async () => { const u = getComputedStyle(document.querySelector('#gr
           "const i = new Image(); i.src = u.slice(5, -2); await i.decode(); return [u.slice(5, 10), i.naturalWidth, i.naturalHeight]; })()")
 TARGET = "Array.from(document.querySelectorAll('#grid .cell.target .id')).map(e => e.textContent)"
 NOTICE = "document.getElementById('notice').hidden ? '' : document.getElementById('notice-text').textContent"
+LINK = "document.getElementById('link').hidden ? '' : document.getElementById('link').textContent"
 
 
 def test_a_queue_csv_link_opens_its_page_and_outlines_its_face(chromium, tmp_path, shared):
     """queue.csv's `thumbnail` opens the sheet at its page (in another part file than page 1) with
     its cell outlined; after the queue is regenerated, the old link says so instead of outlining
-    whatever face now sits in that cell."""
+    whatever face now sits in that cell, on a line of its own: the notice of marks set aside (and
+    its download button) stays as it was."""
     files = sorted((shared / "data/faces").glob("dlgan_*.jpg"))[:12]
     build_faces(tmp_path, [(f.name, png_bytes(f)) for f in files])
     cfg = review_config(tmp_path, **LAYOUT, pages_per_file=2)  # pages 1-2 in part 1, page 3 in part 2
@@ -122,15 +124,19 @@ def test_a_queue_csv_link_opens_its_page_and_outlines_its_face(chromium, tmp_pat
 
     r = drive([
         {"goto": link}, first_id_is(q[8]),
-        {"eval": TARGET}, {"eval": SPRITE}, {"eval": NOTICE},
+        {"eval": TARGET}, {"eval": SPRITE}, {"eval": "(" + NOTICE + ") + '|' + (" + LINK + ")"},
+        {"click": "#grid .cell:nth-child(1) .thumb"},  # q8 marked a false positive
         {"click": "#prev"}, first_id_is(q[4]),  # back into part 1
         {"eval": TARGET}, {"eval": SPRITE},
-        {"exec": [sys.executable, str(REGENERATE), str(tmp_path), q[0], q[1]]},
-        {"goto": "about:blank"}, {"goto": link}, first_id_is(q[10]),  # the old link, the new queue's page 3
-        {"eval": TARGET}, {"eval": NOTICE},
+        # a colleague decides q8: the reviewer's mark on it no longer applies (set aside)
+        {"exec": [sys.executable, str(REGENERATE), str(tmp_path), q[8]]},
+        {"goto": "about:blank"}, {"goto": link}, first_id_is(q[9]),  # the old link, the new queue's page 3
+        {"eval": TARGET}, {"eval": NOTICE}, {"eval": LINK},
+        {"eval": "document.getElementById('notice-save').hidden"},
     ])
-    target, sprite, notice, target_p2, sprite_p2, target_stale, notice_stale = r["results"]
-    assert target == [q[9]] and notice == ""
+    target, sprite, messages, target_p2, sprite_p2, target_stale, notice_stale, link_stale, save_hidden = r["results"]
+    assert target == [q[9]] and messages == "|"
     assert sprite == ["blob:", 4 * 48, 48] and sprite_p2 == ["blob:", 4 * 48, 48]  # the page's sprite, decoded
     assert target_p2 == []
-    assert target_stale == [] and f"from queue version {version}" in notice_stale, notice_stale
+    assert target_stale == [] and f"from queue version {version}" in link_stale, link_stale
+    assert "1 mark no longer applies" in notice_stale and save_hidden is False, notice_stale

@@ -229,14 +229,17 @@ function show() {
   document.body.dataset.page = String(current);
 }
 
-// A queue.csv link's cell: outlined when the link is from this version of the queue.
+// A queue.csv link's cell: outlined when the link is from this version of the queue. Its message
+// has a line of its own: the notice box may hold marks set aside, which its Dismiss discards.
 function target() {
   const v = hashParam("v");
   const c = hashParam("c");
+  el("link").hidden = true;
   if (v === null && c === null) return;
   if (v !== META.version) {
-    notice("This link is from queue version " + v + "; the queue is now version " + META.version +
-      " and its pages show other faces. Find the face by its face_id in the new queue.csv.", false);
+    el("link").textContent = "This link is from queue version " + v + "; the queue is now version " + META.version +
+      " and its pages show other faces. Find the face by its face_id in the new queue.csv.";
+    el("link").hidden = false;
     return;
   }
   const cells = document.querySelectorAll("#grid .cell");
