@@ -93,7 +93,7 @@ class ScrapeConfig:
     min_sellday: Optional[str] = None  # `getchu` source: YYYY-MM-DD, older games skipped
     release: str = "rebuild"  # `release` source: a release's faces.parquet or faces.jsonl, or a directory holding one
     optout: str = "optout.csv"  # takedown requests (git-tracked, human-edited): applied to every source
-    pack_images: int = 1000  # kept images per pack file of the image store (tasks/scrape/packs.py)
+    pack_images: int = 4000  # kept images per pack file of the image store (tasks/scrape/packs.py)
     # how a local source's files (the folder source, a release's folder) enter the store: `copy` into its
     # packs (the store holds the bytes: `dvc push` carries them), or `reference` them where they are
     # (no second copy; every read checks the bytes against their sha256; the folder must stay)

@@ -1,7 +1,7 @@
 """The content-addressed image store and its append-only journal.
 
 Layout under `scrape.out.images`:
-    packs/000001.tar …       — the kept images, `scrape.pack_images` (1,000) a pack: plain ustar tar
+    packs/000001.tar …       — the kept images, `scrape.pack_images` (4,000) a pack: plain ustar tar
                                files, members `<sha256>.<ext>` (tasks.scrape.packs)
     index.jsonl              — the store's state at the end of the last run (below): part of the out
     ab/abcdef…(sha256).jpg   — loose: an image kept during a run, named by the sha256 of its bytes,
@@ -9,7 +9,7 @@ Layout under `scrape.out.images`:
     journal.jsonl            — one JSON line per decision (kept / duplicate / rejected / skipped)
     .tmp/                    — downloads in flight; cleared at every start
 
-So DVC tracks ~1 file per 1,000 images (docs/scale.md). A kept record places its image's bytes:
+So DVC tracks ~1 file per 4,000 images (docs/scale.md). A kept record places its image's bytes:
 `pack` (a file under the store: a pack, or its loose file), `offset`, `length`; everything reads
 them with tasks.artifacts.images.read_image.
 
@@ -24,11 +24,12 @@ already packed where they are (delete the store to import them again as referenc
 
 A file enters the store by os.replace from .tmp into its loose place, then its journal line is
 written, so a SIGKILL at any moment leaves no partial file and loses no kept image. At the end of
-the run (pack()) the loose images, by image_id, fill the last pack (rewritten whole: a temp file,
-then os.replace; its members first, at the offsets they had) and then new packs; each pack written
-gets a `packed` journal line naming its members' offsets; then the index, and only then are the
-loose files deleted (remove_orphans: nothing names them any more). A full pack is rewritten only by
-an opt-out (remove()), which takes the member out of it. A kill at any point leaves a state the
+the run (pack()) the loose images, by image_id, go to new packs (each a temp file, then os.replace),
+after the members of the newest small non-full packs (pack(): a full pack, or a large one, is not
+rewritten for a few new images); each pack written gets a `packed` journal line naming its members'
+offsets; then the index, and only then are the loose files and the packs no record names any more
+deleted (remove_orphans). A full pack is rewritten only by an opt-out (remove()), which takes the
+member out of it. A kill at any point leaves a state the
 next start repairs: a pack its records do not describe exactly (a member more or less, offsets with
 a gap: tasks.scrape.packs.consistent) is rewritten from its own listing with just the members the
 records name, and the new offsets recorded; a pack no record names, or a loose file, is deleted;
@@ -201,8 +202,13 @@ class Store:
         self.append({"kind": "packed", "pack": rel, "members": placed})
 
     def pack(self, pack_images: int) -> int:
-        """Pack the loose images (by image_id): the last pack filled up to pack_images, then new
-        packs. Returns the number of images packed."""
+        """Pack the loose images (by image_id) into new packs of pack_images, the last one not full.
+        Before them go the members of the newest non-full packs (in their order), each while it holds
+        at most twice the images gathered so far: its old pack, no longer named by a record, goes with
+        remove_orphans. So a full pack is never rewritten, nor is a large non-full one for a few new
+        images; an image is rewritten only into a group at least 1.5x its pack's size (so O(log
+        pack_images) times before its pack is full), and the non-full packs stay ~log2(pack_images)
+        however many runs add images. Returns the number of images packed."""
         loose = sorted((rec for rec in self.kept.values() if self._loose(rec)), key=lambda r: r["image_id"])
         for rec in [r for r in loose if is_reference(r["pack"])]:  # copying what was referenced: checked first
             try:
@@ -215,18 +221,17 @@ class Store:
             return 0
         by_pack = self._packs()
         number = max(map(packs.pack_number, by_pack), default=0)
-        todo = list(loose)
-        if number:
-            last = packs.pack_name(number)
-            old = sorted(by_pack[last], key=lambda r: r["offset"])
-            room = pack_images - len(old)
-            if room > 0:
-                fill, todo = todo[:room], todo[room:]
-                self._write_pack(last, [(r, r) for r in old] + [(r, dict(r)) for r in fill])
-        for start in range(0, len(todo), pack_images):
+        gathered: list[dict] = []
+        for rel in sorted((p for p, recs in by_pack.items() if len(recs) < pack_images), reverse=True):
+            if len(by_pack[rel]) > 2 * (len(loose) + len(gathered)):
+                break
+            gathered = sorted(by_pack[rel], key=lambda r: r["offset"]) + gathered
+        members = [(r, dict(r)) for r in gathered + loose]
+        for start in range(0, len(members), pack_images):
             number += 1
-            self._write_pack(packs.pack_name(number), [(r, dict(r)) for r in todo[start:start + pack_images]])
-        log.info("%s: packed %d images", self.root, len(loose))
+            self._write_pack(packs.pack_name(number), members[start:start + pack_images])
+        log.info("%s: packed %d images%s", self.root, len(loose),
+                 f" (and moved {len(gathered)} from non-full packs)" if gathered else "")
         return len(loose)
 
     def _read_journal(self) -> list[dict]:

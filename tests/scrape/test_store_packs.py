@@ -1,6 +1,6 @@
 """The image store keeps its images in tar packs (issue 22): DVC tracks a file per
 `scrape.pack_images` images, not one per image. Packs are plain ustar tars with fixed headers (the
-same images, the same bytes), a run appends to the last one, a kill at any point is repaired by the
+same images, the same bytes), a run adds packs (merging small non-full ones), a kill at any point is repaired by the
 next run (no image twice, none lost), and an opt-out takes the bytes out of the pack."""
 
 from __future__ import annotations
@@ -91,20 +91,50 @@ def test_packs_are_plain_deterministic_tars_of_pack_images_each(tmp_path):
     assert sorted(sha256_bytes(p.read_bytes()) for p in out.iterdir()) == ids[4:8]
 
 
-def test_a_second_run_fills_the_last_pack_and_adds_packs(tmp_path):
+def members(pack: Path) -> int:
+    with tarfile.open(pack) as tar:
+        return len(tar.getmembers())
+
+
+def test_a_second_run_merges_a_small_last_pack_and_adds_packs(tmp_path):
     src = folder(tmp_path, NAMES[:5])
     cfg = cfg_for(tmp_path, src)
     scrape(cfg, progress=False)
     first = {r["image_id"]: r for r in manifest(cfg)}
     full = pack_files(cfg)[0].read_bytes()
-    assert len(pack_files(cfg)) == 2
+    assert [p.name for p in pack_files(cfg)] == ["000001.tar", "000002.tar"]
     folder(tmp_path, NAMES[5:])
     again = scrape(cfg, progress=False)
     assert again.kept_new == 5
     check_store(cfg, {sha256_bytes((REAL / n).read_bytes()) for n in NAMES})
-    assert len(pack_files(cfg)) == 3 and pack_files(cfg)[0].read_bytes() == full  # a full pack is never rewritten
+    # the last pack (1 image) went, its image first, into new packs with the 5 new: 4 + 2
+    assert [p.name for p in pack_files(cfg)] == ["000001.tar", "000003.tar", "000004.tar"]
+    assert [members(p) for p in pack_files(cfg)] == [4, 4, 2]
+    assert pack_files(cfg)[0].read_bytes() == full  # a full pack is never rewritten
     now = {r["image_id"]: r for r in manifest(cfg)}
-    assert all((now[i]["pack"], now[i]["offset"]) == (r["pack"], r["offset"]) for i, r in first.items())
+    assert all((now[i]["pack"], now[i]["offset"]) == (r["pack"], r["offset"])
+               for i, r in first.items() if r["pack"] == "packs/000001.tar")
+    moved = [i for i, r in first.items() if r["pack"] == "packs/000002.tar"]
+    assert len(moved) == 1 and (now[moved[0]]["pack"], now[moved[0]]["offset"]) == ("packs/000003.tar", 512)
+
+
+def test_runs_that_add_a_few_images_leave_a_large_last_pack_alone(tmp_path):
+    """A run rewrites about what it adds: a non-full pack larger than twice the images gathered so far
+    stays as it is; small packs merge as they come, so they stay few."""
+    src = folder(tmp_path, NAMES[:6])
+    cfg = cfg_for(tmp_path, src, pack_images=8)
+    scrape(cfg, progress=False)
+    six = pack_files(cfg)[0].read_bytes()
+    layout = []
+    for names in (NAMES[6:7], NAMES[7:8], NAMES[8:10]):
+        folder(tmp_path, names)
+        assert scrape(cfg, progress=False).kept_new == len(names)
+        layout.append([(p.name, members(p)) for p in pack_files(cfg)])
+    assert layout[0] == [("000001.tar", 6), ("000002.tar", 1)]  # 6 > 2 x 1: the 6 not rewritten for 1 image
+    assert layout[1] == [("000001.tar", 6), ("000003.tar", 2)]  # 1 <= 2 x 1: merged
+    assert layout[2] == [("000004.tar", 8), ("000005.tar", 2)]  # 2 <= 2 x 2, then 6 <= 2 x 4: one full pack
+    assert pack_files(cfg)[0].read_bytes()[:len(six) - packs.END] == six[:-packs.END]  # the 6 first, in order
+    check_store(cfg, {sha256_bytes((REAL / n).read_bytes()) for n in NAMES})
 
 
 def _crash_on_packed(monkeypatch, nth: int):
@@ -124,7 +154,7 @@ def _crash_on_packed(monkeypatch, nth: int):
 
 @pytest.mark.parametrize("nth", [1, 2])
 def test_a_kill_between_writing_a_pack_and_recording_it_loses_nothing(tmp_path, monkeypatch, nth):
-    """1: the last pack rewritten with the new images, not recorded; 2: that recorded, a new pack not."""
+    """1: a new pack (the last pack's image and 3 new) written, not recorded; 2: that recorded, the next not."""
     src = folder(tmp_path, NAMES[:5])
     cfg = cfg_for(tmp_path, src)
     scrape(cfg, progress=False)
@@ -134,8 +164,8 @@ def test_a_kill_between_writing_a_pack_and_recording_it_loses_nothing(tmp_path, 
         with pytest.raises(KeyboardInterrupt):
             scrape(cfg, progress=False)
     assert any(len(p.parent.name) == 2 for p in Path(cfg.out.images).rglob("*.*"))  # loose images left
-    with tarfile.open(pack_files(cfg)[1]) as tar:
-        assert len(tar.getmembers()) == 4  # the last pack filled on disk (what the records say: 1, or 4)
+    # on disk: the old packs, the new pack(s) written (the last one not recorded)
+    assert [members(p) for p in pack_files(cfg)] == ([4, 1, 4] if nth == 1 else [4, 1, 4, 2])
     after = scrape(cfg, progress=False)
     assert after.kept_new == 0
     check_store(cfg, {sha256_bytes((REAL / n).read_bytes()) for n in NAMES})
