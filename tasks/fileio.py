@@ -189,18 +189,43 @@ def write_parquet(path: str | os.PathLike, rows: list[dict] | pa.Table, schema: 
 
 def read_parquet(path: str | os.PathLike, table_name: str, max_version: int) -> pa.Table:
     """Read a moeflow Parquet file, checking its table name and schema version."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path} does not exist (run the stage that writes it first)")
+    path = _existing(path)
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as e:
         raise DataError(f"{path} is not a readable Parquet file: {e}") from None
-    meta = table.schema.metadata or {}
+    _check_table(path, table.schema, table_name, max_version)
+    return table
+
+
+def parquet_file(path: str | os.PathLike, table_name: str, max_version: int) -> pq.ParquetFile:
+    """Open a moeflow Parquet file for reading parts of it (its row groups), checking its table name
+    and schema version from the footer; the caller closes it."""
+    path = _existing(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise DataError(f"{path} is not a readable Parquet file: {e}") from None
+    try:
+        _check_table(path, pf.schema_arrow, table_name, max_version)
+    except DataError:
+        pf.close()
+        raise
+    return pf
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist (run the stage that writes it first)")
+    return path
+
+
+def _check_table(path: Path, schema: pa.Schema, table_name: str, max_version: int) -> None:
+    meta = schema.metadata or {}
     name = meta.get(TABLE_KEY, b"").decode()
     if name != table_name:
         raise DataError(f"{path} holds table {name or '(unknown)'!r}, expected {table_name!r}")
     version = int(meta.get(SCHEMA_VERSION_KEY, b"0"))
     if version < 1 or version > max_version:
         raise DataError(f"{path} has schema version {version}; this moeflow reads up to {max_version}")
-    return table

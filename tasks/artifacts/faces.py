@@ -12,6 +12,8 @@ and `duplicate_of`; monochrome crops are flagged, and dropped only if detect say
 
 from __future__ import annotations
 
+import bisect
+import collections
 import hashlib
 import io
 import math
@@ -23,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.fileio import atomic_open, read_parquet, with_version, write_parquet
+from tasks.fileio import atomic_open, parquet_file, read_parquet, with_version, write_parquet
 
 BOX = ("box_x", "box_y", "box_w", "box_h")  # the detected box, image pixels
 CROP = ("crop_x0", "crop_y0", "crop_x1", "crop_y1")  # the square crop box (may reach past the image)
@@ -138,8 +140,12 @@ def shard_name(crops: dict[str, bytes]) -> str:
     return f"{SHARD_PREFIX}{h.hexdigest()[:24]}.parquet"
 
 
+SHARD_GROUP_ROWS = 128  # crops per row group of a shard: a reader of some crops reads their groups only
+
+
 def write_shard(crops_dir: str | os.PathLike, crops: dict[str, bytes], name: str | None = None) -> str:
-    """Write `crops` (face_id -> PNG) as one shard, rows sorted by face_id, atomically; returns
+    """Write `crops` (face_id -> PNG) as one shard, rows sorted by face_id in row groups of
+    SHARD_GROUP_ROWS, atomically (a group at a time: no second copy of the crops in memory); returns
     its file name: `name`, or by default the content name (an existing file of that name already
     holds these very crops and is left as it is)."""
     directory = Path(crops_dir)
@@ -150,20 +156,51 @@ def write_shard(crops_dir: str | os.PathLike, crops: dict[str, bytes], name: str
     if path.exists() and name == shard_name(crops):
         return name
     ids = sorted(crops)
-    table = pa.table({"face_id": ids, "png": [crops[f] for f in ids]}, schema=CROPS_SCHEMA)
-    with atomic_open(path, "wb") as f:
-        pq.write_table(table, f, compression="none")  # PNG bytes do not compress further
-    del table
+    with atomic_open(path, "wb") as f, pq.ParquetWriter(f, CROPS_SCHEMA, compression="none") as writer:
+        for at in range(0, len(ids), SHARD_GROUP_ROWS):  # PNG bytes do not compress further
+            part = ids[at:at + SHARD_GROUP_ROWS]
+            writer.write_table(pa.table({"face_id": part, "png": [crops[f] for f in part]}, schema=CROPS_SCHEMA))
     _release()
     return name
 
 
+def shard_groups(path: str | os.PathLike) -> list[tuple[str, str]] | None:
+    """(first, last) face_id of each row group of a shard, from its footer (no crop is read); None
+    when a group has no statistics (then only a whole read tells what it holds)."""
+    pf = parquet_file(path, CROPS_TABLE, CROPS_VERSION)
+    try:
+        col = pf.schema_arrow.get_field_index("face_id")
+        out = []
+        for g in range(pf.metadata.num_row_groups):
+            st = pf.metadata.row_group(g).column(col).statistics
+            if st is None or not st.has_min_max:
+                return None
+            out.append((st.min, st.max))
+        return out
+    finally:
+        pf.close()
+
+
 def read_shard(path: str | os.PathLike, only: Iterable[str] | None = None) -> dict[str, bytes]:
-    """face_id -> PNG bytes of the crops of one shard; with `only`, of just those faces (the shard's
-    other crops never become Python objects: a few crops out of many shards cost a few crops)."""
-    t = read_parquet(path, CROPS_TABLE, CROPS_VERSION)
-    if only is not None:
-        t = t.filter(pc.is_in(t.column("face_id"), value_set=pa.array(sorted(set(only)), pa.string())))
+    """face_id -> PNG bytes of the crops of one shard; with `only`, of just those faces, reading only
+    the row groups that can hold them (the shard's other crops are never read: a few crops out of
+    many shards cost their groups)."""
+    if only is None:
+        t = read_parquet(path, CROPS_TABLE, CROPS_VERSION)
+    else:
+        wanted = sorted(set(only))
+        groups = shard_groups(path)
+        pf = parquet_file(path, CROPS_TABLE, CROPS_VERSION)
+        try:
+            chosen = list(range(pf.metadata.num_row_groups)) if groups is None else [
+                g for g, (lo, hi) in enumerate(groups)
+                if (i := bisect.bisect_left(wanted, lo)) < len(wanted) and wanted[i] <= hi]
+            if not chosen:
+                return {}
+            t = pf.read_row_groups(chosen)
+        finally:
+            pf.close()
+        t = t.filter(pc.is_in(t.column("face_id"), value_set=pa.array(wanted, pa.string())))
     out = dict(zip(t.column("face_id").to_pylist(), t.column("png").to_pylist()))
     del t
     _release()
@@ -212,32 +249,44 @@ class ShardWriter:
 
 
 class CropReader:
-    """Read crops by face_id: the faces of `faces` only. Loads one shard at a time (the crops of
-    those faces in it) and keeps the last few in memory."""
+    """Read crops by face_id: the faces of `faces` only. Reads a shard a row group at a time (the
+    crops of those faces in it) and keeps the last `cache_groups` groups in memory, so what it holds
+    does not grow with the shards' size. Read in (shard, face_id) order to read each group once."""
 
-    def __init__(self, faces: pa.Table | str | os.PathLike, crops_dir: str | os.PathLike, cache_shards: int = 4):
+    def __init__(self, faces: pa.Table | str | os.PathLike, crops_dir: str | os.PathLike, cache_groups: int = 4):
         table = faces if isinstance(faces, pa.Table) else read_faces(faces)
         self.dir = Path(crops_dir)
         self._shard_of = {f: s for f, s in zip(table.column("face_id").to_pylist(), table.column("shard").to_pylist()) if s}
         self._in_shard: dict[str, list[str]] = {}
-        for f, s in self._shard_of.items():
-            self._in_shard.setdefault(s, []).append(f)
-        self._cache: dict[str, dict[str, bytes]] = {}
-        self._cache_shards = cache_shards
+        for f, s in sorted(self._shard_of.items()):
+            self._in_shard.setdefault(s, []).append(f)  # sorted by face_id
+        self._lasts: dict[str, list[str]] = {}  # shard -> the last face_id of each row group
+        self._cache: collections.OrderedDict[tuple[str, int], dict[str, bytes]] = collections.OrderedDict()
+        self._cache_groups = cache_groups
 
     def __contains__(self, fid: str) -> bool:
         return fid in self._shard_of
 
-    def _shard(self, name: str) -> dict[str, bytes]:
-        if name not in self._cache:
-            if len(self._cache) >= self._cache_shards:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[name] = read_shard(self.dir / name, self._in_shard[name])
-        return self._cache[name]
+    def _group(self, name: str, fid: str) -> dict[str, bytes]:
+        if name not in self._lasts:
+            groups = shard_groups(self.dir / name)
+            ids = self._in_shard[name]
+            self._lasts[name] = [ids[-1]] if groups is None else [hi for _, hi in groups]  # None: one read
+        lasts = self._lasts[name]
+        g = bisect.bisect_left(lasts, fid)
+        if g == len(lasts):
+            raise KeyError(fid)  # past the shard's last crop: not in it
+        if (name, g) not in self._cache:
+            while len(self._cache) >= self._cache_groups:
+                self._cache.popitem(last=False)
+            ids = self._in_shard[name]
+            lo = bisect.bisect_right(ids, lasts[g - 1]) if g else 0
+            self._cache[(name, g)] = read_shard(self.dir / name, ids[lo:bisect.bisect_right(ids, lasts[g])])
+        return self._cache[(name, g)]
 
     def read(self, fid: str) -> bytes:
         """The crop's PNG bytes. KeyError if the face has no stored crop."""
-        return self._shard(self._shard_of[fid])[fid]
+        return self._group(self._shard_of[fid], fid)[fid]
 
     def image(self, fid: str):
         from PIL import Image
@@ -253,7 +302,7 @@ def iter_kept_faces(faces_path: str | os.PathLike, crops_dir: str | os.PathLike)
     """(row, png bytes) for every kept face, shard by shard so memory stays bounded."""
     table = read_faces(faces_path)
     kept = table.filter(pa.array(kept_mask(table)))
-    reader = CropReader(kept, crops_dir, cache_shards=1)
+    reader = CropReader(kept, crops_dir, cache_groups=1)
     rows = sorted(kept.to_pylist(), key=lambda r: (r["shard"] or "", r["face_id"]))
     for row in rows:
         if row["shard"]:

@@ -139,7 +139,7 @@ def contact_sheet(faces: pa.Table, crops_dir: str | os.PathLike, n: int, thumb: 
     sheet = Image.new("RGB", (cols * thumb, rows * thumb), (255, 255, 255))
     if sample:  # the reader knows the sample only: it reads those crops of each shard, not the whole shard
         ids = pa.array([fid for fid, _ in sample], pa.string())
-        reader = CropReader(kept.filter(pc.is_in(kept["face_id"], value_set=ids)), crops_dir, cache_shards=2)
+        reader = CropReader(kept.filter(pc.is_in(kept["face_id"], value_set=ids)), crops_dir, cache_groups=2)
         order = sorted(range(len(sample)), key=lambda i: (sample[i][1], sample[i][0]))
         for i in order:
             im = reader.image(sample[i][0]).resize((thumb, thumb), Image.LANCZOS)

@@ -43,7 +43,7 @@ class DetectConfig:
     workers: Optional[int] = None  # processes; null = all cores
     runner: Literal["processes", "dask"] = "processes"
     dask_address: Optional[str] = None  # runner dask: scheduler address; null = a local cluster of `workers`
-    shard_rows: int = 2048  # crops per Parquet shard
+    shard_rows: int = 8192  # crops per Parquet shard (readers read its row groups: tasks.artifacts.faces)
     contact_sheet_faces: int = 64  # sample crops on the contact sheet
     out: DetectOut = field(default_factory=DetectOut)
 

@@ -125,7 +125,7 @@ class _Thumbs:
 
 def _thumbnails(rows: list[dict], kept: pa.Table, crops_dir: str | os.PathLike, size: int, into: _Thumbs) -> None:
     """Each row's JPEG thumbnail into `into`, reading each crops shard once."""
-    reader = CropReader(kept, crops_dir, cache_shards=1)
+    reader = CropReader(kept, crops_dir, cache_groups=1)
     missing = 0
     for i in sorted(range(len(rows)), key=lambda i: (rows[i]["shard"] or "", rows[i]["face_id"])):
         r = rows[i]

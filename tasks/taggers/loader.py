@@ -4,8 +4,9 @@ The batches are planned once, in the driver, independently of the number of work
 (crop shard, face_id) order, cut into runs of `batch_size` (a batch may straddle two shards).
 So every forward sees the same batch whatever `tag.workers` is (and the Dask runner runs these
 very batches too). Consecutive batches are grouped into work units of at least UNIT_FACES
-faces; worker k takes units k, k+W, ... and keeps at most two shards in memory, so a shard is
-read at most W times and at most `workers × prefetch` batches wait in memory. Decoding (PNG →
+faces; worker k takes units k, k+W, ... and reads a unit's crops only (the row groups of its
+shards that hold them: tasks.artifacts.faces.read_shard), so what a worker holds does not grow
+with the shards' size, and at most `workers × prefetch` batches wait in memory. Decoding (PNG →
 RGB → resize, or the colour measurement) runs in the workers; a network's float preprocessing
 runs on the device. The order batches arrive in does not matter: tags.parquet is written in
 face_id order (tasks.tag.run)."""
@@ -90,23 +91,24 @@ class CropStream(IterableDataset):
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         if info is not None:
             torch.set_num_threads(1)
-        shards: dict[str, dict[str, bytes]] = {}  # at most 2: a batch straddles at most two shards
         for k, unit in enumerate(self.units):
             if k % nw != wid:
                 continue
+            wanted: dict[str, list[str]] = {}
             for batch in unit:
-                values = []
                 for shard, fid in batch:
-                    if shard not in shards:
-                        while len(shards) >= 2:
-                            shards.pop(next(iter(shards)))
-                        shards[shard] = read_shard(os.path.join(self.crops_dir, shard))
-                    values.append(self.transform(shards[shard][fid]))
+                    wanted.setdefault(shard, []).append(fid)
+            crops: dict[str, bytes] = {}  # this unit's crops only: the row groups that hold them
+            for shard, fids in wanted.items():
+                crops.update(read_shard(os.path.join(self.crops_dir, shard), fids))
+            for batch in unit:
+                values = [self.transform(crops[fid]) for _, fid in batch]
                 ids = [fid for _, fid in batch]
                 if values and all(isinstance(v, torch.Tensor) for v in values):
                     yield ids, torch.stack(values)
                 else:
                     yield ids, values
+            del crops
 
 
 def _as_is(batch):

@@ -55,7 +55,7 @@ def export_training_data(faces: pa.Table, crops_dir: str | os.PathLike, tags_pat
     tags, meta = read_tags(tags_path)
     s = ExportSummary(reviewed=faces.num_rows, tagger=meta.get(b"moeflow.backend", b"").decode(),
                       tagger_reason=meta.get(b"moeflow.backend_reason", b"").decode())
-    reader = CropReader(faces, crops_dir, cache_shards=1)
+    reader = CropReader(faces, crops_dir, cache_groups=1)
     shard_of = dict(zip(faces.column("face_id").to_pylist(), faces.column("shard").to_pylist()))
     rows = []
     for fid in sorted(shard_of):
