@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tasks.errors import DataError
 from tasks.fileio import atomic_open, parquet_file, read_parquet, with_version, write_parquet
 
 BOX = ("box_x", "box_y", "box_w", "box_h")  # the detected box, image pixels
@@ -182,27 +183,30 @@ def shard_groups(path: str | os.PathLike) -> list[tuple[str, str]] | None:
 
 
 def read_shard(path: str | os.PathLike, only: Iterable[str] | None = None) -> dict[str, bytes]:
-    """face_id -> PNG bytes of the crops of one shard; with `only`, of just those faces, reading only
-    the row groups that can hold them (the shard's other crops are never read: a few crops out of
-    many shards cost their groups)."""
-    if only is None:
-        t = read_parquet(path, CROPS_TABLE, CROPS_VERSION)
-    else:
-        wanted = sorted(set(only))
-        groups = shard_groups(path)
-        pf = parquet_file(path, CROPS_TABLE, CROPS_VERSION)
-        try:
-            chosen = list(range(pf.metadata.num_row_groups)) if groups is None else [
-                g for g, (lo, hi) in enumerate(groups)
-                if (i := bisect.bisect_left(wanted, lo)) < len(wanted) and wanted[i] <= hi]
-            if not chosen:
-                return {}
-            t = pf.read_row_groups(chosen)
-        finally:
-            pf.close()
-        t = t.filter(pc.is_in(t.column("face_id"), value_set=pa.array(wanted, pa.string())))
-    out = dict(zip(t.column("face_id").to_pylist(), t.column("png").to_pylist()))
-    del t
+    """face_id -> PNG bytes of the crops of one shard, a row group at a time (Arrow holds one group,
+    never the whole shard, beside the result); with `only`, of just those faces, reading only the
+    groups that can hold them (the shard's other crops are never read: a few crops out of many
+    shards cost their groups)."""
+    wanted = None if only is None else sorted(set(only))
+    groups = None if wanted is None else shard_groups(path)
+    pf = parquet_file(path, CROPS_TABLE, CROPS_VERSION)
+    out: dict[str, bytes] = {}
+    try:
+        for g in range(pf.metadata.num_row_groups):
+            if groups is not None:
+                lo, hi = groups[g]
+                i = bisect.bisect_left(wanted, lo)
+                if i == len(wanted) or wanted[i] > hi:
+                    continue
+            t = pf.read_row_group(g)
+            if wanted is not None:
+                t = t.filter(pc.is_in(t.column("face_id"), value_set=pa.array(wanted, pa.string())))
+            out.update(zip(t.column("face_id").to_pylist(), t.column("png").to_pylist()))
+            del t
+    except (OSError, pa.ArrowInvalid) as e:
+        raise DataError(f"{path} is not a readable crops shard: {e}") from None
+    finally:
+        pf.close()
     _release()
     return out
 

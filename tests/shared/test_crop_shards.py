@@ -19,6 +19,7 @@ from tasks.artifacts.faces import (
     shard_groups,
     write_shard,
 )
+from tasks.errors import DataError
 from tasks.fileio import atomic_open
 
 
@@ -34,14 +35,14 @@ def faces_table(shards: dict[str, dict[str, bytes]]) -> pa.Table:
 @pytest.fixture
 def groups_read(monkeypatch):
     """The row groups each read of a shard's parts asks for."""
-    seen: list[list[int]] = []
-    real = pq.ParquetFile.read_row_groups
+    seen: list[int] = []
+    real = pq.ParquetFile.read_row_group
 
-    def spy(self, row_groups, *a, **k):
-        seen.append(list(row_groups))
-        return real(self, row_groups, *a, **k)
+    def spy(self, i, *a, **k):
+        seen.append(i)
+        return real(self, i, *a, **k)
 
-    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
     return seen
 
 
@@ -67,9 +68,10 @@ def test_reading_some_crops_reads_their_groups_only(tmp_path, groups_read):
     name = write_shard(tmp_path, c)
     want = [ids[SHARD_GROUP_ROWS + 5], ids[SHARD_GROUP_ROWS + 9], "f" * 64]  # the last is in no group
     assert read_shard(tmp_path / name, want) == {i: c[i] for i in want[:2]}
-    assert groups_read == [[1]]
+    assert groups_read == [1]
     assert read_shard(tmp_path / name, ["0" * 64]) == {}  # before the first crop: no group read at all
-    assert groups_read == [[1]]
+    assert groups_read == [1]
+    assert read_shard(tmp_path / name) == c and groups_read == [1, 0, 1, 2]  # the whole shard: a group at a time
 
 
 def test_crop_reader_holds_a_few_groups_whatever_the_shard_size(tmp_path, groups_read):
@@ -79,7 +81,7 @@ def test_crop_reader_holds_a_few_groups_whatever_the_shard_size(tmp_path, groups
     for fid in sorted(c):  # (shard, face_id) order: each group read once
         assert reader.read(fid) == c[fid]
         assert sum(len(v) for v in reader._cache.values()) <= SHARD_GROUP_ROWS
-    assert groups_read == [[g] for g in range(5)]
+    assert groups_read == list(range(5))
     with pytest.raises(KeyError):
         reader.read("0" * 64)  # not a face of the table
 
@@ -96,3 +98,9 @@ def test_a_shard_of_one_group_from_before_reads_as_before(tmp_path, statistics):
     assert read_shard(tmp_path / name, ids[10:20]) == {i: c[i] for i in ids[10:20]}
     reader = CropReader(faces_table({name: c}), tmp_path)
     assert all(reader.read(i) == c[i] for i in ids)
+
+
+def test_a_shard_that_is_no_parquet_is_one_clear_error(tmp_path):
+    (tmp_path / "shard-bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="shard-bad.parquet is not a readable Parquet file"):
+        read_shard(tmp_path / "shard-bad.parquet", ["a" * 64])
