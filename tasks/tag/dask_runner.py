@@ -1,7 +1,7 @@
 """`tag.runner: dask`: the tag stage's faces in chunks on a Dask cluster.
 
 The driver cuts the reviewed faces into chunks made of the local runner's own batches
-(tasks.taggers.loader.plan_batches: by crop shard, so a worker reads whole shards; at most
+(tasks.taggers.loader.plan_batches: by crop shard, so a chunk reads the row groups of few shards; at most
 CHUNK_FACES faces each), so every forward sees the batch it sees locally; it submits one task
 per chunk with a bounded number in flight and hands the chunks' TagBatches to
 `tasks.tag.run.tag_faces`, which writes tags.parquet in face_id order through the same writer:
