@@ -104,3 +104,23 @@ def test_a_shard_that_is_no_parquet_is_one_clear_error(tmp_path):
     (tmp_path / "shard-bad.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(DataError, match="shard-bad.parquet is not a readable Parquet file"):
         read_shard(tmp_path / "shard-bad.parquet", ["a" * 64])
+
+
+def test_the_tag_loader_holds_a_work_unit_of_crops_not_a_shard(tmp_path, monkeypatch):
+    from tasks.taggers import loader
+
+    c = crops(5 * SHARD_GROUP_ROWS)
+    name = write_shard(tmp_path, c)
+    held: list[int] = []
+    real = loader.read_shard
+
+    def spy(path, only=None):
+        out = real(path, only)
+        held.append(len(out))
+        return out
+
+    monkeypatch.setattr(loader, "read_shard", spy)
+    seen = [fid for ids, _ in loader.crop_loader(faces_table({name: c}), str(tmp_path), lambda png: png, 64, 0)
+            for fid in ids]
+    assert sorted(seen) == sorted(c)
+    assert held and max(held) <= loader.UNIT_FACES < len(c)  # a unit's crops at a time, never the shard's
