@@ -53,10 +53,19 @@ class OptoutError(MoeflowError):
     """optout.csv cannot be accepted: one line per problem, each naming the file, line and value."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached a stage (`kill PID`, a supervisor, a closed terminal): the same clean
+    stop as Ctrl-C (pools shut down, state checkpointed, locks released), exit 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def one_line_errors(interrupted: str | None = None) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """A command's main(): a MoeflowError becomes its `error:` line on stderr (one per problem when
     it names several) and its exit code, never a traceback; with `interrupted`, Ctrl-C prints that
-    line and exits 130."""
+    line and exits 130 (a Terminated signal: 128 + its number)."""
     caught = (MoeflowError, KeyboardInterrupt) if interrupted else (MoeflowError,)
 
     def wrap(main: Callable[..., int]) -> Callable[..., int]:
@@ -67,7 +76,7 @@ def one_line_errors(interrupted: str | None = None) -> Callable[[Callable[..., i
             except caught as e:
                 if isinstance(e, KeyboardInterrupt):
                     print(interrupted, file=sys.stderr)
-                    return 130
+                    return 128 + e.signum if isinstance(e, Terminated) else 130
                 for line in str(e).splitlines() or [type(e).__name__]:  # several problems: one line each
                     print(f"error: {line}", file=sys.stderr)
                 return e.exit_code

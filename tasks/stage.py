@@ -8,6 +8,8 @@ reports/runs/<stage>.md (untracked), which the Prefect flows publish as the stag
 user-facing failure is one `error:` line and exit 1, never a traceback. A stage holds the
 workspace's stage lock while it runs (tasks.lock): a second stage started in the same workspace
 meanwhile stops at once with one `error:` line naming the holder (stage, pid, since when), exit 75.
+SIGTERM and SIGHUP stop a stage as Ctrl-C does (its worker processes shut down, its state
+checkpointed for the rerun), with exit 143 and 129: `kill PID` of the stage alone leaves no workers.
 
 Only the standard library is imported at module level: from a shell without the project's
 environment, `main` says how to activate it in one line instead of failing on an import."""
@@ -15,14 +17,17 @@ environment, `main` says how to activate it in one line instead of failing on an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 log = logging.getLogger("tasks.stage")
 
@@ -100,6 +105,34 @@ def main(stage: str, section: type, run: Callable[..., Summary], argv: list[str]
         stage, section, run, argv, description, inputs)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """While the stage runs, SIGTERM and SIGHUP raise tasks.errors.Terminated (a KeyboardInterrupt) in
+    the main thread, so the stage unwinds as on Ctrl-C: each pool's `finally` shuts its workers down
+    (a signal to the main process alone used to leave a detect pool computing for 45 minutes) and
+    the stage's state is checkpointed. A second signal while it unwinds is ignored (SIGKILL is not)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    from tasks.errors import Terminated
+
+    def stop(signum: int, _frame: Any) -> None:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        log.warning("%s: stopping (rerun the same command to resume)", signal.Signals(signum).name)
+        raise Terminated(signum)
+
+    before = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def _peak_rss() -> dict:
     """The stage's own peak memory and its worker processes' (the largest one that ended), in MB:
     what bench/scale.py tells apart from DVC's own, which runs the stage."""
@@ -120,7 +153,8 @@ def _main(stage: str, section: type, run: Callable[..., Summary], argv: list[str
     setup_logging(args.verbose)
     t0 = time.perf_counter()
     cfg = load_section(stage, section, args.params)  # a bad params file changes nothing, the last report included
-    with stage_lock(stage):  # one stage at a time in this workspace: a second one gets one line naming this one
+    # SIGTERM: a clean stop, as Ctrl-C; one stage at a time in this workspace (a second one gets one line naming this)
+    with stop_signals_interrupt(), stage_lock(stage):
         report_path(stage).unlink(missing_ok=True)  # this run's report only
         paths: dict[str, Any] = {i.name: getattr(args, i.name) for i in inputs}
         summary = run(cfg, **paths)

@@ -170,16 +170,20 @@ def shard_groups(path: str | os.PathLike) -> list[tuple[str, str]] | None:
     when a group has no statistics (then only a whole read tells what it holds)."""
     pf = parquet_file(path, CROPS_TABLE, CROPS_VERSION)
     try:
-        col = pf.schema_arrow.get_field_index("face_id")
-        out = []
-        for g in range(pf.metadata.num_row_groups):
-            st = pf.metadata.row_group(g).column(col).statistics
-            if st is None or not st.has_min_max:
-                return None
-            out.append((st.min, st.max))
-        return out
+        return _groups(pf)
     finally:
         pf.close()
+
+
+def _groups(pf: pq.ParquetFile) -> list[tuple[str, str]] | None:
+    col = pf.schema_arrow.get_field_index("face_id")
+    out = []
+    for g in range(pf.metadata.num_row_groups):
+        st = pf.metadata.row_group(g).column(col).statistics
+        if st is None or not st.has_min_max:
+            return None
+        out.append((st.min, st.max))
+    return out
 
 
 def read_shard(path: str | os.PathLike, only: Iterable[str] | None = None) -> dict[str, bytes]:
@@ -188,10 +192,10 @@ def read_shard(path: str | os.PathLike, only: Iterable[str] | None = None) -> di
     groups that can hold them (the shard's other crops are never read: a few crops out of many
     shards cost their groups)."""
     wanted = None if only is None else sorted(set(only))
-    groups = None if wanted is None else shard_groups(path)
-    pf = parquet_file(path, CROPS_TABLE, CROPS_VERSION)
+    pf = parquet_file(path, CROPS_TABLE, CROPS_VERSION)  # the footer is read once
     out: dict[str, bytes] = {}
     try:
+        groups = None if wanted is None else _groups(pf)
         for g in range(pf.metadata.num_row_groups):
             if groups is not None:
                 lo, hi = groups[g]
