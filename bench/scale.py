@@ -13,7 +13,11 @@ changes it):
 4. the whole workspace's no-op `dvc repro` (median of 3), the files DVC tracks per 1,000 images;
 5. `dvc push` + `dvc pull` into a fresh clone, to a directory remote against `cp -r` of the same outs,
    and to SeaweedFS's S3 gateway on 127.0.0.1 against one tar of them as a single object;
-6. with --dask, detect and tag again on a Dask cluster of separate `dask scheduler` and `dask worker`
+6. after the largest N, the base N again (the control run: `1k'` in the growth table, unless --no-control),
+   so that the growth is against the mean of a base run before and one after, and a machine that slowed
+   down meanwhile shows as a slower control, not as a stage's growth; each command's row also says what
+   the machine's cores did meanwhile: the hypervisor's steal, iowait, and other processes' CPU;
+7. with --dask, detect and tag again on a Dask cluster of separate `dask scheduler` and `dask worker`
    processes on 127.0.0.1 (bench/scale_dask.py), against the process pool / local runner of step 3.
 
 train runs its whole stage with a tiny model for 4 steps: the row is the training-dataset export
@@ -196,17 +200,21 @@ def run_size(n: int, all_images: Path, work: Path, args) -> dict:
 
 def table(res: dict) -> str:
     n = res["n"]
-    lines = [f"\nN = {n:,} images ({res['counts']['images'].get('images', '?')} kept by scrape, "
+    control = " (the control run, made last)" if res.get("control") else ""
+    lines = [f"\nN = {n:,} images{control} ({res['counts']['images'].get('images', '?')} kept by scrape, "
              f"{res['counts']['faces'].get('kept', '?')} faces kept by detect)",
              f"{'stage':8} {'wall s':>8} {'dvc<':>6} {'run s':>7} {'dvc>':>6} {'ms/img':>7} {'CPU s':>7} {'proc MB':>8} "
-             f"{'tree MB':>8} {'stage MB':>8} {'wrkr MB':>7} {'files':>7} {'out MB':>8} {'cache+MB':>8} {'load':>9}"]
+             f"{'tree MB':>8} {'stage MB':>8} {'wrkr MB':>7} {'files':>7} {'out MB':>8} {'cache+MB':>8} {'load':>9} "
+             f"{'steal%':>6} {'iow%':>5} {'others s':>8}"]
     for stage, r in res["stages"].items():
         extra = f"  export {r['export_s']} s, loader {r.get('load_s', '?')} s" if "export_s" in r else ""
+        mach = r.get("machine", {})  # steal: the hypervisor's share; others: other processes' CPU meanwhile
         lines.append(f"{stage:8} {r['wall_s']:8.1f} {r['dvc_before_s'] or 0:6.1f} {r['run_s'] or 0:7.1f} "
                      f"{r['dvc_after_s'] or 0:6.1f} "
                      f"{1000 * r['s_per_image']:7.1f} {r['cpu_s']:7.1f} {r['max_rss_mb']:8.0f} {r['tree_rss_mb']:8.0f} "
                      f"{r.get('stage_rss_mb') or 0:8.0f} {r.get('workers_rss_mb') or 0:7.0f} {r['out_files']:7d} {r['out_bytes'] / MB:8.1f} {r['cache_added_disk'] / MB:8.1f} "
-                     f"{r['load'][0]:4.1f}-{r['load'][1]:<4.1f}{extra}")
+                     f"{r['load'][0]:4.1f}-{r['load'][1]:<4.1f} {100 * mach.get('steal_share', 0):6.1f} "
+                     f"{100 * mach.get('iowait_share', 0):5.1f} {mach.get('others_cpu_s', 0):8.1f}{extra}")
     d = res["dvc"]
     lines.append(f"no-op dvc repro ({res.get('noop_repro_target', 'the whole DAG')}): {res['noop_repro_s']} s; DVC tracks {d['tracked_files']:,} files "
                  f"({d['tracked_per_1k_images']} per 1,000 images), {d['cache_objects']:,} cache objects "
@@ -230,27 +238,34 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def name(r: dict) -> str:
+    return label(r["n"]) + ("'" if r.get("control") else "")  # 1k': the control run of the base size, made last
+
+
 def growth(results: list[dict], n_base: int) -> str:
-    base = next(r for r in results if r["n"] == n_base and "stages" in r)
     ns = [r for r in results if "stages" in r]
+    bases = [r for r in ns if r["n"] == n_base]
+    base = bases[0]
     more = [r for r in ns if r["n"] != n_base]
-    head = (f"{'stage':8} " + " ".join(f"{'ms/img ' + label(r['n']):>11}" for r in ns) + " "
+    head = (f"{'stage':8} " + " ".join(f"{'ms/img ' + name(r):>11}" for r in ns) + " "
             + " ".join(f"{'x ' + label(r['n']):>6}" for r in more) + " "
             + " ".join(f"{'cpu x ' + label(r['n']):>9}" for r in more) + " "
-            + " ".join(f"{'MB ' + label(r['n']):>7}" for r in ns) + " "
-            + " ".join(f"{'stage ' + label(r['n']):>9}" for r in ns))
-    lines = [f"\nper image against the {label(n_base)} run: wall (x) and CPU (cpu x); the largest process's peak RSS "
-             f"(MB: DVC's or the stage's) and the stage process's own (stage)",
-             head]
+            + " ".join(f"{'MB ' + name(r):>7}" for r in ns) + " "
+            + " ".join(f"{'stage ' + name(r):>9}" for r in ns))
+    lines = [f"\nper image against the {label(n_base)} run"
+             + (f"s' mean ({len(bases)}: before and after the others)" if len(bases) > 1 else "")
+             + ": wall (x) and CPU (cpu x); the largest process's peak RSS (MB: DVC's or the stage's) and the stage "
+             "process's own (stage)", head]
     for stage in base["stages"]:
-        b, bc = base["stages"][stage]["s_per_image"], base["stages"][stage]["cpu_s"] / n_base
+        b = statistics.mean(r["stages"][stage]["s_per_image"] for r in bases)
+        bc = statistics.mean(r["stages"][stage]["cpu_s"] for r in bases) / n_base
         lines.append(f"{stage:8} " + " ".join(f"{1000 * r['stages'][stage]['s_per_image']:11.2f}" for r in ns) + " "
                      + " ".join(f"{r['stages'][stage]['s_per_image'] / b:6.2f}" for r in more) + " "
                      + " ".join(f"{r['stages'][stage]['cpu_s'] / r['n'] / bc:9.2f}" for r in more) + " "
                      + " ".join(f"{r['stages'][stage]['max_rss_mb']:7.0f}" for r in ns) + " "
                      + " ".join(f"{r['stages'][stage].get('stage_rss_mb') or 0:9.0f}" for r in ns)
                      + ("   (fixed work: per-image figures fall with N)" if stage in FIXED else ""))
-    lines.append("no-op repro s: " + ", ".join(f"{label(r['n'])} {r['noop_repro_s']}" for r in ns))
+    lines.append("no-op repro s: " + ", ".join(f"{name(r)} {r['noop_repro_s']}" for r in ns))
     for r in more:  # the goal is on the growth: files added per 1,000 more images (the fixed files aside)
         added = r["dvc"]["tracked_files"] - base["dvc"]["tracked_files"]
         lines.append(f"DVC-tracked files {label(n_base)} -> {label(r['n'])}: {base['dvc']['tracked_files']} -> "
@@ -269,6 +284,8 @@ def main() -> int:
     ap.add_argument("--synth-dir", type=Path, help="keep the synthetic images here, for later runs (default: scratch)")
     ap.add_argument("--work", type=Path, default=None, help="where the scratch directory goes (default: the system's temp)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--no-control", action="store_true", help="skip the base size's second run, made after the "
+                                                              "largest to tell a slower machine from a slower stage")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--folder-import", choices=("copy", "reference"), default="copy",
                     help="scrape.folder_import: copy the images into the store's packs (default, as params.yaml) "
@@ -295,9 +312,12 @@ def main() -> int:
         images = args.synth_dir or work / "synth"
         report["synth"] = synth.synthesise(images, max(sizes), args.seed)
         log.info("synthetic images: %s", report["synth"])
-        for n in sizes:
+        runs = sizes + ([n_base] if len(sizes) > 1 and not args.no_control else [])
+        for i, n in enumerate(runs):
             t0 = time.perf_counter()
             res = run_size(n, images, work, args)
+            if i == len(sizes):
+                res["control"] = True
             res["total_s"] = round(time.perf_counter() - t0, 1)
             report["results"].append(res)
             out_path.write_text(json.dumps(report, indent=1) + "\n")

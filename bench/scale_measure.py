@@ -27,6 +27,7 @@ class Measured:
     tree_rss_mb: float  # the largest sum of RSS over the whole tree, sampled (shared pages counted per process)
     marks: dict[str, float] = field(default_factory=dict)  # pattern -> seconds after the start of its first line
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and at the end
+    machine: dict = field(default_factory=dict)  # the whole machine's CPU meanwhile (cpu_share)
     tail: str = ""
 
     def as_dict(self) -> dict:
@@ -53,6 +54,17 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
+def cpu_share(before, after, wall_s: float, own_cpu_s: float) -> dict:
+    """What the machine's cores did while a command ran, from two psutil.cpu_times(): the share of
+    cores x wall the hypervisor took (steal: a slower machine, not a slower stage), spent waiting on
+    disk (iowait), and idle, and the CPU seconds of every other process (busy minus the command's)."""
+    d = {k: getattr(after, k) - getattr(before, k) for k in after._fields}
+    busy = sum(d.get(k, 0.0) for k in ("user", "nice", "system", "irq", "softirq"))
+    span = max(wall_s * (psutil.cpu_count() or 1), 1e-9)
+    return {"steal_share": round(d.get("steal", 0.0) / span, 4), "iowait_share": round(d.get("iowait", 0.0) / span, 4),
+            "idle_share": round(d.get("idle", 0.0) / span, 4), "others_cpu_s": round(max(0.0, busy - own_cpu_s), 1)}
+
+
 def _gnu_time(path: Path) -> tuple[float, float]:
     """(max RSS in MB, user + system seconds) from GNU time's `-f "%M %U %S"` file (its last line)."""
     kb, user, system = path.read_text().strip().splitlines()[-1].split()
@@ -70,6 +82,7 @@ def measured(cmd: list[str], cwd: Path, env: dict, log_path: Path, marks: dict[s
     if not os.access(TIME, os.X_OK):
         raise RuntimeError(f"{TIME} (GNU time) is needed: apt-get install time")
     load0 = os.getloadavg()[0]
+    cpu0 = psutil.cpu_times()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     rusage = log_path.with_suffix(".rusage")
     t0 = time.perf_counter()
@@ -104,7 +117,8 @@ def measured(cmd: list[str], cwd: Path, env: dict, log_path: Path, marks: dict[s
     sampler.join()
     max_rss, cpu = _gnu_time(rusage)
     m = Measured(cmd, proc.returncode, round(wall, 3), round(cpu, 2), round(max_rss, 1), round(peak[0] / 2**20, 1),
-                 found, (round(load0, 2), round(os.getloadavg()[0], 2)), "".join(tail))
+                 found, (round(load0, 2), round(os.getloadavg()[0], 2)), cpu_share(cpu0, psutil.cpu_times(), wall, cpu),
+                 "".join(tail))
     if check and m.rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {m.rc} (log {log_path}):\n{m.tail}")
     return m
