@@ -186,8 +186,21 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its AVX-512 flags (float kernels, so trained weights, can differ between
+    CPU models with the same thread count)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "?"
+    name = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    avx512 = sorted(f for f in (flags.group(1).split() if flags else []) if f.startswith(("avx512", "amx")))
+    return f"{name.group(1).strip() if name else '?'} ({' '.join(avx512) or 'no avx512'})"
+
+
 def machine() -> dict:
-    return {"cores": os.cpu_count(), "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "load_1m": round(os.getloadavg()[0], 2)}
 
 
