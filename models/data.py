@@ -3,9 +3,10 @@ attributes, split); only the `train` split is trained on. Batches are a pure fun
 step, rank) plus the device generator (for flips), so a resumed run sees exactly the same data.
 
 Decoded uint8 images are cached in memory (on the GPU when training there) when they fit in
-`cache_gb`, decoded one Parquet row group at a time (the encoded crops are never all in memory);
-otherwise the encoded crops are held as the Arrow column (no Python object per crop) and batches
-are decoded by a thread pool a few steps ahead (streaming)."""
+`cache_gb`, decoded one Parquet row group at a time straight into the cache (the encoded crops are
+never all in memory, the decoded ones never twice); otherwise the encoded crops are held as the
+Arrow column (no Python object per crop) and batches are decoded by a thread pool a few steps ahead
+(streaming). Tags are held as int8 and bool, a batch's made float."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from tasks.artifacts.trainset import TRAIN, ExportFile, decode, read_export
+from tasks.artifacts.trainset import TRAIN, ExportFile, decode
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class FaceData:
         ds = ExportFile(path)
         self.fingerprint, self.tagger, self.tagger_reason = ds.fingerprint, ds.tagger, ds.tagger_reason
         rows = np.flatnonzero(ds.split == TRAIN)
-        self.face_ids, self.attributes = [ds.face_ids[i] for i in rows], ds.attributes[rows]
+        self.attributes = ds.attributes[rows]
         self.n, self.n_holdout = len(rows), len(ds) - len(rows)
         if self.n == 0:
             raise ValueError(f"{path}: the training dataset holds no faces in its train split")
@@ -39,19 +40,22 @@ class FaceData:
         self.local = batch // world
         self.channels_last = channels_last
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="faces")
-        attrs = torch.from_numpy(self.attributes.astype(np.float32))
-        self.tags = attrs.clamp_min(0).to(device)
-        self.known = (attrs >= 0).float().to(device)
+        attrs = torch.from_numpy(self.attributes)  # int8, -1 unknown; a batch's rows become float in batch_at
+        self.tags = attrs.clamp_min(0).to(device)  # 0/1
+        self.known = (attrs >= 0).to(device)  # bool
         nbytes = self.n * 3 * image_size * image_size
         self.cached = nbytes <= cache_gb * 2**30
         self._perms: dict[int, torch.Tensor] = {}
         self._ahead: dict[int, object] = {}
         if self.cached:
-            arr = ds.decode(rows, image_size, threads)  # one row group's crops at a time
-            self.images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous().to(device)
+            self.images = torch.empty((self.n, 3, image_size, image_size), dtype=torch.uint8, device=device)
+            at = 0  # one row group's crops decoded at a time, straight into the cache (no second copy)
+            for group in ds.iter_decoded(rows, image_size, threads):
+                self.images[at:at + len(group)] = torch.from_numpy(group).permute(0, 3, 1, 2).to(device)
+                at += len(group)
             self._pngs = None
         else:
-            self._pngs = read_export(path).pngs.take(rows)  # the encoded crops in Arrow buffers
+            self._pngs = ds.crops().take(rows)  # the encoded crops in Arrow buffers
         log.info("data: %d faces (%d more held out), %s (%.2f GB decoded)", self.n, self.n_holdout,
                  "cached in memory" if self.cached else "streaming", nbytes / 2**30)
 
@@ -94,7 +98,7 @@ class FaceData:
         x = x.float().div_(127.5).sub_(1.0)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.tags[idx], self.known[idx]
+        return x, self.tags[idx].float(), self.known[idx].float()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -187,15 +187,33 @@ def write_parquet(path: str | os.PathLike, rows: list[dict] | pa.Table, schema: 
     return table
 
 
-def read_parquet(path: str | os.PathLike, table_name: str, max_version: int) -> pa.Table:
-    """Read a moeflow Parquet file, checking its table name and schema version."""
-    path = _existing(path)
+READ_BATCH_ROWS = 8192  # rows decoded at a time when reading some columns of a Parquet file
+
+
+def read_parquet(path: str | os.PathLike, table_name: str, max_version: int,
+                 columns: list[str] | None = None) -> pa.Table:
+    """Read a moeflow Parquet file, checking its table name and schema version. With `columns`,
+    only those are read, a batch of rows at a time (a whole-file read holds every column chunk's
+    decoded pages at once); the table keeps the file's schema metadata."""
+    if columns is None:
+        path = _existing(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowInvalid) as e:
+            raise DataError(f"{path} is not a readable Parquet file: {e}") from None
+        _check_table(path, table.schema, table_name, max_version)
+        return table
+    pf = parquet_file(path, table_name, max_version)
     try:
-        table = pq.read_table(path)
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise DataError(f"{path} has no column {', '.join(missing)}: not a {table_name} table of this moeflow")
+        schema = pa.schema([pf.schema_arrow.field(c) for c in columns], metadata=pf.schema_arrow.metadata)
+        return pa.Table.from_batches(list(pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns)), schema=schema)
     except (OSError, pa.ArrowInvalid) as e:
         raise DataError(f"{path} is not a readable Parquet file: {e}") from None
-    _check_table(path, table.schema, table_name, max_version)
-    return table
+    finally:
+        pf.close()
 
 
 def parquet_file(path: str | os.PathLike, table_name: str, max_version: int) -> pq.ParquetFile:

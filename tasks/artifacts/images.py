@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 import pyarrow as pa
@@ -63,36 +63,36 @@ REJECTED_SCHEMA = with_version(pa.schema([
 ]), REJECTED_TABLE, REJECTED_VERSION)
 
 
-def _row(rec: dict, schema: pa.Schema) -> dict:
-    """A journal record as a row of `schema` (ISO timestamps parsed)."""
-    row = {}
+def _table(records: list[Mapping], schema: pa.Schema) -> pa.Table:
+    """The records (journal records) as a table of `schema`, in their order, a column at a time
+    (ISO timestamps parsed): the table Table.from_pylist gives of their rows, without a Python dict
+    per row."""
+    columns = []
     for f in schema:
-        v = rec.get(f.name)
-        if isinstance(v, str) and pa.types.is_timestamp(f.type):
-            v = datetime.fromisoformat(v)
-        row[f.name] = v
-    return row
+        values = [rec.get(f.name) for rec in records]
+        if pa.types.is_timestamp(f.type):
+            values = [datetime.fromisoformat(v) if isinstance(v, str) else v for v in values]
+        columns.append(pa.array(values, type=f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
-
-
-def write_manifest(path: str | os.PathLike, records: list[dict]) -> int:
+def write_manifest(path: str | os.PathLike, records: Iterable[Mapping]) -> int:
     """The kept images' records (the store's journal lines), in image_id order."""
     rows = sorted(records, key=lambda r: r["image_id"])
-    write_parquet(path, [_row(r, MANIFEST_SCHEMA) for r in rows], MANIFEST_SCHEMA)
+    write_parquet(path, _table(rows, MANIFEST_SCHEMA), MANIFEST_SCHEMA)
     return len(rows)
 
 
-def write_rejected(path: str | os.PathLike, records: list[dict]) -> int:
+def write_rejected(path: str | os.PathLike, records: Iterable[Mapping]) -> int:
     """The posts not kept (their last verdict each), in (source, post_id) order."""
-    rows = sorted((_row(r, REJECTED_SCHEMA) for r in records), key=lambda r: (r["source"], r["post_id"]))
-    write_parquet(path, rows, REJECTED_SCHEMA)
+    rows = sorted(records, key=lambda r: (r["source"], r["post_id"]))
+    write_parquet(path, _table(rows, REJECTED_SCHEMA), REJECTED_SCHEMA)
     return len(rows)
 
 
 def read_manifest(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
     """The manifest (or the named columns of it)."""
-    table = read_parquet(path, MANIFEST_TABLE, MANIFEST_VERSION)
+    table = read_parquet(path, MANIFEST_TABLE, MANIFEST_VERSION, columns)  # only those columns are read
     version = int(table.schema.metadata[SCHEMA_VERSION_KEY])
     if version < MANIFEST_VERSION:
         raise DataError(f"{path} has schema version {version}, from before the image store's packs: "

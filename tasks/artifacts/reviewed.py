@@ -32,5 +32,6 @@ def write_reviewed(path: str | os.PathLike, faces: pa.Table, verdicts: list[str]
     return write_parquet(path, table.sort_by("face_id"), REVIEWED_SCHEMA)
 
 
-def read_reviewed(path: str | os.PathLike) -> pa.Table:
-    return read_parquet(path, REVIEWED_TABLE, REVIEWED_VERSION)
+def read_reviewed(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """The reviewed faces (or only the named columns: the others are not read)."""
+    return read_parquet(path, REVIEWED_TABLE, REVIEWED_VERSION, columns)

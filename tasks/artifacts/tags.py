@@ -78,15 +78,16 @@ def binarize(probs: np.ndarray, cfg) -> np.ndarray:
     return att
 
 
-def read_tags(path: str | os.PathLike) -> tuple[dict[str, list[int]], dict[bytes, bytes]]:
-    """face_id -> attributes (MGM_TAGS order, -1 unknown), and the file's metadata (the backend
-    that ran, why, the weights' sha256, the params that decided the values)."""
-    table = read_parquet(path, TAGS_TABLE, TAGS_VERSION).select(["face_id", "attributes"])
+def read_attributes(path: str | os.PathLike) -> tuple[pa.Table, dict[bytes, bytes]]:
+    """The face_id and attributes columns (MGM_TAGS order, -1 unknown; no other column is read), and
+    the file's metadata (the backend that ran, why, the weights' sha256, the params that decided the
+    values)."""
+    table = read_parquet(path, TAGS_TABLE, TAGS_VERSION, ["face_id", "attributes"])
     meta = table.schema.metadata or {}
     order = meta.get(b"moeflow.tag_order")
     if order is not None and json.loads(order) != list(MGM_TAGS):
         raise DataError(f"{path}: tag order differs from the 34 Make.Girls.Moe tags (rerun the tag stage)")
-    return dict(zip(table.column("face_id").to_pylist(), table.column("attributes").to_pylist())), meta
+    return table, meta
 
 
 class SortedTagWriter:

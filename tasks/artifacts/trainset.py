@@ -172,6 +172,12 @@ def _meta_of(path: str | os.PathLike, meta: dict) -> tuple[str, str, str]:
             meta.get(TAGGER_REASON_KEY, b"").decode())
 
 
+def _strings(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as a numpy str array, made from its distinct values (no Python str per row)."""
+    coded = column.combine_chunks().dictionary_encode()
+    return np.asarray(coded.dictionary.to_pylist())[coded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+
+
 def _attributes(t: pa.Table) -> np.ndarray:
     return np.asarray(t.column("attributes").combine_chunks().flatten().to_numpy(zero_copy_only=False),
                       dtype=np.int8).reshape(t.num_rows, -1)
@@ -183,12 +189,13 @@ def read_export(path: str | os.PathLike) -> Export:
     t = read_parquet(path, EXPORT_TABLE, EXPORT_VERSION)
     fingerprint, tagger, reason = _meta_of(path, t.schema.metadata or {})
     return Export(t.column("face_id").to_pylist(), Crops(t.column("png").chunks), _attributes(t),
-                  np.asarray(t.column("split").to_pylist()), fingerprint, tagger, reason)
+                  _strings(t.column("split")), fingerprint, tagger, reason)
 
 
 class ExportFile:
-    """The dataset without its crops in memory: face_ids, attributes, split and metadata read at
-    once (small), the crops decoded on demand, one row group at a time (`decode`)."""
+    """The dataset without its crops in memory: face_ids (an Arrow string column), attributes, split
+    and metadata read at once (small; a batch of rows decoded at a time, no Python object per row),
+    the crops decoded on demand, one row group at a time (`decode`), or held encoded (`crops`)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -196,7 +203,7 @@ class ExportFile:
             raise DataError(f"{path} does not exist (run the stage that writes it first)")
         try:
             self._file = pq.ParquetFile(self.path)
-            t = self._file.read(columns=["face_id", "attributes", "split"])
+            t = self._columns(["face_id", "attributes", "split"])
         except (OSError, pa.ArrowInvalid) as e:
             raise DataError(f"{path} is not a readable Parquet file: {e}") from None
         meta = self._file.schema_arrow.metadata or {}
@@ -204,11 +211,22 @@ class ExportFile:
             raise DataError(f"{path} holds table {meta.get(TABLE_KEY, b'').decode() or '(unknown)'!r}, "
                             f"expected {EXPORT_TABLE!r}")
         self.fingerprint, self.tagger, self.tagger_reason = _meta_of(path, meta)
-        self.face_ids = t.column("face_id").to_pylist()
+        self.face_ids = t.column("face_id")
         self.attributes = _attributes(t)
-        self.split = np.asarray(t.column("split").to_pylist())
+        self.split = _strings(t.column("split"))
         md = self._file.metadata
         self._group_starts = np.cumsum([0] + [md.row_group(g).num_rows for g in range(md.num_row_groups)])
+
+    def _columns(self, columns: list[str]) -> pa.Table:
+        """These columns of every row, read a batch at a time (a ParquetFile's whole read keeps its
+        decoded pages while the file stays open)."""
+        schema = pa.schema([self._file.schema_arrow.field(c) for c in columns])
+        return pa.Table.from_batches(list(self._file.iter_batches(batch_size=ROWS_PER_GROUP, columns=columns)),
+                                     schema=schema)
+
+    def crops(self) -> Crops:
+        """Every encoded crop, held as the Arrow column (`Crops`: no Python object per crop)."""
+        return Crops(self._columns(["png"]).column("png").chunks)
 
     def __len__(self) -> int:
         return len(self.face_ids)

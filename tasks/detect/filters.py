@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Optional
+from array import array
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -49,28 +50,33 @@ class HashIndex:
     """Near-neighbour search over 64-bit hashes within Hamming distance `max_distance`.
 
     Multi-index hashing: if two hashes differ in at most d bits, one of their 4 16-bit
-    bands differs in at most d // 4 bits, so each band is probed with that many flips."""
+    bands differs in at most d // 4 bits, so each band is probed with that many flips.
+    Keys are ints (positions) and every list is a typed array: ~40 bytes a hash added."""
 
     def __init__(self, max_distance: int):
         self.d = max_distance
         self._probe = _flips(_BAND_BITS, max_distance // _BANDS)
-        self._tables: list[dict[int, list[int]]] = [{} for _ in range(_BANDS)]
-        self._values: list[int] = []
-        self._keys: list[str] = []
+        self._tables: list[dict[int, array]] = [{} for _ in range(_BANDS)]
+        self._values = array("q")
+        self._keys = array("q")
 
     @staticmethod
     def _bands(value: int) -> list[int]:
         v = value & ((1 << 64) - 1)
         return [(v >> (i * _BAND_BITS)) & _MASK for i in range(_BANDS)]
 
-    def add(self, key: str, value: int) -> None:
+    def add(self, key: int, value: int) -> None:
         idx = len(self._values)
         self._values.append(value)
         self._keys.append(key)
         for table, band in zip(self._tables, self._bands(value)):
-            table.setdefault(band, []).append(idx)
+            found = table.get(band)
+            if found is None:
+                table[band] = array("q", (idx,))
+            else:
+                found.append(idx)
 
-    def nearest(self, value: int) -> Optional[str]:
+    def nearest(self, value: int) -> Optional[int]:
         """The key of the earliest-added hash within the distance, or None."""
         best: Optional[int] = None
         for table, band in zip(self._tables, self._bands(value)):
@@ -81,15 +87,19 @@ class HashIndex:
         return None if best is None else self._keys[best]
 
 
-def find_duplicates(faces: Iterable[tuple[str, int]], max_distance: int) -> dict[str, str]:
-    """{face_id: the face it duplicates} for (face_id, phash) pairs taken in priority order:
-    each face is compared with the faces kept before it."""
+DUPLICATE_BATCH = 65536  # hashes turned into Python ints at a time
+
+
+def find_duplicates(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+    """For int64 hashes taken in priority order: the position of the hash each one duplicates, or
+    -1 for a hash kept (each is compared with the hashes kept before it)."""
     index = HashIndex(max_distance)
-    dup: dict[str, str] = {}
-    for fid, value in faces:
-        original = index.nearest(value)
-        if original is None:
-            index.add(fid, value)
-        else:
-            dup[fid] = original
-    return dup
+    original = np.full(len(hashes), -1, dtype=np.int64)
+    for start in range(0, len(hashes), DUPLICATE_BATCH):
+        for i, value in enumerate(hashes[start:start + DUPLICATE_BATCH].tolist(), start):
+            found = index.nearest(value)
+            if found is None:
+                index.add(i, value)
+            else:
+                original[i] = found
+    return original

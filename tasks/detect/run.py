@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -28,16 +28,18 @@ from tqdm import tqdm
 
 from tasks.artifacts.boxes import read_boxes
 from tasks.artifacts.detector import write_detector_spec
-from tasks.artifacts.faces import FACES_SCHEMA, CropReader, kept_mask, write_faces, write_images
+from tasks.artifacts.faces import FACES_SCHEMA, CropReader, write_faces, write_images
 from tasks.artifacts.images import read_manifest
 from tasks.detect.filters import find_duplicates
 from tasks.detect.runner import default_workers, iter_results
-from tasks.detect.state import State
+from tasks.detect.state import State, last_per_key, sorted_by
 from tasks.detect.work import ImageTask, RecordedFace, WorkSettings
 from tasks.fileio import atomic_write_bytes, atomic_write_json
 from tasks.params.detect import DetectConfig
 
 log = logging.getLogger(__name__)
+
+TASK_BATCH = 1024  # manifest rows made into ImageTasks at a time, as the runner takes them
 
 
 @dataclass
@@ -103,38 +105,44 @@ def decide(state_faces: pa.Table, cfg: DetectConfig) -> pa.Table:
     """The faces table: drop_reason and duplicate_of decided over all faces at once, so the
     result does not depend on the order images were processed in. Near-duplicates are
     searched among faces kept so far, largest detected box first, then by face_id: the
-    best copy stays, the others point at it."""
-    reasons = state_faces["drop_reason"].to_pylist()
-    mono = state_faces["monochrome"].to_pylist()
+    best copy stays, the others point at it. Columnar: no Python object per face."""
+    reasons = state_faces["drop_reason"]
     if cfg.drop_monochrome:
-        reasons = ["monochrome" if r is None and m else r for r, m in zip(reasons, mono)]
-    dup_of: list[Optional[str]] = [None] * len(reasons)
+        mono = pc.and_(pc.is_null(reasons), state_faces["monochrome"])
+        reasons = pc.if_else(mono, pa.scalar("monochrome", pa.string()), reasons)
+    n = state_faces.num_rows
+    original = np.full(n, -1, dtype=np.int64)  # row -> the row it duplicates, or -1
     if cfg.dedup_hamming is not None:
-        fids = state_faces["face_id"].to_pylist()
-        area = (pc.multiply(state_faces["box_w"].cast(pa.int64()), state_faces["box_h"].cast(pa.int64()))).to_numpy()
-        hashes = state_faces["phash"].to_pylist()
-        cand = [i for i, r in enumerate(reasons) if r is None and hashes[i] is not None]
-        cand.sort(key=lambda i: (-int(area[i]), fids[i]))
-        dup = find_duplicates(((fids[i], hashes[i]) for i in cand), cfg.dedup_hamming)
-        pos = {f: i for i, f in enumerate(fids)}
-        for fid, original in dup.items():
-            i = pos[fid]
-            reasons[i], dup_of[i] = "duplicate", original
+        cand = pc.indices_nonzero(pc.and_(pc.is_null(reasons), pc.is_valid(state_faces["phash"])))
+        area = pc.multiply(state_faces["box_w"].cast(pa.int64()), state_faces["box_h"].cast(pa.int64()))
+        keys = pa.table({"area": area.take(cand), "face_id": state_faces["face_id"].take(cand)})
+        order = cand.take(pc.sort_indices(keys, sort_keys=[("area", "descending"), ("face_id", "ascending")]))
+        del keys
+        rows = order.to_numpy()
+        dup = find_duplicates(state_faces["phash"].take(order).to_numpy(), cfg.dedup_hamming)
+        hit = dup >= 0
+        original[rows[hit]] = rows[dup[hit]]
+    is_dup = original >= 0
+    reasons = pc.if_else(pa.array(is_dup), pa.scalar("duplicate", pa.string()), reasons)
+    dup_of = state_faces["face_id"].take(pa.array(np.where(is_dup, original, 0), mask=~is_dup))
     table = state_faces.select([f.name for f in FACES_SCHEMA])
-    table = table.set_column(table.schema.get_field_index("drop_reason"), FACES_SCHEMA.field("drop_reason"),
-                             pa.array(reasons, pa.string()))
-    table = table.set_column(table.schema.get_field_index("duplicate_of"), FACES_SCHEMA.field("duplicate_of"),
-                             pa.array(dup_of, pa.string()))
-    return table.sort_by("face_id")
+    table = table.set_column(table.schema.get_field_index("drop_reason"), FACES_SCHEMA.field("drop_reason"), reasons)
+    table = table.set_column(table.schema.get_field_index("duplicate_of"), FACES_SCHEMA.field("duplicate_of"), dup_of)
+    return sorted_by(table, "face_id")
 
 
 def contact_sheet(faces: pa.Table, crops_dir: str | os.PathLike, n: int, thumb: int = 64, cols: int = 8) -> bytes:
     """A PNG grid of up to `n` kept crops (a stable sample: the lowest face_ids)."""
     from PIL import Image
 
-    kept = faces.filter(pa.array(kept_mask(faces))) if faces.num_rows else faces
-    sample = sorted(zip(kept["face_id"].to_pylist(), kept["shard"].to_pylist()), key=lambda r: r[0])[:n] if n else []
-    sample = [r for r in sample if r[1]]
+    kept = faces.filter(pc.is_null(faces["drop_reason"]))
+    sample = []
+    if n and kept.num_rows:
+        lowest = kept.select(["face_id", "shard"]).take(
+            pc.select_k_unstable(kept.select(["face_id"]), k=min(n, kept.num_rows),
+                                 sort_keys=[("face_id", "ascending")]))
+        sample = sorted(zip(lowest["face_id"].to_pylist(), lowest["shard"].to_pylist()))
+        sample = [r for r in sample if r[1]]
     rows = max(1, -(-len(sample) // cols))
     sheet = Image.new("RGB", (cols * thumb, rows * thumb), (255, 255, 255))
     if sample:  # the reader knows the sample only: it reads those crops of each shard, not the whole shard
@@ -174,49 +182,11 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
     if recorded:  # other recorded boxes, other faces: part of what decides an image's outcome
         digest = hashlib.sha256(repr(sorted(recorded.items())).encode()).hexdigest()
         settings = dataclasses.replace(settings, key=hashlib.sha256(f"{settings.key}|{digest}".encode()).hexdigest()[:16])
-    table = read_manifest(manifest, ["image_id", "pack", "offset", "length", "width", "height"])
-    images_dir = Path(images_dir)
-    ids = table["image_id"].to_pylist()
-    where = dict(zip(ids, zip(table["pack"].to_pylist(), table["offset"].to_pylist(), table["length"].to_pylist())))
-    pixels = dict(zip(ids, (w * h for w, h in zip(table["width"].to_pylist(), table["height"].to_pylist()))))
-    summary = DetectSummary(cfg.detector, images=len(set(ids)))
-
-    state = State(cfg.out.crops, settings.key, set(ids), cfg.shard_rows)
-    done, transient = state.done, state.transient
-    # a fixed order (largest images first, so no worker is left with a big one at the end):
-    # results are committed in this order, so it alone decides which face lands in which shard
-    # (the key is the image_id, the content: an image moved from a loose file into a pack is not done again)
-    todo = sorted((i for i in where if i not in done), key=lambda i: (-pixels[i], i))
-    tasks = [ImageTask(i, str((images_dir / where[i][0]).resolve()), where[i][1], where[i][2], where[i][0],
-                       recorded.get(i, ())) for i in todo]
-    summary.reused, summary.processed = len(done), len(tasks)
-    summary.retried = sum(t.image_id in transient for t in tasks)
-    workers = cfg.workers or default_workers()
-    log.info("%d images: %d to process with %s (%s, %d workers; %d retried after a transient failure), "
-             "%d done earlier with the same params",
-             summary.images, len(tasks), cfg.detector, cfg.runner, workers, summary.retried, len(done))
-
-    t_work = time.perf_counter()
-    if tasks:
-        state.reopen()
-        bar = tqdm(total=len(tasks), desc="detect", unit="img", mininterval=1.0,
-                   disable=None if progress is None else not progress)  # None: on when stderr is a terminal
-        try:
-            for res in iter_results(tasks, settings, cfg.runner, workers, cfg.dask_address):
-                state.add(res, cfg.detector, cfg.size)
-                summary.faces_new += len(res.faces)
-                if res.status != "ok":
-                    log.debug("image %s unusable: %s (%s)", res.image_id, res.reason, res.detail)
-                bar.update(1)
-                bar.set_postfix(faces=summary.faces_new, refresh=False)
-        finally:
-            bar.close()
-            state.checkpoint(final=True)  # keep what is done, even when interrupted
-    summary.work_seconds = time.perf_counter() - t_work
-
-    faces = decide(state.faces_table(), cfg)
+    summary = DetectSummary(cfg.detector)
+    state_faces, images = _process(cfg, settings, manifest, Path(images_dir), recorded, summary, progress)
+    faces = decide(state_faces, cfg)
+    del state_faces  # decide's table shares its columns but for the two it decided
     write_faces(cfg.out.faces, faces)
-    images = state.images_table()
     write_images(cfg.out.images, images)
     _count(summary, faces, images)
     sheet = contact_sheet(faces, cfg.out.crops, cfg.contact_sheet_faces)
@@ -232,11 +202,81 @@ def detect(cfg: DetectConfig, manifest: str | os.PathLike, images_dir: str | os.
     return summary
 
 
+def _process(cfg: DetectConfig, settings: WorkSettings, manifest: str | os.PathLike, images_dir: Path,
+             recorded: dict[str, tuple[RecordedFace, ...]], summary: DetectSummary,
+             progress: bool | None) -> tuple[pa.Table, pa.Table]:
+    """Process the images of the manifest not done yet under the current params, committing their
+    results to the state in task order; returns the state's faces and images tables."""
+    table = last_per_key(read_manifest(manifest, ["image_id", "pack", "offset", "length", "width", "height"]),
+                         "image_id")  # an image_id listed twice counts once, with its last row
+    summary.images = table.num_rows
+    state = State(cfg.out.crops, settings.key, table["image_id"], cfg.shard_rows)
+    done, transient = state.image_ids(final=True), state.image_ids(final=False)
+    rows = _order(table, done)
+    summary.reused, summary.processed = len(done), len(rows)
+    todo_ids = table["image_id"].take(pa.array(rows))
+    summary.retried = int(np.count_nonzero(pc.is_in(todo_ids, value_set=transient).to_numpy(zero_copy_only=False)))
+    del todo_ids
+    workers = cfg.workers or default_workers()
+    log.info("%d images: %d to process with %s (%s, %d workers; %d retried after a transient failure), "
+             "%d done earlier with the same params",
+             summary.images, len(rows), cfg.detector, cfg.runner, workers, summary.retried, len(done))
+
+    t_work = time.perf_counter()
+    if len(rows):
+        state.reopen()
+        bar = tqdm(total=len(rows), desc="detect", unit="img", mininterval=1.0,
+                   disable=None if progress is None else not progress)  # None: on when stderr is a terminal
+        try:
+            tasks = _tasks(table, rows, images_dir, recorded)
+            for res in iter_results(tasks, settings, cfg.runner, workers, cfg.dask_address):
+                state.add(res, cfg.detector, cfg.size)
+                summary.faces_new += len(res.faces)
+                if res.status != "ok":
+                    log.debug("image %s unusable: %s (%s)", res.image_id, res.reason, res.detail)
+                bar.update(1)
+                bar.set_postfix(faces=summary.faces_new, refresh=False)
+        finally:
+            bar.close()
+            state.checkpoint(final=True)  # keep what is done, even when interrupted
+    summary.work_seconds = time.perf_counter() - t_work
+    return state.faces_table(), state.images_table()  # the state (its open shard's crops) goes with this frame
+
+
+def _order(table: pa.Table, done: pa.Array) -> np.ndarray:
+    """The manifest's rows not done, in a fixed order: largest images first (so no worker is left
+    with a big one at the end), then by image_id. Results are committed in this order, so it alone
+    decides which face lands in which shard (the key is the image_id, the content: an image moved
+    from a loose file into a pack is not done again)."""
+    todo = pc.indices_nonzero(pc.invert(pc.is_in(table["image_id"], value_set=done)))
+    pixels = pc.multiply(table["width"].cast(pa.int64()), table["height"].cast(pa.int64()))
+    keys = pa.table({"pixels": pixels.take(todo), "image_id": table["image_id"].take(todo)})
+    order = pc.sort_indices(keys, sort_keys=[("pixels", "descending"), ("image_id", "ascending")])
+    return todo.take(order).to_numpy()
+
+
+def _tasks(table: pa.Table, rows: np.ndarray, images_dir: Path,
+           recorded: dict[str, tuple[RecordedFace, ...]]) -> Iterator[ImageTask]:
+    """The ImageTasks of the manifest's `rows`, in order, made TASK_BATCH at a time as they are taken."""
+    for at in range(0, len(rows), TASK_BATCH):
+        part = table.take(pa.array(rows[at:at + TASK_BATCH]))
+        columns = (part[c].to_pylist() for c in ("image_id", "pack", "offset", "length"))
+        for image_id, pack, offset, length in zip(*columns):
+            yield ImageTask(image_id, str((images_dir / pack).resolve()), offset, length, pack,
+                            recorded.get(image_id, ()))
+
+
+def _counts(column: pa.ChunkedArray) -> collections.Counter:
+    """How often each non-empty value of a string column occurs (nulls not counted)."""
+    counts = pc.value_counts(column.filter(pc.not_equal(column, "")))
+    return collections.Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+
+
 def _count(summary: DetectSummary, faces: pa.Table, images: pa.Table) -> None:
-    summary.bad = collections.Counter(r for r in images["reason"].to_pylist() if r)
-    reasons = faces["drop_reason"].to_pylist()
-    summary.faces = len(reasons)
-    summary.kept = sum(r is None for r in reasons)
-    summary.dropped = collections.Counter(r for r in reasons if r)
-    summary.monochrome = int(np.sum(faces["monochrome"].to_numpy(zero_copy_only=False))) if faces.num_rows else 0
-    summary.with_face = len({i for i, r in zip(faces["image_id"].to_pylist(), reasons) if r is None})
+    summary.bad = _counts(images["reason"])
+    reasons = faces["drop_reason"]
+    summary.faces = faces.num_rows
+    summary.kept = reasons.null_count
+    summary.dropped = _counts(reasons)
+    summary.monochrome = int(pc.sum(faces["monochrome"]).as_py() or 0)
+    summary.with_face = pc.count_distinct(faces["image_id"].filter(pc.is_null(reasons))).as_py()

@@ -7,6 +7,9 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from tasks.artifacts.images import read_rejected
 from tasks.artifacts.optout_log import card_section as removed_on_request
 from tasks.artifacts.tags import MGM_TAGS
@@ -27,21 +30,28 @@ def collection_opt_outs(rejected: str) -> collections.Counter:
     return collections.Counter(r for r in reasons if r in OPT_OUT_REASONS)
 
 
-def render_card(inputs, header: dict, rows: list[dict]) -> str:
-    """The card of the release `header` and `rows` describe; `inputs` (tasks.release.run.ReleaseInputs)
-    names the scrape stage's rejected table, optout.csv and the audit log."""
-    images_by_source = collections.Counter()
-    for sha, source in {(r["sha256"], r["source"]) for r in rows}:
-        images_by_source[source] += 1
-    faces_by_source = collections.Counter(r["source"] for r in rows)
-    ratings = collections.Counter(str(r["rating"]) for r in {r["sha256"]: r for r in rows}.values())
-    verdicts = collections.Counter(r["verdict"] for r in rows)
+def _by_value(column) -> collections.Counter:
+    """value -> rows of an Arrow column (a null counts as the value None)."""
+    return collections.Counter({c["values"]: c["counts"] for c in pc.value_counts(column).to_pylist()})
+
+
+def render_card(inputs, header: dict, table: pa.Table) -> str:
+    """The card of the release `header` and its rows `table` (the release schema's columns) describe;
+    `inputs` (tasks.release.run.ReleaseInputs) names the scrape stage's rejected table, optout.csv
+    and the audit log. Counts with Arrow: no Python object per row."""
+    per_image = table.select(["sha256", "source", "rating"]).group_by(["sha256", "source", "rating"]).aggregate([])
+    images_by_source = _by_value(per_image.column("source"))  # a face's image: its row's rating and source
+    faces_by_source = _by_value(table.column("source"))
+    ratings = collections.Counter({str(k): v for k, v in _by_value(per_image.column("rating")).items()})
+    verdicts = _by_value(table.column("verdict"))
     files = header.get("files", {})
+    att = table.column("attributes").combine_chunks().flatten().to_numpy().reshape(table.num_rows, len(MGM_TAGS))
+    known_of, ones_of = (att != -1).sum(0), (att == 1).sum(0)
     freq = []
     for j, tag in enumerate(MGM_TAGS):
-        known = [r["attributes"][j] for r in rows if r["attributes"][j] != -1]
-        share = f"{sum(v == 1 for v in known) / len(known):.3f}" if known else "n/a"
-        freq.append(f"| {tag} | {share} | {len(known)} |")
+        known, ones = int(known_of[j]), int(ones_of[j])
+        share = f"{ones / known:.3f}" if known else "n/a"
+        freq.append(f"| {tag} | {share} | {known} |")
     tagger = header.get("tagger", {})
     crop = header.get("crop", {})
     opt = collection_opt_outs(inputs.rejected)

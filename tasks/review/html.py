@@ -53,10 +53,6 @@ def _json(data) -> str:
     return json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
 
 
-def _script(call: str, data: dict) -> str:
-    return call + "(" + _json(data) + ");\n"
-
-
 def write_part_js(path, *, part: int, first: int, version: str, columns: int, pages: Iterable[tuple[list[list], bytes]]) -> None:
     """The script of one part: `moeflowPart({...})` with its pages, from page `first` on, each
     {faces: [[face_id, detector, score, url], ...], sprite: base64 JPEG}. Written a page at a time."""
@@ -75,6 +71,14 @@ def read_part_js(text: str) -> dict:
     return json.loads(text[len("moeflowPart("):-3])
 
 
-def render_index_js(version: str, face_ids: list[str]) -> str:
-    """`moeflowIndex({...})`: every face_id of this version of the queue."""
-    return _script("moeflowIndex", {"version": version, "ids": face_ids})
+def write_index_js(path, version: str, face_ids: Iterable[list[str]]) -> None:
+    """`moeflowIndex({"version": ..., "ids": [...]})`: every face_id of this version of the queue,
+    written as the batches of ids come (the same bytes as one json.dumps of the whole list)."""
+    with open(path, "w", encoding="ascii") as f:
+        f.write('moeflowIndex({"version":' + _json(version) + ',"ids":[')
+        first = True
+        for batch in face_ids:
+            if batch:
+                f.write(("" if first else ",") + _json(batch)[1:-1])
+                first = False
+        f.write("]});\n")

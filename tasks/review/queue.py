@@ -16,7 +16,6 @@ names the version whose page 3 shows that row's face (the sheet says so when it 
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import io
 import json
@@ -28,30 +27,45 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.artifacts.decisions import CONTROL_RE, QUEUE_COLUMNS, Decision, render_csv
 from tasks.artifacts.faces import CropReader
 from tasks.artifacts.images import read_manifest
 from tasks.errors import DataError
-from tasks.fileio import atomic_write_bytes, atomic_write_text, create_temp, create_temp_dir
+from tasks.fileio import atomic_open, atomic_write_text, create_temp, create_temp_dir
 from tasks.params.review import ReviewConfig
-from tasks.review.html import PART_STEM, render_html, render_index_js, write_part_js
+from tasks.review.html import PART_STEM, render_html, write_index_js, write_part_js
 
 log = logging.getLogger(__name__)
 
 BACKGROUND = (40, 40, 40)
+BATCH = 4096  # rows turned into Python objects at a time
 
 
-def load_urls(manifest: str | os.PathLike | None) -> dict[str, str]:
-    """image_id -> source url from the scrape manifest; empty when there is none."""
-    if manifest is None:
-        return {}
-    if not Path(manifest).exists():
+def queue_rows(kept: pa.Table, decisions: dict[str, Decision], manifest: str | os.PathLike | None) -> pa.Table:
+    """Kept faces without a decision (`decisions`: what applies to each kept face, its duplicate
+    group's included), least confident first within each detector (false positives tend to
+    score low, so a reviewer meets them early); with their image's `url` and `page_url` from the
+    scrape manifest (null without one). Columnar: no Python object per face."""
+    rows = kept.select(["face_id", "image_id", "detector", "score", "shard"])
+    if decisions:
+        rows = rows.filter(pc.invert(pc.is_in(rows["face_id"], value_set=pa.array(list(decisions), pa.string()))))
+    order = pc.sort_indices(pa.table({"detector": rows["detector"], "has_score": pc.is_valid(rows["score"]),
+                                      "score": pc.fill_null(rows["score"], 0.0), "face_id": rows["face_id"]}),
+                            [(c, "ascending") for c in ("detector", "has_score", "score", "face_id")])
+    rows = rows.take(order)
+    urls = pa.nulls(rows.num_rows, pa.string())
+    url_cols = {"url": urls, "page_url": urls}
+    if manifest is not None and not Path(manifest).exists():
         log.warning("review: no scrape manifest at %s; the queue's url column stays empty", manifest)
-        return {}
-    t = read_manifest(manifest, ["image_id", "url", "page_url"])
-    urls, pages = t.column("url").to_pylist(), t.column("page_url").to_pylist()
-    return {i: source_url(u, p) for i, u, p in zip(t.column("image_id").to_pylist(), urls, pages)}
+    elif manifest is not None:
+        t = read_manifest(manifest, ["image_id", "url", "page_url"])
+        at = pc.index_in(rows["image_id"], value_set=t["image_id"])
+        url_cols = {c: t[c].take(at) for c in url_cols}
+    for name, col in url_cols.items():
+        rows = rows.append_column(name, col.cast(pa.string()))
+    return rows
 
 
 def source_url(url: str | None, page_url: str | None) -> str:
@@ -65,16 +79,11 @@ def source_url(url: str | None, page_url: str | None) -> str:
     return ""
 
 
-def queue_rows(kept: pa.Table, decisions: dict[str, Decision], urls: dict[str, str]) -> list[dict]:
-    """Kept faces without a decision (`decisions`: what applies to each kept face, its duplicate
-    group's included), least confident first within each detector (false positives tend to
-    score low, so a reviewer meets them early)."""
-    rows = [r for r in kept.select(["face_id", "image_id", "detector", "score", "shard"]).to_pylist()
-            if r["face_id"] not in decisions]
-    rows.sort(key=lambda r: (r["detector"], r["score"] is not None, r["score"] or 0.0, r["face_id"]))
-    for r in rows:
-        r["url"] = urls.get(r["image_id"], "")
-    return rows
+def _page_faces(page: pa.Table) -> list[list]:
+    """One page's faces as the sheet lists them: [face_id, detector, score, url]."""
+    return [[fid, det, None if score is None else round(float(score), 4), source_url(url, page_url)]
+            for fid, det, score, url, page_url in zip(*(page[c].to_pylist() for c in
+                                                        ("face_id", "detector", "score", "url", "page_url")))]
 
 
 def _thumbnail(png: bytes | None, size: int):
@@ -123,26 +132,30 @@ class _Thumbs:
         os.unlink(self.path)
 
 
-def _thumbnails(rows: list[dict], kept: pa.Table, crops_dir: str | os.PathLike, size: int, into: _Thumbs) -> None:
-    """Each row's JPEG thumbnail into `into`, reading each crops shard once."""
+def _thumbnails(rows: pa.Table, kept: pa.Table, crops_dir: str | os.PathLike, size: int, into: _Thumbs) -> None:
+    """Each row's JPEG thumbnail into `into` (by row number), in shard order: each crops shard read once."""
     reader = CropReader(kept, crops_dir, cache_groups=1)
+    order = pc.sort_indices(pa.table({"shard": pc.fill_null(rows["shard"], ""), "face_id": rows["face_id"]}),
+                            [("shard", "ascending"), ("face_id", "ascending")])
     missing = 0
-    for i in sorted(range(len(rows)), key=lambda i: (rows[i]["shard"] or "", rows[i]["face_id"])):
-        r = rows[i]
-        png = None
-        if r["face_id"] in reader:
+    for start in range(0, len(order), BATCH):
+        at = order.slice(start, BATCH)
+        batch = rows.select(["face_id", "shard"]).take(at)
+        for i, fid, shard in zip(at.to_pylist(), batch["face_id"].to_pylist(), batch["shard"].to_pylist()):
+            png = None
+            if fid in reader:
+                try:
+                    png = reader.read(fid)
+                except KeyError:
+                    pass
+            missing += png is None
             try:
-                png = reader.read(r["face_id"])
-            except KeyError:
-                pass
-        missing += png is None
-        try:
-            img = _thumbnail(png, size)
-        except OSError as e:
-            raise DataError(f"crop of face {r['face_id']} in {crops_dir}/{r['shard']} is not a readable image: {e}") from None
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=95)
-        into.put(i, buf.getvalue())
+                img = _thumbnail(png, size)
+            except OSError as e:
+                raise DataError(f"crop of face {fid} in {crops_dir}/{shard} is not a readable image: {e}") from None
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=95)
+            into.put(i, buf.getvalue())
     if missing:
         log.warning("review: %d queued faces have no stored crop (shown as a red cross)", missing)
 
@@ -171,25 +184,23 @@ def _sprite(chunk: range, thumbs: _Thumbs, size: int, cols: int) -> bytes:
     return buf.getvalue()
 
 
-def _write_version(root: Path, rows: list[dict], thumbs: _Thumbs, cfg: ReviewConfig) -> tuple[str, list[list]]:
-    """Write the parts into a new version directory under `root`; returns the version and each
-    page's faces ([face_id, detector, score, url])."""
+def _write_version(root: Path, rows: pa.Table, thumbs: _Thumbs, cfg: ReviewConfig) -> tuple[str, int]:
+    """Write the parts into a new version directory under `root`; returns the version and the
+    number of pages. Memory holds one page's faces and sprite at a time (each sprite goes to a
+    file of its own first: the version hashes them all, and the parts name the version)."""
     size, cols, per, per_file = cfg.thumb_size, cfg.columns, cfg.page_size, cfg.pages_per_file
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(create_temp_dir(root, prefix=".new-"))
     try:
         layout = {"size": size, "columns": cols, "page_size": per, "pages_per_file": per_file}
         digest = hashlib.sha256(json.dumps(layout).encode())
-        pages = []
-        for p in range(0, len(rows), per):  # each sprite to a file of its own first: the version hashes them all
-            chunk = rows[p:p + per]
-            faces = [[r["face_id"], r["detector"], None if r["score"] is None else round(float(r["score"]), 4), r["url"]]
-                     for r in chunk]
-            jpg = _sprite(range(p, p + len(chunk)), thumbs, size, cols)
-            (tmp / f".sprite-{len(pages)}.jpg").write_bytes(jpg)
+        starts = range(0, rows.num_rows, per)
+        for n, p in enumerate(starts):
+            faces = _page_faces(rows.slice(p, per))
+            jpg = _sprite(range(p, p + len(faces)), thumbs, size, cols)
+            (tmp / f".sprite-{n}.jpg").write_bytes(jpg)
             digest.update(hashlib.sha256(jpg).digest())
             digest.update(json.dumps(faces).encode())
-            pages.append(faces)
         version = digest.hexdigest()[:12]
 
         def sprites(start: int, stop: int):
@@ -197,12 +208,12 @@ def _write_version(root: Path, rows: list[dict], thumbs: _Thumbs, cfg: ReviewCon
                 path = tmp / f".sprite-{n}.jpg"
                 jpg = path.read_bytes()
                 path.unlink()
-                yield pages[n], jpg
+                yield _page_faces(rows.slice(starts[n], per)), jpg
 
-        for k, start in enumerate(range(0, len(pages), per_file), start=1):
+        for k, start in enumerate(range(0, len(starts), per_file), start=1):
             write_part_js(tmp / f"{PART_STEM.format(k)}.js", part=k, first=start + 1, version=version, columns=cols,
-                          pages=sprites(start, min(start + per_file, len(pages))))
-        (tmp / "index.js").write_text(render_index_js(version, [r["face_id"] for r in rows]), encoding="utf-8")
+                          pages=sprites(start, min(start + per_file, len(starts))))
+        write_index_js(tmp / "index.js", version, _column_batches(rows, "face_id"))
         final = root / version
         if final.is_dir():  # this very queue is there already (same name, same content)
             shutil.rmtree(tmp)
@@ -211,7 +222,25 @@ def _write_version(root: Path, rows: list[dict], thumbs: _Thumbs, cfg: ReviewCon
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return version, pages
+    return version, len(starts)
+
+
+def _column_batches(rows: pa.Table, column: str):
+    """A column's values, BATCH at a time, as Python lists."""
+    for start in range(0, rows.num_rows, BATCH):
+        yield rows[column].slice(start, BATCH).to_pylist()
+
+
+def _write_csv(path: Path, rows: pa.Table, sheet: str, version: str, per: int) -> None:
+    """queue.csv, a page at a time: each row's `thumbnail` opens the sheet at its page and cell.
+    UTF-8 with a BOM (it tells Excel), CRLF line ends."""
+    with atomic_open(path, "w", encoding="utf-8-sig", newline="") as f:
+        f.write(render_csv(QUEUE_COLUMNS, [], ",", "\r\n"))
+        for n, p in enumerate(range(0, rows.num_rows, per), start=1):
+            f.write(render_csv(QUEUE_COLUMNS, [
+                {"face_id": face[0], "thumbnail": f"{sheet}#v={version}&p={n}&c={i + 1}", "url": face[3],
+                 "detector": face[1], "score": "" if face[2] is None else face[2]}
+                for i, face in enumerate(_page_faces(rows.slice(p, per)))], ",", "\r\n", write_header=False))
 
 
 def _prune(root: Path, keep: str) -> None:
@@ -225,24 +254,19 @@ def _prune(root: Path, keep: str) -> None:
             p.unlink()
 
 
-def export_queue(cfg: ReviewConfig, rows: list[dict], kept: pa.Table, crops_dir: str | os.PathLike) -> QueueExport:
+def export_queue(cfg: ReviewConfig, rows: pa.Table, kept: pa.Table, crops_dir: str | os.PathLike) -> QueueExport:
     """Write a new version of the queue (part scripts with the sprite pages + index), then queue.html,
-    then queue.csv, then delete older versions."""
+    then queue.csv, then delete older versions. `rows`: queue_rows'."""
     thumbs_root, queue_csv, queue_html = Path(cfg.out.thumbs), Path(cfg.out.queue), Path(cfg.out.html)
-    with _Thumbs(thumbs_root, len(rows)) as thumbs:
+    with _Thumbs(thumbs_root, rows.num_rows) as thumbs:
         _thumbnails(rows, kept, crops_dir, cfg.thumb_size, thumbs)
         version, pages = _write_version(thumbs_root, rows, thumbs, cfg)
     version_dir = thumbs_root / version
-    atomic_write_text(queue_html, render_html(total=len(rows), pages=len(pages), per_file=cfg.pages_per_file,
+    atomic_write_text(queue_html, render_html(total=rows.num_rows, pages=pages, per_file=cfg.pages_per_file,
                                               size=cfg.thumb_size, thumbs_dir=_rel(version_dir, queue_html.parent),
                                               version=version, store=cfg.decisions))
-    sheet = _rel(queue_html, queue_csv.parent)
-    csv_rows = [{"face_id": f[0], "thumbnail": f"{sheet}#v={version}&p={n}&c={i + 1}", "url": f[3],
-                 "detector": f[1], "score": "" if f[2] is None else f[2]}
-                for n, faces in enumerate(pages, start=1) for i, f in enumerate(faces)]
-    text = render_csv(QUEUE_COLUMNS, csv_rows, ",", "\r\n")
-    atomic_write_bytes(queue_csv, codecs.BOM_UTF8 + text.encode("utf-8"))  # the BOM tells Excel it is UTF-8
+    _write_csv(queue_csv, rows, _rel(queue_html, queue_csv.parent), version, cfg.page_size)
     _prune(thumbs_root, version)
-    log.info("review: %d faces in the queue, %d pages (version %s) -> %s, %s", len(rows), len(pages), version,
+    log.info("review: %d faces in the queue, %d pages (version %s) -> %s, %s", rows.num_rows, pages, version,
              queue_csv, queue_html)
-    return QueueExport(len(pages), version)
+    return QueueExport(pages, version)

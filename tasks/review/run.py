@@ -19,7 +19,7 @@ from tasks.errors import ReviewError
 from tasks.fileio import atomic_write_json
 from tasks.params.review import ReviewConfig
 from tasks.review.lock import decisions_lock
-from tasks.review.queue import export_queue, load_urls, queue_rows
+from tasks.review.queue import export_queue, queue_rows
 from tasks.review.selection import select_reviewed
 from tasks.review.stats import ReviewStats, compute_stats
 
@@ -60,8 +60,8 @@ def run_review(cfg: ReviewConfig, inputs: ReviewInputs) -> ReviewStats:
         kept = faces.filter(pa.array(kept_mask(faces), pa.bool_()))
         reviewed, verdicts = select_reviewed(faces, decisions, cfg.unreviewed)
         stats = compute_stats(faces, decisions, cfg.unreviewed)
-        rows = queue_rows(kept, applied_decisions(faces, decisions), load_urls(inputs.manifest))
-        stats.queued = len(rows)
+        rows = queue_rows(kept, applied_decisions(faces, decisions), inputs.manifest)
+        stats.queued = rows.num_rows
         export = export_queue(cfg, rows, kept, inputs.crops)
         stats.pages, stats.version = export.pages, export.version
         write_reviewed(cfg.out.faces, reviewed, verdicts)

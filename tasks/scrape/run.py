@@ -195,7 +195,7 @@ class _Run:
         if post.local_path is None or post.sha256 is not None or post.stat is None:
             return False
         stat = list(post.stat)
-        if self.store.stat.get(key) == stat:
+        if self.store.same_stat(key, stat):
             return False
         rec = self.store.done[key]
         known = rec.get("image_id") or rec.get("sha256")
@@ -399,7 +399,8 @@ def _write_outs(cfg: ScrapeConfig, store: Store, extractor: Extractor, summary: 
     store.pack(cfg.pack_images)  # the loose images into packs: the outs name them there
     store.write_manifest(cfg.out.manifest)
     store.write_rejected(cfg.out.rejected)
-    write_boxes(cfg.out.boxes, extractor.recorded_faces(), store.kept)
+    faces = extractor.recorded_faces()
+    write_boxes(cfg.out.boxes, faces, faces.keys() & store.kept.keys())  # a set of the smaller, not of every kept image
     store.write_index()
     store.remove_orphans()  # the loose files just packed: only once the index names their packs
     store.close()

@@ -52,21 +52,31 @@ the end of each run (every post's last verdict, the kept, the removed), one sort
 no `stat` (a machine's mtimes), so the same run gives the same bytes. Each run ends by writing it
 and then an `index` line naming its sha256 to the journal. A journal whose last `index` line does
 not name the index there (a fresh clone after `dvc pull`: no journal at all; a `dvc checkout` of
-another version) is started afresh from the index: the index is what the files are."""
+another version) is started afresh from the index: the index is what the files are.
+
+Memory: the journal is replayed a line at a time and the index written a line at a time (and
+hashed on the way), never whole in memory; the tables hold each record once (`done` and `kept` the
+same object), as a slim Record (tasks.scrape.records; no `stat`, which Store.stat keeps packed). So
+a run holds under 1 KB per post (tests/scrape/test_store_memory.py): less, but not a fixed cache."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tarfile
 from pathlib import Path
+from collections.abc import Mapping
+from typing import Iterator
 
 from tasks.artifacts.images import EXT_FOR_FORMAT, OPTOUT, is_reference, read_image, write_manifest, write_rejected
-from tasks.fileio import atomic_write_text, sha256_bytes
+from tasks.fileio import atomic_open, sha256_file
 from tasks.scrape import packs
 from tasks.scrape.packs import PACKS, is_pack
+from tasks.scrape.records import Record, packed_stat, slim
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +101,13 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)  # leftovers of a killed run
         self.tmp.mkdir()
-        self.kept: dict[str, dict] = {}  # image_id -> kept record
-        self.done: dict[str, dict] = {}  # post key -> last final record
-        self.failed: dict[str, dict] = {}  # post key -> last transient failure
-        self.skipped: dict[str, dict] = {}  # post key -> last filter verdict (checked again every run)
+        self.kept: dict[str, Record] = {}  # image_id -> kept record (tasks.scrape.records)
+        self.done: dict[str, Record] = {}  # post key -> last final record
+        self.failed: dict[str, Record] = {}  # post key -> last transient failure
+        self.skipped: dict[str, Record] = {}  # post key -> last filter verdict (checked again every run)
         self.image_of: dict[str, str] = {}  # post key -> the image its last record with bytes named
-        self.removed: dict[str, dict] = {}  # image_id -> the opt-out record that took it out or refused it
-        self.stat: dict[str, list] = {}  # post key -> a local file's stat when it was last judged (journal only)
+        self.removed: dict[str, Record] = {}  # image_id -> the opt-out record that took it out or refused it
+        self.stat: dict[str, bytes | tuple] = {}  # post key -> a local file's stat when last judged (packed_stat)
         self.index_path = self.root / INDEX
         self.changed = False  # whether this run changed the store (a record, a file in or out)
         self._load()
@@ -107,6 +117,10 @@ class Store:
     @staticmethod
     def key(source: str, post_id: str) -> str:
         return f"{source}:{post_id}"
+
+    def same_stat(self, key: str, stat: list) -> bool:
+        """Whether post `key` was last judged with this stat (a local file's: tasks.scrape.local.signature)."""
+        return self.stat.get(key) == packed_stat(stat)
 
     def relpath(self, image_id: str, fmt: str) -> str:
         return f"{image_id[:2]}/{image_id}.{EXT_FOR_FORMAT[fmt]}"
@@ -123,18 +137,20 @@ class Store:
         return not is_pack(rec["pack"]) and not (self.references and is_reference(rec["pack"]))
 
     def _load(self) -> None:
-        records = self._read_journal()
-        index = self.index_path.read_bytes() if self.index_path.is_file() else None
-        if index is not None:
-            digest = sha256_bytes(index)
-            marks = [r["sha256"] for r in records if r["kind"] == "index"]
-            if not marks or marks[-1] != digest:  # pulled, checked out, or never run here: the index is what is here
-                if records:
+        """Replay the journal into the tables, a line at a time; first, a journal whose last `index`
+        line does not name the index here is replaced by one started afresh from the index."""
+        self._cut()
+        if self.index_path.is_file():
+            digest = sha256_file(self.index_path)
+            marked, lines = self._last_mark()
+            if marked != digest:  # pulled, checked out, or never run here: the index is what is here
+                if lines:
                     log.info("%s: the journal is not the image store's (%s): starting it afresh from %s",
-                             self.root, "another version" if marks else "older than the index", INDEX)
-                atomic_write_text(self.journal_path, index.decode("utf-8") + self._mark(digest))
-                records = self._read_journal()
-        for rec in records:
+                             self.root, "another version" if marked else "older than the index", INDEX)
+                with atomic_open(self.journal_path, "wb") as out, open(self.index_path, "rb") as index:
+                    shutil.copyfileobj(index, out)
+                    out.write(self._mark(digest).encode("utf-8"))
+        for rec in self._read_journal():
             if rec["kind"] != "index":
                 self._note(rec)
 
@@ -226,7 +242,7 @@ class Store:
             if len(by_pack[rel]) > 2 * (len(loose) + len(gathered)):
                 break
             gathered = sorted(by_pack[rel], key=lambda r: r["offset"]) + gathered
-        members = [(r, dict(r)) for r in gathered + loose]
+        members = [(r, r) for r in gathered + loose]  # each read before its `packed` line moves it
         for start in range(0, len(members), pack_images):
             number += 1
             self._write_pack(packs.pack_name(number), members[start:start + pack_images])
@@ -234,16 +250,46 @@ class Store:
                  f" (and moved {len(gathered)} from non-full packs)" if gathered else "")
         return len(loose)
 
-    def _read_journal(self) -> list[dict]:
+    def _cut(self) -> None:
+        """Drop a last line cut short by a kill (no newline at its end)."""
         if not self.journal_path.exists():
-            return []
-        data = self.journal_path.read_bytes()
-        if data and not data.endswith(b"\n"):  # a line cut by a kill: drop it
-            cut = data.rfind(b"\n") + 1
-            with open(self.journal_path, "r+b") as f:
-                f.truncate(cut)
-            data = data[:cut]
-        return [json.loads(line) for line in data.decode("utf-8").splitlines()]
+            return
+        with open(self.journal_path, "r+b") as f:
+            end = f.seek(0, os.SEEK_END)
+            at = end
+            while at > 0:  # back from the end to the last newline, a block at a time
+                start = max(0, at - (1 << 16))
+                f.seek(start)
+                block = f.read(at - start)
+                if at == end and block.endswith(b"\n"):
+                    return
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    f.truncate(start + newline + 1)
+                    return
+                at = start
+            f.truncate(0)
+
+    def _lines(self) -> Iterator[bytes]:
+        if not self.journal_path.exists():
+            return
+        with open(self.journal_path, "rb") as f:
+            yield from f
+
+    def _last_mark(self) -> tuple[str | None, int]:
+        """The sha256 the journal's last `index` line names (None: no such line), and its line count."""
+        marked, n = None, 0
+        for n, line in enumerate(self._lines(), start=1):
+            if b'"index"' in line:  # only such a line can be one: parsed to make sure
+                rec = json.loads(line)
+                if rec["kind"] == "index":
+                    marked = rec["sha256"]
+        return marked, n
+
+    def _read_journal(self) -> Iterator[dict]:
+        """The journal's records, one line at a time (never the whole journal in memory)."""
+        for line in self._lines():
+            yield json.loads(line)
 
     @staticmethod
     def _mark(digest: str) -> str:
@@ -253,26 +299,30 @@ class Store:
         kind = rec["kind"]
         if kind == "state":  # an entry of index.jsonl (a post whose last verdict is a kept image's record: by id)
             value = self.kept[rec["kept"]] if "kept" in rec else rec["value"]
-            if rec["table"] == "kept":
-                _placed(value)
-            getattr(self, rec["table"])[rec["key"]] = value
+            if isinstance(value, dict):  # a record (a kept image's, named by its id, is one already)
+                value = slim(_placed(value) if rec["table"] == "kept" else value)
+            elif type(value) is str:  # image_of's: an image_id
+                value = sys.intern(value)
+            getattr(self, rec["table"])[sys.intern(rec["key"])] = value  # a post's key, one string for its tables
             return
-        if kind == "packed":  # a pack written: where its members' bytes are now
+        if kind == "packed":  # a pack written: where its members' bytes are now (its name one string for all)
+            pack = sys.intern(rec["pack"])
             for image, offset, length in rec["members"]:
                 if image in self.kept:
-                    self.kept[image].update(pack=rec["pack"], offset=offset, length=length)
+                    self.kept[image].update(pack=pack, offset=offset, length=length)
             return
         k = self.key(rec["source"], rec["post_id"])
         if rec.get("stat") is not None:
-            self.stat[k] = rec["stat"]
+            self.stat[k] = packed_stat(rec["stat"])
         if kind == "seen":
             return
+        rec = slim(_placed(rec) if kind == "kept" else rec)
         if kind in ("kept", "duplicate", "rejected"):
             self._supersede(k, rec)
         if rec.get("image_id"):
             self.image_of[k] = rec["image_id"]
         if kind == "kept":
-            self.kept[rec["image_id"]] = _placed(rec)
+            self.kept[rec["image_id"]] = rec
             self.removed.pop(rec["image_id"], None)
         if kind == "skipped":
             if rec.get("reason") == OPTOUT and rec.get("image_id"):
@@ -323,29 +373,31 @@ class Store:
         self.append(out)
         if is_pack(rec["pack"]):
             rest = sorted(self._packs().get(rec["pack"], []), key=lambda r: r["offset"])
-            self._write_pack(rec["pack"], [(r, dict(r)) for r in rest])
+            self._write_pack(rec["pack"], [(r, r) for r in rest])  # each read before the `packed` line moves it
         elif not is_reference(rec["pack"]):  # the user's own file is never deleted
             (self.root / rec["pack"]).unlink(missing_ok=True)
         return out
 
     def write_index(self) -> None:
-        """index.jsonl: the state, sorted, without `stat`; then the journal's line naming it."""
-        lines = []
-        for table in STATE:
-            entries = getattr(self, table)
-            for key in sorted(entries):
-                value = entries[key]
-                entry = {"kind": "state", "table": table, "key": key}
-                if table == "done" and value["kind"] == "kept" and self.kept.get(value["image_id"]) is value:
-                    entry["kept"] = value["image_id"]  # the kept image's record, written once
-                elif isinstance(value, dict):
-                    entry["value"] = {f: v for f, v in value.items() if f != "stat"}
-                else:
-                    entry["value"] = value
-                lines.append(json.dumps(entry, ensure_ascii=False, sort_keys=True, default=str) + "\n")
-        text = "".join(lines)
-        atomic_write_text(self.index_path, text)
-        self._journal.write(self._mark(sha256_bytes(text.encode("utf-8"))))
+        """index.jsonl: the state, sorted, without `stat`, written a line at a time; then the
+        journal's line naming it."""
+        digest = hashlib.sha256()
+        with atomic_open(self.index_path, "wb") as f:
+            for table in STATE:
+                entries = getattr(self, table)
+                for key in sorted(entries):
+                    value = entries[key]
+                    entry = {"kind": "state", "table": table, "key": key}
+                    if table == "done" and value["kind"] == "kept" and self.kept.get(value["image_id"]) is value:
+                        entry["kept"] = value["image_id"]  # the kept image's record, written once
+                    elif isinstance(value, Mapping):
+                        entry["value"] = {f: v for f, v in value.items() if f != "stat"}
+                    else:
+                        entry["value"] = value
+                    line = (json.dumps(entry, ensure_ascii=False, sort_keys=True, default=str) + "\n").encode("utf-8")
+                    digest.update(line)
+                    f.write(line)
+        self._journal.write(self._mark(digest.hexdigest()))
         self._journal.flush()
 
     def close(self) -> None:
@@ -370,13 +422,17 @@ class Store:
         return removed
 
     def write_manifest(self, path: str) -> int:
-        return write_manifest(path, list(self.kept.values()))
+        return write_manifest(path, self.kept.values())
 
     def write_rejected(self, path: str) -> int:
         """Every post not kept, by its last verdict: skipped, rejected (final) or failed (transient)."""
         records = []
-        for rec in [*self.done.values(), *self.failed.values(), *self.skipped.values()]:
-            if rec["kind"] in ("rejected", "skipped"):
-                kind = rec["kind"] if rec.get("final", True) else "failed"
-                records.append({**rec, "kind": kind, "final": kind != "failed"})
+        for table in (self.done, self.failed, self.skipped):
+            for rec in table.values():
+                if rec["kind"] not in ("rejected", "skipped"):
+                    continue
+                if rec.get("final") is not True:  # a transient failure: its row says so (few: a copy each)
+                    kind = rec["kind"] if rec.get("final", True) else "failed"
+                    rec = {**rec, "kind": kind, "final": kind != "failed"}
+                records.append(rec)
         return write_rejected(path, records)

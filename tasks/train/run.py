@@ -54,7 +54,7 @@ class TrainSummary:
 
 def prepare(cfg: RunConfig, faces: str, crops: str, tags: str) -> ExportSummary:
     """The training dataset from the reviewed faces (`faces`, their crops in `crops`) and the tags."""
-    return export_training_data(read_reviewed(faces), crops, tags, cfg.out.data, cfg.holdout)
+    return export_training_data(read_reviewed(faces, ["face_id", "shard"]), crops, tags, cfg.out.data, cfg.holdout)
 
 
 def write_run_config(run: RunConfig) -> Path:

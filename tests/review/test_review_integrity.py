@@ -85,13 +85,13 @@ def test_a_killed_export_never_points_the_csv_at_other_faces(tmp_path, crops, mo
     first = read_queue(Path(cfg.out.queue))
     Path(cfg.decisions).write_text(HEADER + "".join(f"{q['face_id']},0,,\n" for q in first[:5]))
 
-    real_write = review_queue.atomic_write_bytes
+    real_open = review_queue.atomic_open
 
-    def die_before_the_csv(path, data):
+    def die_before_the_csv(path, *args, **kwargs):
         if Path(path) == Path(cfg.out.queue):
             raise KeyboardInterrupt("killed")
-        real_write(path, data)
-    monkeypatch.setattr(review_queue, "atomic_write_bytes", die_before_the_csv)
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(review_queue, "atomic_open", die_before_the_csv)
     with pytest.raises(KeyboardInterrupt):
         run_review(cfg, inp)
     monkeypatch.undo()

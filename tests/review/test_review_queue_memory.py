@@ -33,12 +33,16 @@ def test_the_queue_export_holds_one_page_of_thumbnails(tmp_path):
             r["shard"] = writer.add(r["face_id"], pngs[i % len(pngs)])
         writer.flush()
         kept = pa.Table.from_pylist([{"face_id": r["face_id"], "shard": r["shard"]} for r in rows])
+        queue = pa.Table.from_pylist([{**r, "page_url": None} for r in rows], pa.schema(
+            [(c, pa.string()) for c in ("face_id", "image_id", "detector")] + [("score", pa.float32())]
+            + [(c, pa.string()) for c in ("url", "shard", "page_url")]))
+        del rows
         cfg = ReviewConfig(thumb_size=SIZE, page_size=250, columns=20,
                            out=ReviewOut(queue=str(root / "queue.csv"), html=str(root / "queue.html"),
                                          thumbs=str(root / "thumbs")))
         tracemalloc.start()
         try:
-            q = export_queue(cfg, rows, kept, root / "crops")
+            q = export_queue(cfg, queue, kept, root / "crops")
             peaks[n] = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
