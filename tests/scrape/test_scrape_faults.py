@@ -36,8 +36,11 @@ def test_retry_after_on_a_download_holds_back_every_request_to_the_host(tmp_path
     after = _arrivals_after(srv, t_pause)
     assert after[0] >= t_pause + pause, \
         f"requests {[round(u - t_pause, 2) for u in after[:4]]}s after the {fault}, slots handed out earlier included"
-    gaps = [b - a for a, b in zip(after, after[1:])]
-    assert min(gaps) >= 0.8 / rate, gaps  # the limit starts afresh: no burst of the requests that waited
+    # the limit starts afresh: no burst of the requests that waited. Judged over every span of arrivals, not
+    # gap by gap: one request delayed on its way by a busy machine shortens one gap, never a span of several
+    short = [(i, j, round(after[j] - after[i], 3)) for i in range(len(after)) for j in range(i + 1, len(after))
+             if after[j] - after[i] < (j - i) / rate - IN_FLIGHT]
+    assert not short, f"arrivals i..j closer than (j - i) / rate allows: {short[:5]}"
 
 
 def test_a_429_on_a_listing_holds_back_the_downloads_too(tmp_path):
