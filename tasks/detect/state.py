@@ -314,15 +314,6 @@ class State:
         mask = _final(images)
         return images["image_id"].filter(mask if final else pc.invert(mask)).combine_chunks()
 
-    @property
-    def done(self) -> set[str]:
-        """Images whose outcome stands (transient failures are redone), as a set (image_ids(True): columnar)."""
-        return set(self.image_ids(True).to_pylist())
-
-    @property
-    def transient(self) -> set[str]:
-        return set(self.image_ids(False).to_pylist())
-
     def _hold(self, mask) -> None:
         """Move the saved face rows selected by `mask` out of the table into the dicts (they are about to change)."""
         for row in self._faces.filter(mask).to_pylist():

@@ -12,11 +12,8 @@ import torch
 from PIL import Image
 
 from models.data import FaceData
-from tasks.artifacts.faces import read_faces, write_faces
-from tasks.artifacts.tags import tags_schema
-from tasks.fileio import write_parquet
 from tasks.train.export import export_training_data
-from tests.train.test_trainset_memory import face_rows, peak_of
+from tests.train.test_trainset_memory import export_inputs, peak_of
 
 SMALL, LARGE = 1500, 6000
 
@@ -28,10 +25,7 @@ def test_export_and_loader_hold_no_python_object_per_face(tmp_path):
     export, load = {}, {}
     for n in (SMALL, LARGE):
         root = tmp_path / str(n)
-        rows, tag_rows = face_rows(n, root / "crops", crop)
-        write_faces(root / "faces.parquet", rows)
-        write_parquet(root / "tags.parquet", tag_rows, tags_schema())
-        faces = read_faces(root / "faces.parquet")
+        faces = export_inputs(n, root, crop)
         data = root / "train.parquet"
 
         def run_export(faces=faces, root=root, data=data):

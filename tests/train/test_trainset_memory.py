@@ -59,6 +59,14 @@ def face_rows(n: int, crops: Path, png: bytes) -> tuple[list[dict], list[dict]]:
     return rows, tag_rows
 
 
+def export_inputs(n: int, root: Path, png: bytes) -> pa.Table:
+    """The export's inputs for n faces under `root` (faces.parquet, tags.parquet, crops/): the faces."""
+    rows, tag_rows = face_rows(n, root / "crops", png)
+    write_faces(root / "faces.parquet", rows)
+    write_parquet(root / "tags.parquet", tag_rows, tags_schema())
+    return read_faces(root / "faces.parquet")
+
+
 def peak_of(fn) -> int:
     tracemalloc.start()
     try:
@@ -72,10 +80,7 @@ def test_the_export_holds_one_row_group_of_crops_not_all(tmp_path, crop):
     peaks = {}
     for n in (SMALL, LARGE):
         root = tmp_path / str(n)
-        rows, tag_rows = face_rows(n, root / "crops", crop)
-        write_faces(root / "faces.parquet", rows)
-        write_parquet(root / "tags.parquet", tag_rows, tags_schema())
-        faces = read_faces(root / "faces.parquet")
+        faces = export_inputs(n, root, crop)
         out = root / "train.parquet"
         peaks[n] = peak_of(lambda: export_training_data(faces, root / "crops", root / "tags.parquet", out, 0.1))
         f = pq.ParquetFile(out)
