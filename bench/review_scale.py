@@ -99,6 +99,8 @@ def params_for(root: Path) -> Path:
 def browse(html: Path, logs: Path, e: dict) -> dict:
     """Page 1, the last page (through the page box), its sprite decoded, one face marked, reload."""
     cells = "document.querySelectorAll('#grid .cell').length"
+    stored = ("(JSON.parse(localStorage.getItem(KEY) || '{}').fp || {})"
+              "[document.querySelector('#grid .cell').dataset.fid] === 1")
     steps = [
         {"goto": html.as_uri()},
         {"wait": "document.body.dataset.page === '1'"},
@@ -112,9 +114,11 @@ def browse(html: Path, logs: Path, e: dict) -> dict:
                  "ms: performance.now()}; })()"},
         {"click": "#grid .cell .thumb"},
         {"eval": "document.querySelector('#grid .cell').classList.contains('fp')"},
+        {"eval": stored},  # the mark in localStorage before the reload: a lost mark then tells unsaved from unread
         {"reload": True},
         {"wait": "document.body.dataset.page === String(META.pages)"},
         {"eval": "document.querySelector('#grid .cell').classList.contains('fp')"},
+        {"eval": stored},
     ]
     m = measured(["node", str(DRIVER), json.dumps(steps)], ROOT, e, logs / "browser.log", check=False)
     text = (logs / "browser.log").read_text()
@@ -125,12 +129,12 @@ def browse(html: Path, logs: Path, e: dict) -> dict:
         result = {}
     if not result.get("ok"):
         raise SystemExit(f"error: the review sheet did not work in the browser: {result.get('error') or text[-500:]}")
-    first, switch, last, marked, kept = (result["results"][i] for i in (0, 1, 2, 3, 4))
+    first, switch, last, marked, saved, kept, read = result["results"]
     return {"wall_s": round(m.wall_s, 2), "tree_rss_mb": round(m.tree_rss_mb), "launch_ms": result.get("launch_ms"),
             "pages": first["pages"], "total": first["total"], "first_page_cells": first["cells"],
             "first_page_ms": round(first["ms"]), "last_page_ms": round(last["ms"] - switch),
             "last_page_cells": last["cells"], "sprite_px": [last["w"], last["h"]],
-            "mark_shown": marked, "mark_kept_after_reload": kept,
+            "mark_shown": marked, "mark_saved": saved, "mark_kept_after_reload": kept, "mark_stored_after_reload": read,
             "console": result.get("console", []), "errors": result.get("errors", [])}
 
 

@@ -31,7 +31,8 @@ plus the loader reading it (models/data.py), which is what grows with N; `export
 Prints one table per N — wall; `dvc<` DVC before the command (the stage's and its upstream's status:
 hashing deps); `run` the command itself, interpreter start included; `dvc>` DVC after it (hashing and
 caching the outs, dvc.lock); ms per image; CPU; peak RSS of the largest process and of the tree; the
-outs' files and MB; what the cache grew by; the load average — and the growth against 1k; writes bench/out/scale-<sizes>.json (and with
+outs' files and MB; what the cache grew by; the load average — and the growth against 1k, with each stage's peak-RSS growth per more image and its
+straight line to 64k and 1M against the memory goal (<= 2 GB at 64k); writes bench/out/scale-<sizes>.json (and with
 --profile, bench/out/profile-<N>-<stage>.txt: py-spy over dvc and the stage's processes)."""
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ except ImportError:
 log = logging.getLogger("bench.scale")
 OUT = HERE / "out"
 STAGES = ["scrape", "detect", "review", "tag", "release", "train", "render", "export"]
+MEMORY_GOAL_GB = 2.0  # peak RSS of any stage at 64 k images
 FIXED = {"render", "export"}  # their work does not depend on N (a fixed number of samples)
 MB = 1e6
 DISK_PER_IMAGE = 0.2e6  # bytes a run writes per image besides the store's copy of its input: crops, review
@@ -272,11 +274,30 @@ def growth(results: list[dict], n_base: int) -> str:
                      + " ".join(f"{r['stages'][stage].get('stage_rss_mb') or 0:9.0f}" for r in ns)
                      + ("   (fixed work: per-image figures fall with N)" if stage in FIXED else ""))
     lines.append("no-op repro s: " + ", ".join(f"{name(r)} {r['noop_repro_s']}" for r in ns))
+    lines += memory_lines(base, [r for r in more if not r.get("control")])
     for r in more:  # the goal is on the growth: files added per 1,000 more images (the fixed files aside)
         added = r["dvc"]["tracked_files"] - base["dvc"]["tracked_files"]
         lines.append(f"DVC-tracked files {label(n_base)} -> {label(r['n'])}: {base['dvc']['tracked_files']} -> "
                      f"{r['dvc']['tracked_files']}, +{1000 * added / (r['n'] - n_base):.2f} per 1,000 more images")
     return "\n".join(lines)
+
+
+def memory_lines(base: dict, more: list[dict]) -> list[str]:
+    """The memory goal (peak RSS bounded, <= 2 GB at 64 k): per stage, the largest process's peak RSS
+    growth per more image from the base to the largest N, and where that line reaches at 64 k and 1 M."""
+    if not more:
+        return []
+    top = max(more, key=lambda r: r["n"])
+    lines = [f"peak RSS (largest process) {label(base['n'])} -> {label(top['n'])}: growth per more image, "
+             f"and the straight line to 64k and 1M (goal: <= {MEMORY_GOAL_GB:g} GB at 64k, flat)"]
+    for stage in base["stages"]:
+        a, b = base["stages"][stage]["max_rss_mb"], top["stages"][stage]["max_rss_mb"]
+        per = (b - a) * 1e6 / (top["n"] - base["n"])  # bytes per more image
+        at = {n: (b * 1e6 + per * (n - top["n"])) / 1e9 for n in (64_000, 1_000_000)}
+        verdict = "met" if max(b / 1e3, at[64_000]) <= MEMORY_GOAL_GB else "NOT met"
+        lines.append(f"  {stage:8} {a:7.0f} -> {b:7.0f} MB  {per / 1e3:+6.1f} KB/image  64k {at[64_000]:5.2f} GB  "
+                     f"1M {at[1_000_000]:5.2f} GB  {verdict}")
+    return lines
 
 
 def main() -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.errors import MoeflowError, ReviewError
 from tasks.fileio import atomic_write_bytes
@@ -285,27 +286,47 @@ def load_decisions(decisions_csv: str | Path) -> tuple[CsvTable, dict[str, Decis
 
 
 
-def group_members(faces: pa.Table) -> dict[str, list[str]]:
-    """kept face_id -> its group, itself first, then the duplicates by face_id."""
-    ids = faces.column("face_id").to_pylist()
-    dup_of = dict(zip(ids, faces.column("duplicate_of").to_pylist()))
-    kept = [f for f, r in zip(ids, faces.column("drop_reason").to_pylist()) if r is None]
-    groups: dict[str, list[str]] = {f: [f] for f in kept}
-    for fid in sorted(ids):
-        root, seen = dup_of.get(fid), {fid}
-        while root is not None and root not in groups and root not in seen:  # follow a chain, never loop
-            seen.add(root)
-            root = dup_of.get(root)
-        if root in groups and root != fid:
-            groups[root].append(fid)
-    return groups
-
-
 def applied_decisions(faces: pa.Table, decisions: dict[str, Decision]) -> dict[str, Decision]:
-    """kept face_id -> the decision that applies to it (its own, or one on a group member)."""
+    """kept face_id -> the decision that applies to it: one on its group (itself, then the faces whose
+    `duplicate_of` chain leads to it, by face_id), a false positive first. Holds Python objects for the
+    decided faces and the chains from them only, never one per face of `faces`: each step along the
+    chains finds its faces in one columnar pass over `faces`."""
+    info: dict[str, tuple[str | None, int | None]] = {}  # face_id -> (duplicate_of, row of it kept or None)
+
+    def look_up(wanted: set[str]) -> None:
+        wanted = wanted - info.keys()
+        if not wanted:
+            return
+        at = pc.indices_nonzero(pc.is_in(faces["face_id"], value_set=pa.array(sorted(wanted), pa.string())))
+        found = faces.select(["face_id", "duplicate_of", "drop_reason"]).take(at)
+        info.update((f, (None, None)) for f in wanted)  # not a face: no duplicate_of, not kept
+        for row, f, dup, drop in zip(at.to_pylist(), *(found[c].to_pylist() for c in found.column_names)):
+            kept = info[f][1]  # a face_id on several rows (never from detect): the last duplicate_of, the first kept row
+            info[f] = (dup, row if kept is None and drop is None else kept)
+
+    look_up(set(decisions))
+    # follow each decided face's chain until a kept face, its end, or a loop
+    walking = {fid: (info[fid][0], {fid}) for fid in decisions}
+    ends: dict[str, str | None] = {}
+    while walking:
+        look_up({root for root, _ in walking.values() if root is not None})
+        on = {}
+        for fid, (root, seen) in walking.items():
+            if root is not None and info[root][1] is None and root not in seen:
+                seen.add(root)
+                on[fid] = (info[root][0], seen)
+            else:
+                ends[fid] = root
+        walking = on
+    groups: dict[str, list[str]] = {}  # kept face_id -> its decided members
+    for fid in sorted(decisions):
+        if info[fid][1] is not None:
+            groups.setdefault(fid, []).append(fid)
+        root = ends[fid]
+        if root is not None and info[root][1] is not None and root != fid:
+            groups.setdefault(root, []).append(fid)
     out: dict[str, Decision] = {}
-    for kept, members in group_members(faces).items():
-        found = [decisions[m] for m in members if m in decisions]
-        if found:
-            out[kept] = next((d for d in found if d.false_positive), found[0])
+    for kept in sorted(groups, key=lambda k: info[k][1]):  # in the order of the kept faces in `faces`
+        found = [decisions[m] for m in sorted(groups[kept], key=lambda m: (m != kept, m))]
+        out[kept] = next((d for d in found if d.false_positive), found[0])
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.artifacts.faces import FACES_SCHEMA
 from tasks.fileio import read_parquet, with_version, write_parquet
@@ -22,13 +23,13 @@ REVIEWED_SCHEMA = with_version(pa.schema([*FACES_SCHEMA, pa.field("verdict", pa.
                                REVIEWED_TABLE, REVIEWED_VERSION)
 
 
-def write_reviewed(path: str | os.PathLike, faces: pa.Table, verdicts: list[str]) -> pa.Table:
-    """`faces` (rows of faces.parquet) with their verdicts, in face_id order."""
-    bad = sorted(set(verdicts) - set(VERDICTS))
+def write_reviewed(path: str | os.PathLike, faces: pa.Table, verdicts: list[str] | pa.Array) -> pa.Table:
+    """`faces` (rows of faces.parquet) with their verdicts (a list or an Arrow string array), in face_id order."""
+    verdicts = verdicts if isinstance(verdicts, pa.Array) else pa.array(verdicts, pa.string())
+    bad = sorted(set(pc.unique(verdicts).to_pylist()) - set(VERDICTS), key=str)
     if bad:
         raise ValueError(f"not a verdict of a reviewed face: {bad[0]!r}")
-    table = faces.select(FACES_SCHEMA.names).append_column(REVIEWED_SCHEMA.field("verdict"),
-                                                           pa.array(verdicts, pa.string()))
+    table = faces.select(FACES_SCHEMA.names).append_column(REVIEWED_SCHEMA.field("verdict"), verdicts)
     return write_parquet(path, table.sort_by("face_id"), REVIEWED_SCHEMA)
 
 

@@ -132,16 +132,20 @@ class _Thumbs:
         os.unlink(self.path)
 
 
-def _thumbnails(rows: pa.Table, kept: pa.Table, crops_dir: str | os.PathLike, size: int, into: _Thumbs) -> None:
-    """Each row's JPEG thumbnail into `into` (by row number), in shard order: each crops shard read once."""
-    reader = CropReader(kept, crops_dir, cache_groups=1)
+def _thumbnails(rows: pa.Table, crops_dir: str | os.PathLike, size: int, into: _Thumbs) -> None:
+    """Each row's JPEG thumbnail into `into` (by row number), in shard order: each crops shard read once,
+    through a reader of that shard's rows only (what it holds is bounded by a shard, not the queue)."""
     order = pc.sort_indices(pa.table({"shard": pc.fill_null(rows["shard"], ""), "face_id": rows["face_id"]}),
                             [("shard", "ascending"), ("face_id", "ascending")])
-    missing = 0
-    for start in range(0, len(order), BATCH):
-        at = order.slice(start, BATCH)
-        batch = rows.select(["face_id", "shard"]).take(at)
-        for i, fid, shard in zip(at.to_pylist(), batch["face_id"].to_pylist(), batch["shard"].to_pylist()):
+    ids = rows.select(["face_id", "shard"])
+    missing, start = 0, 0
+    for count in pc.value_counts(pc.fill_null(rows["shard"], "").take(order)).field("counts").to_pylist():
+        at = order.slice(start, count)  # the rows of one shard (or of none), by face_id
+        start += count
+        shard = ids.take(at)
+        reader = CropReader(shard, crops_dir, cache_groups=1)
+        for i, fid, name in ((i, f, s) for b in range(0, count, BATCH) for i, f, s in zip(
+                at.slice(b, BATCH).to_pylist(), *(shard[c].slice(b, BATCH).to_pylist() for c in ("face_id", "shard")))):
             png = None
             if fid in reader:
                 try:
@@ -152,7 +156,7 @@ def _thumbnails(rows: pa.Table, kept: pa.Table, crops_dir: str | os.PathLike, si
             try:
                 img = _thumbnail(png, size)
             except OSError as e:
-                raise DataError(f"crop of face {fid} in {crops_dir}/{shard} is not a readable image: {e}") from None
+                raise DataError(f"crop of face {fid} in {crops_dir}/{name} is not a readable image: {e}") from None
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=95)
             into.put(i, buf.getvalue())
@@ -254,12 +258,12 @@ def _prune(root: Path, keep: str) -> None:
             p.unlink()
 
 
-def export_queue(cfg: ReviewConfig, rows: pa.Table, kept: pa.Table, crops_dir: str | os.PathLike) -> QueueExport:
+def export_queue(cfg: ReviewConfig, rows: pa.Table, crops_dir: str | os.PathLike) -> QueueExport:
     """Write a new version of the queue (part scripts with the sprite pages + index), then queue.html,
-    then queue.csv, then delete older versions. `rows`: queue_rows'."""
+    then queue.csv, then delete older versions. `rows`: queue_rows' (their crops are read from `crops_dir`)."""
     thumbs_root, queue_csv, queue_html = Path(cfg.out.thumbs), Path(cfg.out.queue), Path(cfg.out.html)
     with _Thumbs(thumbs_root, rows.num_rows) as thumbs:
-        _thumbnails(rows, kept, crops_dir, cfg.thumb_size, thumbs)
+        _thumbnails(rows, crops_dir, cfg.thumb_size, thumbs)
         version, pages = _write_version(thumbs_root, rows, thumbs, cfg)
     version_dir = thumbs_root / version
     atomic_write_text(queue_html, render_html(total=rows.num_rows, pages=pages, per_file=cfg.pages_per_file,

@@ -10,21 +10,24 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.artifacts.decisions import QUEUE_COLUMNS, Decision, applied_decisions, decisions_of, load_decisions, read_csv
-from tasks.artifacts.faces import kept_mask, read_faces
+from tasks.artifacts.faces import FACES_TABLE, FACES_VERSION
 from tasks.artifacts.reviewed import write_reviewed
 from tasks.errors import ReviewError
-from tasks.fileio import atomic_write_json
+from tasks.fileio import atomic_write_json, read_parquet
 from tasks.params.review import ReviewConfig
 from tasks.review.lock import decisions_lock
 from tasks.review.queue import export_queue, queue_rows
-from tasks.review.selection import select_reviewed
+from tasks.review.selection import read_selected, reviewed_mask
 from tasks.review.stats import ReviewStats, compute_stats
 
 log = logging.getLogger(__name__)
 MERGE_COMMAND = "python -m tasks.review merge"
+# the columns of faces.parquet the stage works from; the reviewed faces' other columns are read at the
+# end, for those faces only (tasks.review.selection.read_selected)
+COLUMNS = ["face_id", "image_id", "detector", "score", "shard", "duplicate_of", "drop_reason"]
 
 
 @dataclass(frozen=True)
@@ -50,22 +53,27 @@ def unmerged(queue_path: str | os.PathLike, decisions: dict[str, Decision]) -> l
 def run_review(cfg: ReviewConfig, inputs: ReviewInputs) -> ReviewStats:
     """The stage: validate, then export. Any error leaves every file as it was."""
     with decisions_lock(cfg.decisions, "the review stage"):
-        faces = read_faces(inputs.faces)
+        faces = read_parquet(inputs.faces, FACES_TABLE, FACES_VERSION, COLUMNS)
         _, decisions = load_decisions(cfg.decisions)
         waiting = unmerged(cfg.out.queue, decisions)
         if waiting:
             raise ReviewError(f"{cfg.out.queue}: {len(waiting)} verdicts (first at line {waiting[0].line}) are not in "
                               f"{cfg.decisions} yet and would be overwritten: run `{MERGE_COMMAND}` first "
                               "(or clear them)")
-        kept = faces.filter(pa.array(kept_mask(faces), pa.bool_()))
-        reviewed, verdicts = select_reviewed(faces, decisions, cfg.unreviewed)
-        stats = compute_stats(faces, decisions, cfg.unreviewed)
-        rows = queue_rows(kept, applied_decisions(faces, decisions), inputs.manifest)
+        detected = faces.num_rows
+        kept = faces.filter(pc.is_null(faces["drop_reason"]))
+        applied = applied_decisions(faces, decisions)
+        passes, verdicts = reviewed_mask(faces, applied, cfg.unreviewed)
+        stats = compute_stats(faces, decisions, cfg.unreviewed, applied)
+        del faces
+        rows = queue_rows(kept, applied, inputs.manifest)
         stats.queued = rows.num_rows
-        export = export_queue(cfg, rows, kept, inputs.crops)
+        export = export_queue(cfg, rows, inputs.crops)
         stats.pages, stats.version = export.pages, export.version
+        del rows, kept
+        reviewed = read_selected(inputs.faces, passes)
         write_reviewed(cfg.out.faces, reviewed, verdicts)
-        log.info("review: %d of %d detected faces pass review (unreviewed: %s)", reviewed.num_rows, faces.num_rows,
+        log.info("review: %d of %d detected faces pass review (unreviewed: %s)", reviewed.num_rows, detected,
                  cfg.unreviewed)
         atomic_write_json(cfg.out.stats, stats.as_dict())
         atomic_write_json(cfg.out.metrics, stats.metrics())

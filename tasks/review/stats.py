@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.artifacts.decisions import Decision, applied_decisions
 
@@ -98,29 +98,31 @@ class ReviewStats:
                 "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n" + "\n\n".join(notes) + "\n")
 
 
-def compute_stats(faces: pa.Table, decisions: dict[str, Decision], unreviewed: str) -> ReviewStats:
-    """Counts over kept faces, each with the decision that applies to it (its duplicate group's)."""
+def compute_stats(faces: pa.Table, decisions: dict[str, Decision], unreviewed: str,
+                  applied: dict[str, Decision] | None = None) -> ReviewStats:
+    """Counts over kept faces, each with the decision that applies to it (its duplicate group's;
+    `applied`: applied_decisions', computed when not given). Columnar: Python objects for the
+    decided faces and the detectors only, none per face."""
     stats = ReviewStats(unreviewed=unreviewed)
-    applied = applied_decisions(faces, decisions)
-    kinds: Counter = Counter()
-    present = set()
-    for fid, det, drop in zip(faces.column("face_id").to_pylist(), faces.column("detector").to_pylist(),
-                              faces.column("drop_reason").to_pylist()):
-        present.add(fid)
-        if drop is not None:
-            kinds["on_dropped"] += fid in decisions
-            continue
-        s = stats.detectors.setdefault(det, DetectorStats())
-        s.kept += 1
-        d = applied.get(fid)
-        if d is not None:
-            s.reviewed += 1
-            s.false_positive += d.false_positive
-            stats.downstream += not d.false_positive
-            stats.via_duplicates += d.face_id != fid
-        elif unreviewed == "keep":
-            stats.downstream += 1
-    stats.on_dropped = kinds["on_dropped"]
+    applied = applied_decisions(faces, decisions) if applied is None else applied
+    kept = pc.is_null(faces["drop_reason"])
+    detectors = faces["detector"].filter(kept)
+    for count in pc.value_counts(detectors).to_pylist():  # in the order detectors first appear
+        stats.detectors[count["values"]] = DetectorStats(kept=count["counts"])
+    decided = pa.array(list(decisions), pa.string())
+    on_dropped = pc.is_in(faces["face_id"].filter(pc.invert(kept)), value_set=decided)
+    stats.on_dropped = pc.sum(on_dropped.cast(pa.int64())).as_py() or 0
+    mine = faces.select(["face_id", "detector"]).filter(
+        pc.and_(kept, pc.is_in(faces["face_id"], value_set=pa.array(list(applied), pa.string()))))
+    for fid, det in zip(mine["face_id"].to_pylist(), mine["detector"].to_pylist()):
+        s, d = stats.detectors[det], applied[fid]
+        s.reviewed += 1
+        s.false_positive += d.false_positive
+        stats.downstream += not d.false_positive
+        stats.via_duplicates += d.face_id != fid
+    if unreviewed == "keep":
+        stats.downstream += len(detectors) - mine.num_rows
+    present = set(faces["face_id"].filter(pc.is_in(faces["face_id"], value_set=decided)).to_pylist())
     stats.orphaned = [{"face_id": d.face_id, "false_positive": int(d.false_positive), "line": d.line}
                       for d in sorted(decisions.values(), key=lambda d: d.line) if d.face_id not in present]
     return stats

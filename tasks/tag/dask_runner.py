@@ -29,7 +29,7 @@ import pyarrow as pa
 from tasks.errors import DataError
 from tasks.fileio import sha256_file
 from tasks.params.tag import TagConfig
-from tasks.taggers.backends import BACKENDS, TagBatch
+from tasks.taggers.backends import BACKENDS, COLUMNS, TagBatch
 from tasks.taggers.loader import plan_batches
 from tasks.typed import build, to_dict
 
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 CHUNK_FACES = 1024  # upper bound on the faces of one task (rounded down to whole batches)
 IN_FLIGHT_PER_THREAD = 2  # chunks submitted or waiting to be written, per worker thread
 MAX_CACHED = 2  # backends kept per worker process (a long-lived cluster may see several configs)
-COLUMNS = ("face_id", "shard", "hair_rgb", "eye_rgb")  # what the backends read from faces.parquet
-
 _CACHE: dict[str, tuple[object, threading.Lock]] = {}
 _CACHE_LOCK = threading.Lock()
 

@@ -26,7 +26,7 @@ from tasks.fileio import atomic_write_json, sha256_file
 from tasks.params.tag import TagConfig
 from tasks.reports import write_run_report
 from tasks.tag.summary import TagSummary
-from tasks.taggers.backends import BACKENDS, TagBatch
+from tasks.taggers.backends import BACKENDS, COLUMNS, TagBatch
 from tasks.taggers.choice import Choice, choose_backend, warn_fallback_once
 from tasks.typed import to_dict
 
@@ -153,7 +153,7 @@ def run_report(cfg: TagConfig, summary: TagSummary) -> dict:
 def run_tag(cfg: TagConfig, faces: str, crops: str) -> TagSummary:
     """The stage: the reviewed faces (`faces`, the review stage's table; their crops in `crops`), tagged."""
     choose_backend(cfg)  # a tagger path typo fails before any data is read
-    summary = tag_faces(cfg, read_reviewed(faces), crops)
+    summary = tag_faces(cfg, read_reviewed(faces, list(COLUMNS)), crops)
     write_tagger_spec(cfg.out.tagger, cfg, summary.backend, summary.reason)  # what render reads samples back with
     write_run_report("tag", run_report(cfg, summary))
     return summary

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from models.device import cores
@@ -29,6 +30,9 @@ from tasks.taggers.colors import ColorNamer, measure_colors
 from tasks.taggers.loader import crop_loader, default_workers, image_transform, resize_image
 
 log = logging.getLogger(__name__)
+
+
+COLUMNS = ("face_id", "shard", "hair_rgb", "eye_rgb")  # what the backends read from the reviewed faces
 
 
 @dataclass
@@ -202,20 +206,19 @@ class ColorBackend:
         return out
 
     def batches(self, faces: pa.Table, crops_dir: str) -> Iterator[TagBatch]:
-        ids = faces.column("face_id").to_pylist()
-        hair, eye = faces.column("hair_rgb").to_pylist(), faces.column("eye_rgb").to_pylist()
-        known = [(f, (h, e)) for f, h, e in zip(ids, hair, eye) if h is not None]
+        has_hair = pc.is_valid(faces.column("hair_rgb"))
+        known, rest = faces.filter(has_hair), faces.filter(pc.invert(has_hair))
         bs = self.cfg.batch_size
-        for i in range(0, len(known), bs):
-            chunk = known[i:i + bs]
-            yield TagBatch([f for f, _ in chunk], self.probs([c for _, c in chunk]))
-        rest = faces.filter(pa.array([h is None for h in hair], pa.bool_()))
+        for i in range(0, known.num_rows, bs):  # detector colours: a batch of rows made Python at a time
+            chunk = known.slice(i, bs)
+            colors = list(zip(chunk.column("hair_rgb").to_pylist(), chunk.column("eye_rgb").to_pylist()))
+            yield TagBatch(chunk.column("face_id").to_pylist(), self.probs(colors))
         if not rest.num_rows:
             return
         if not self.cfg.color.measure:
             self.unmeasured += rest.num_rows
             for i in range(0, rest.num_rows, bs):
-                chunk = rest.column("face_id").to_pylist()[i:i + bs]
+                chunk = rest.column("face_id").slice(i, bs).to_pylist()
                 yield TagBatch(chunk, self.probs([None] * len(chunk)))
             return
         workers = default_workers("cpu", self.cfg.workers, rest.num_rows, kind="measure")

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from functools import partial
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -58,33 +61,49 @@ def image_transform(size: int, pad_color: int | None = None, resample: str = "bi
 Batch = list[tuple[str, str]]  # (shard, face_id) per face
 
 
-def plan_batches(faces: pa.Table, batch_size: int) -> list[Batch]:
-    """The faces with a stored crop in (shard, face_id) order, cut into batches of `batch_size`
-    (the last one shorter); faces without a stored crop are left out."""
-    rows = sorted((s, f) for f, s in zip(faces.column("face_id").to_pylist(), faces.column("shard").to_pylist()) if s)
-    return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+@dataclass(frozen=True)
+class Plan:
+    """The faces with a stored crop in (shard, face_id) order, cut into batches of `batch_size` (the
+    last one shorter): two Arrow arrays (the shard dictionary-encoded), so the plan costs ~70 bytes
+    a face in the driver and in every worker it is sent to, not a Python tuple a face."""
+
+    shard: pa.Array
+    face_id: pa.Array
+    batch_size: int
+
+    def __len__(self) -> int:
+        return -(-len(self.face_id) // self.batch_size)
+
+    def batch(self, k: int) -> Batch:
+        lo = k * self.batch_size
+        n = min(self.batch_size, len(self.face_id) - lo)
+        return list(zip(self.shard.slice(lo, n).cast(pa.string()).to_pylist(), self.face_id.slice(lo, n).to_pylist()))
+
+    def __iter__(self) -> Iterator[Batch]:
+        return (self.batch(k) for k in range(len(self)))
 
 
-def work_units(batches: list[Batch], unit_faces: int = UNIT_FACES) -> list[list[Batch]]:
-    """Consecutive batches grouped into units of at least `unit_faces` faces (the last may be smaller)."""
-    units: list[list[Batch]] = []
-    cur: list[Batch] = []
-    n = 0
-    for b in batches:
-        cur.append(b)
-        n += len(b)
-        if n >= unit_faces:
-            units.append(cur)
-            cur, n = [], 0
-    return units + ([cur] if cur else [])
+def plan_batches(faces: pa.Table, batch_size: int) -> Plan:
+    """The faces with a stored crop in (shard, face_id) order, in batches of `batch_size`; faces
+    without a stored crop (a null or empty shard) are left out."""
+    t = faces.select(["shard", "face_id"])
+    t = t.filter(pc.fill_null(pc.not_equal(t.column("shard"), ""), False))
+    t = t.take(pc.sort_indices(t, sort_keys=[("shard", "ascending"), ("face_id", "ascending")]))
+    return Plan(pc.dictionary_encode(t.column("shard").combine_chunks()), t.column("face_id").combine_chunks(), batch_size)
+
+
+def work_units(plan: Plan, unit_faces: int = UNIT_FACES) -> list[range]:
+    """Consecutive batches (their indices) grouped into units of at least `unit_faces` faces (the last may be smaller)."""
+    per_unit = max(1, -(-unit_faces // plan.batch_size))
+    return [range(k, min(k + per_unit, len(plan))) for k in range(0, len(plan), per_unit)]
 
 
 class CropStream(IterableDataset):
     """Yields (face ids, transformed crops) per planned batch, for this worker's share of the units;
     the transformed crops are stacked when they are tensors, a list otherwise."""
 
-    def __init__(self, units: list[list[Batch]], crops_dir: str, transform):
-        self.units, self.crops_dir, self.transform = units, str(crops_dir), transform
+    def __init__(self, plan: Plan, units: list[range], crops_dir: str, transform):
+        self.plan, self.units, self.crops_dir, self.transform = plan, units, str(crops_dir), transform
 
     def __iter__(self):
         info = get_worker_info()
@@ -94,14 +113,15 @@ class CropStream(IterableDataset):
         for k, unit in enumerate(self.units):
             if k % nw != wid:
                 continue
+            batches = [self.plan.batch(b) for b in unit]
             wanted: dict[str, list[str]] = {}
-            for batch in unit:
+            for batch in batches:
                 for shard, fid in batch:
                     wanted.setdefault(shard, []).append(fid)
             crops: dict[str, bytes] = {}  # this unit's crops only: the row groups that hold them
             for shard, fids in wanted.items():
                 crops.update(read_shard(os.path.join(self.crops_dir, shard), fids))
-            for batch in unit:
+            for batch in batches:
                 values = [self.transform(crops[fid]) for _, fid in batch]
                 ids = [fid for _, fid in batch]
                 if values and all(isinstance(v, torch.Tensor) for v in values):
@@ -117,11 +137,12 @@ def _as_is(batch):
 
 def crop_loader(faces: pa.Table, crops_dir: str, transform, batch_size: int, workers: int, pin: bool = False) -> DataLoader:
     """Batches of (face ids, crops) in planned batches (see the module docstring), in any order."""
-    units = work_units(plan_batches(faces, batch_size))
+    plan = plan_batches(faces, batch_size)
+    units = work_units(plan)
     workers = min(workers, len(units))
     # spawn, not fork: the parent holds Prefect's threads (API client, event loop), and a forked child
     # of a threaded process can die at start (seen: exit code 1 with no traceback under a flow run).
-    return DataLoader(CropStream(units, crops_dir, transform), batch_size=None, num_workers=workers,
+    return DataLoader(CropStream(plan, units, crops_dir, transform), batch_size=None, num_workers=workers,
                       collate_fn=_as_is, prefetch_factor=2 if workers else None, pin_memory=pin,
                       multiprocessing_context="spawn" if workers else None, persistent_workers=False)
 

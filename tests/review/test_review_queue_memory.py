@@ -42,7 +42,7 @@ def test_the_queue_export_holds_one_page_of_thumbnails(tmp_path):
                                          thumbs=str(root / "thumbs")))
         tracemalloc.start()
         try:
-            q = export_queue(cfg, queue, kept, root / "crops")
+            q = export_queue(cfg, queue, root / "crops")
             peaks[n] = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
