@@ -35,6 +35,7 @@ lock:
 # The whole DAG (dvc.yaml): fetch -> scrape -> detect -> review -> tag -> release -> train -> render -> export.
 demo: venv .dvc/config.local
 	$(VENV)/bin/dvc repro
+	$(PY) -m tasks.review edit
 	$(PY) -m tasks.tools.card
 
 # Two workers, each running whole test modules (a module's fixtures are built once): 14 min on 2 cores, not 28.

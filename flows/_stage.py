@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.dag import load_dag
+from tasks.dag import dvc_executable, load_dag
 from tasks.errors import MoeflowError, one_line_errors
 from tasks.fileio import atomic_copy
 from tasks.params import DEFAULT_PARAMS
@@ -40,11 +40,6 @@ DVC_STAGE_LINE = re.compile(r"(?:(Running) stage|Stage) '([\w@.-]+)'")
 
 class StageFailed(MoeflowError):
     pass
-
-
-def _dvc() -> str:
-    exe = Path(sys.executable).with_name("dvc")
-    return str(exe) if exe.exists() else "dvc"
 
 
 def use_params(params_path: str | os.PathLike, root: Path) -> None:
@@ -111,7 +106,7 @@ def repro(stages: str | list[str], root: str | os.PathLike | None = None) -> lis
         ran: list[str] = []
         current = targets[0] if len(targets) == 1 else "dvc"
         tail: list[str] = []
-        with subprocess.Popen([_dvc(), "repro", *targets], cwd=root, env=env, stdout=subprocess.PIPE,
+        with subprocess.Popen([dvc_executable(), "repro", *targets], cwd=root, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
                               preexec_fn=_die_with_parent) as proc:
             try:

@@ -52,6 +52,7 @@ from tasks.fileio import atomic_write_json
 from tasks.params import DEFAULT_PARAMS
 from tasks.params.all import load_params
 from tasks.review.merge import REVIEW_WAITING, review_waiting
+from tasks.review.worksheet import make_editable
 from tasks.stage import summary_path
 from tasks.tools.card import DEFAULT_OUT, write_card
 
@@ -150,6 +151,7 @@ def review_stop(params, root: Path, policy: str, review_ran: bool, timeout_s: in
             log.info("no stop for review (review_pause=%s: %s)", policy,
                      "review ran" if review_ran else "review was up to date")
             return
+        make_editable(params.review.out.queue, root)  # the reviewer saves over it: a file of its own, not DVC's link
         md = review_markdown(root / params.review.out.stats, run.id, reason)
         publish_markdown("review-queue", md, f"review: flow run {run.id} waits for a reviewer: {resume_command(run.id)}")
         since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

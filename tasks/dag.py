@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def _params(entries) -> tuple[str, ...]:
         else:  # {file: [keys]}: other params files are not used by moeflow
             raise ConfigError(f"{DVC_YAML}: params from another file ({e}) are not supported")
     return tuple(out)
+
+
+def dvc_executable() -> str:
+    """The `dvc` beside this interpreter (the project's venv, whatever PATH says), else the one on PATH."""
+    exe = Path(sys.executable).with_name("dvc")
+    return str(exe) if exe.exists() else "dvc"
 
 
 def load_dag(root: str | Path = ".", params_file: str = "params.yaml") -> dict[str, Stage]:

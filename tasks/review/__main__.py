@@ -1,7 +1,8 @@
 """`python -m tasks.review --faces PATH --crops PATH --manifest PATH [--params FILE]`: the reviewed
 faces and the manual-review queue (the DVC stage command; dvc.yaml hands it detect's and scrape's
 outputs). `python -m tasks.review merge [--from FILE] [--reviewer NAME] [--keep-missing]`: the
-reviewer's merge (tasks.review.cli), which needs neither Prefect nor DVC."""
+reviewer's merge, and `python -m tasks.review edit`: queue.csv made writable where DVC linked it
+into its cache (tasks.review.cli; neither imports Prefect or DVC)."""
 
 import sys
 
@@ -22,8 +23,8 @@ def run(cfg: ReviewConfig, faces: str, crops: str, manifest: str):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["merge"]:
-        from tasks.review.cli import merge_main
+    if sys.argv[1:2] in (["merge"], ["edit"]):
+        from tasks.review.cli import main as reviewer_main
 
-        sys.exit(merge_main(sys.argv[2:]))
+        sys.exit(reviewer_main(sys.argv[1:]))
     sys.exit(main("review", ReviewConfig, run, description=__doc__, inputs=INPUTS))

@@ -1,7 +1,11 @@
-"""The reviewer's command line: `python -m tasks.review merge [--params FILE] [--from FILE]
-[--reviewer NAME] [--keep-missing] [--faces PATH]`. It needs neither Prefect nor DVC (the import of
-Prefect alone takes seconds), and prints one line: what was merged, or `error: ...` (exit 1). The
-faces dataset it checks face ids against is the one dvc.yaml hands the review stage."""
+"""The reviewer's command line:
+- `python -m tasks.review merge [--params FILE] [--from FILE] [--reviewer NAME] [--keep-missing] [--faces PATH]`:
+  the verdicts into the decisions CSV; the faces dataset it checks face ids against is the one dvc.yaml
+  hands the review stage;
+- `python -m tasks.review edit [--params FILE]`: queue.csv made a writable file of its own where DVC
+  linked it read-only into its cache (tasks.review.worksheet; `dvc unprotect`).
+Neither imports Prefect or DVC (the import of Prefect alone takes seconds); each prints one line, or
+`error: ...` (exit 1)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from tasks.errors import one_line_errors
 from tasks.params import DEFAULT_PARAMS, load_section
 from tasks.params.review import ReviewConfig
 from tasks.review.merge import merge
+from tasks.review.worksheet import make_editable
 
 PROG = "python -m tasks.review"
 
@@ -44,6 +49,23 @@ def merge_main(argv: list[str], prog: str = PROG) -> int:
     return 0
 
 
+@one_line_errors()
+def edit_main(argv: list[str], prog: str = PROG) -> int:
+    parser = argparse.ArgumentParser(prog=f"{prog} edit",
+                                     description="Make the review queue (review.out.queue) a writable file for a "
+                                                 "spreadsheet, where DVC linked it read-only into its cache.")
+    parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    queue = load_section("review", ReviewConfig, args.params).out.queue
+    was_linked = make_editable(queue)
+    print(f"{queue}: " + ("a writable copy now, unlinked from DVC's cache: edit it, then "
+                          "`python -m tasks.review merge`" if was_linked else
+                          "already a file of its own (not linked into DVC's cache): edit it, then "
+                          "`python -m tasks.review merge`"))
+    return 0
+
+
 def review_faces_path() -> str:
     """The faces dataset dvc.yaml hands the review stage (`--faces`)."""
     from tasks.dag import stage_inputs
@@ -57,7 +79,9 @@ def review_faces_path() -> str:
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] != ["merge"]:
-        print(f"usage: {prog} merge [--params FILE] [--from FILE] [--reviewer NAME] [--keep-missing]", file=sys.stderr)
+    commands = {"merge": merge_main, "edit": edit_main}
+    if argv[:1] not in ([c] for c in commands):
+        print(f"usage: {prog} merge [--params FILE] [--from FILE] [--reviewer NAME] [--keep-missing]\n"
+              f"       {prog} edit [--params FILE]", file=sys.stderr)
         return 2
-    return merge_main(argv[1:], prog)
+    return commands[argv[0]](argv[1:], prog)

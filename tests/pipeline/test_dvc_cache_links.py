@@ -10,6 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.support.project import VENV_BIN, run
 
@@ -69,3 +71,41 @@ def test_outs_link_into_the_cache_and_an_in_place_append_leaves_it_intact(tmp_pa
     for out in ("one.txt", "store/log.txt"):
         assert (clone / out).read_bytes() == (p / out).read_bytes()
         assert linked(clone / out, clone), f"the pulled {out} is a copy, not a link"
+
+
+def test_the_review_queue_is_made_a_file_of_its_own_before_anyone_edits_it(tmp_path):
+    """queue.csv is the out a person saves over: linked read-only into the cache, an in-place save would
+    fail, or (as root) change the cache object. `python -m tasks.review edit` (make demo and the flow's
+    review stop call the same function) unprotects it: a writable copy of the same bytes, `dvc status`
+    clean, and an in-place edit then leaves every cache object holding the bytes its name says."""
+    from tasks.errors import ReviewError
+    from tasks.review.worksheet import linked as dvc_linked
+    from tasks.review.worksheet import make_editable
+
+    p = tmp_path / "project"
+    p.mkdir()
+    run(["git", "init", "-q"], p)
+    run(["make", "-o", "venv", "-f", str(ROOT / "Makefile"), "VENV=" + str(Path(VENV_BIN).parent),
+         ".dvc/config.local"], p)
+    (p / ".dvc" / "config").write_bytes((ROOT / ".dvc" / "config").read_bytes())
+    (p / "dvc.yaml").write_text("stages:\n  review:\n    cmd: sh -c 'mkdir -p review && cat dep.txt > review/queue.csv'\n"
+                                "    deps: [dep.txt]\n    outs:\n      - review/queue.csv:\n          persist: true\n")
+    (p / "dep.txt").write_text("face_id,false_positive\nabc,\n")
+    run(["dvc", "repro", "-q"], p)
+    queue = p / "review" / "queue.csv"
+    assert linked(queue, p) and dvc_linked(queue)
+    assert os.geteuid() == 0 or not os.access(queue, os.W_OK)  # read-only (root may write all the same)
+    assert make_editable("review/queue.csv", p) is True
+    assert not dvc_linked(queue) and not linked(queue, p) and queue.stat().st_mode & 0o200
+    assert queue.read_text() == "face_id,false_positive\nabc,\n"
+    assert "up to date" in run(["dvc", "status"], p).stdout
+    with open(queue, "r+") as f:  # a spreadsheet saving in place
+        f.seek(0, 2)
+        f.write("def,1\n")
+    for o in cache_objects(p):
+        assert hashlib.md5(o.read_bytes()).hexdigest() == o.parent.name + o.name, o
+    assert "review/queue.csv" in run(["dvc", "status"], p).stdout  # the edit shows: review reruns, and refuses unmerged verdicts
+    assert make_editable("review/queue.csv", p) is False  # already a file of its own: nothing to do
+    (p / "review" / "queue.csv").unlink()
+    with pytest.raises(ReviewError, match="dvc repro review"):
+        make_editable("review/queue.csv", p)

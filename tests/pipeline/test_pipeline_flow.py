@@ -58,7 +58,7 @@ def test_dvc_repro_output_is_one_record_a_line_at_the_stage_s_level(tmp_path, mo
 
     from flows import _stage
 
-    monkeypatch.setattr(_stage, "_dvc", lambda: str(ROOT / "tests" / "support" / "fake_dvc.sh"))
+    monkeypatch.setattr(_stage, "dvc_executable", lambda: str(ROOT / "tests" / "support" / "fake_dvc.sh"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # outside a flow run: nothing for Prefect's API handler, and no warning
         with caplog.at_level(logging.INFO, logger="flows"):
@@ -84,7 +84,7 @@ def test_a_stopped_flow_stops_dvc_and_its_stage(tmp_path, monkeypatch):
     def cancel(*_):
         raise Cancelled
 
-    monkeypatch.setattr(_stage, "_dvc", lambda: str(ROOT / "tests" / "support" / "slow_dvc.sh"))
+    monkeypatch.setattr(_stage, "dvc_executable", lambda: str(ROOT / "tests" / "support" / "slow_dvc.sh"))
     old = signal.signal(signal.SIGALRM, cancel)
     try:
         signal.setitimer(signal.ITIMER_REAL, 1.5)

@@ -138,6 +138,7 @@ def test_review_round_trip_through_a_deployment_leaves_the_workspace_consistent(
 
     # the reviewer marks two faces, merges, resumes
     queue = project / "review" / "queue.csv"
+    assert not queue.is_symlink() and queue.stat().st_nlink == 1, "the stop leaves queue.csv linked into DVC's cache"
     rows = read_queue(queue)
     for row in rows[:2]:
         row["false_positive"] = "1"
