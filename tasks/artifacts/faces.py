@@ -110,8 +110,9 @@ def face_id(image_id: str, detector: str, crop_box: tuple[int, int, int, int]) -
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def read_faces(path: str | os.PathLike) -> pa.Table:
-    return read_parquet(path, FACES_TABLE, FACES_VERSION)
+def read_faces(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """faces.parquet (or only the named columns: the others are not read)."""
+    return read_parquet(path, FACES_TABLE, FACES_VERSION, columns)
 
 
 def write_faces(path: str | os.PathLike, rows: Iterable[dict] | pa.Table) -> pa.Table:

@@ -15,6 +15,9 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from tasks.artifacts.decisions import (QUEUE_COLUMNS, append_decisions, control_problem, decisions_of, read_csv,
                                       read_decisions)
 from tasks.artifacts.faces import read_faces
@@ -77,6 +80,14 @@ class MergeResult:
                        "review with these decisions.")
 
 
+def _present(face_ids: list[str], faces: str | os.PathLike) -> set[str]:
+    """Which of `face_ids` are in the faces dataset: its id column only, matched in Arrow (no Python
+    string a face of the dataset)."""
+    wanted = pa.array(face_ids, pa.string())
+    ids = read_faces(faces, ["face_id"]).column("face_id").combine_chunks()
+    return set(wanted.filter(pc.is_in(wanted, value_set=ids)).to_pylist())
+
+
 def merge(cfg: ReviewConfig, faces: str | os.PathLike, source: str | os.PathLike | None = None,
           reviewer: str = "", keep_missing: bool = False) -> MergeResult:
     """Append the filled-in verdicts of `source` (default: the queue) to the decisions CSV."""
@@ -90,7 +101,7 @@ def merge(cfg: ReviewConfig, faces: str | os.PathLike, source: str | os.PathLike
         table = read_csv(src, QUEUE_COLUMNS)
         new = decisions_of(table)
         existing_table, existing = read_decisions(target) if target.exists() else (None, {})
-        known = set(read_faces(faces).column("face_id").to_pylist())
+        known = _present([d.face_id for d in new.values()], faces)
         result = MergeResult(source=str(src), target=str(target))
         result.undecided = sum(1 for _, v in table.rows if v.get("face_id", "").strip().lower() not in new)
         ordered = sorted(new.values(), key=lambda d: d.line)

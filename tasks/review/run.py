@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from tasks.artifacts.decisions import QUEUE_COLUMNS, Decision, applied_decisions, decisions_of, load_decisions, read_csv
-from tasks.artifacts.faces import FACES_TABLE, FACES_VERSION
+from tasks.artifacts.faces import read_faces
 from tasks.artifacts.reviewed import write_reviewed
 from tasks.errors import ReviewError
-from tasks.fileio import atomic_write_json, read_parquet
+from tasks.fileio import atomic_write_json
 from tasks.params.review import ReviewConfig
 from tasks.review.lock import decisions_lock
 from tasks.review.queue import export_queue, queue_rows
@@ -53,7 +53,7 @@ def unmerged(queue_path: str | os.PathLike, decisions: dict[str, Decision]) -> l
 def run_review(cfg: ReviewConfig, inputs: ReviewInputs) -> ReviewStats:
     """The stage: validate, then export. Any error leaves every file as it was."""
     with decisions_lock(cfg.decisions, "the review stage"):
-        faces = read_parquet(inputs.faces, FACES_TABLE, FACES_VERSION, COLUMNS)
+        faces = read_faces(inputs.faces, COLUMNS)
         _, decisions = load_decisions(cfg.decisions)
         waiting = unmerged(cfg.out.queue, decisions)
         if waiting:
