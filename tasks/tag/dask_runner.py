@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.errors import DataError
 from tasks.fileio import sha256_file
@@ -58,57 +59,46 @@ def chunk_size(cfg: TagConfig, limit: int | None = None) -> int:
     return max(1, (CHUNK_FACES if limit is None else limit) // cfg.batch_size) * cfg.batch_size
 
 
-def _group(batches: list[list[int]], size: int, shard_of: list | None) -> list[list[int]]:
-    """Consecutive batches (row indices) grouped into chunks of at most `size` rows (or one batch);
-    with `shard_of`, a chunk also ends before a batch that starts in another shard than the chunk
-    did, so a worker reads few shards (a batch that straddles two reads both, as it does locally)."""
-    chunks: list[list[int]] = []
-    cur: list[int] = []
-    cur_shard = None
-    for part in batches:
-        shard = shard_of[part[0]] if shard_of is not None else None
-        if cur and (len(cur) + len(part) > size or shard != cur_shard):
-            chunks.append(cur)
-            cur = []
-        if not cur:
-            cur_shard = shard
-        cur += part
-    return chunks + ([cur] if cur else [])
-
-
-def _planned(faces: pa.Table, rows: list[int], batch: int) -> list[list[int]]:
-    """The local loader's batches (tasks.taggers.loader.plan_batches) of faces[rows], as row indices."""
-    if not rows:
-        return []
-    sub = faces.take(pa.array(rows, pa.int64()))
-    pos = {fid: rows[i] for i, fid in enumerate(sub.column("face_id").to_pylist())}
-    return [[pos[f] for _, f in b] for b in plan_batches(sub, batch)]
-
-
-def _runs(rows: list[int], batch: int) -> list[list[int]]:
-    return [rows[i:i + batch] for i in range(0, len(rows), batch)]
+def _chunks(n: int, batch: int, size: int, first_shards: list[str] | None = None) -> list[tuple[int, int]]:
+    """Positions 0..n in batches of `batch`, consecutive batches grouped into chunks [lo, hi) of at most
+    `size` positions (or one batch); with `first_shards` (the shard of each batch's first face), a
+    chunk also ends before a batch that starts in another shard than the chunk did, so a worker reads
+    few shards (a batch that straddles two reads both, as it does locally)."""
+    out: list[tuple[int, int]] = []
+    lo, shard_of_chunk = None, None
+    for k, b in enumerate(range(0, n, batch)):
+        shard = first_shards[k] if first_shards is not None else None
+        if lo is not None and (min(b + batch, n) - lo > size or shard != shard_of_chunk):
+            out.append((lo, b))
+            lo = None
+        if lo is None:
+            lo, shard_of_chunk = b, shard
+    return out + ([(lo, n)] if lo is not None else [])
 
 
 def plan_chunks(faces: pa.Table, backend: str, cfg: TagConfig, size: int) -> list[pa.Table]:
     """The faces in chunks made of the local runner's own batches (so every forward a worker runs
     is one the local runner runs: the same numbers); faces without a stored crop are left out,
-    as the local runner leaves them (the colour backend's faces with detector colours need none)."""
+    as the local runner leaves them (the colour backend's faces with detector colours need none).
+    Columnar: row indices in Arrow, Python objects a batch, not a face."""
     faces = faces.select([c for c in COLUMNS if c in faces.column_names])
-    shards = faces.column("shard").to_pylist()
-    ids = faces.column("face_id").to_pylist()
     bs = cfg.batch_size
+
+    def by_id(rows: pa.Array) -> pa.Array:
+        return rows.take(pc.sort_indices(faces.column("face_id").take(rows)))
+
+    def planned(rows: pa.Array) -> tuple[pa.Array, list[str]]:  # the local loader's batches (plan_batches)
+        plan = plan_batches(faces.take(rows), bs)
+        return rows.take(plan.rows), plan.first_shards()
+
     if backend == "color":  # detector colours: no crop read, any grouping gives the same rows
-        hair = faces.column("hair_rgb").to_pylist()
-        known = sorted((i for i, h in enumerate(hair) if h is not None), key=ids.__getitem__)
-        rest = [i for i, h in enumerate(hair) if h is None]
-        chunks = _group(_runs(known, bs), size, None)
-        if cfg.color.measure:
-            chunks += _group(_planned(faces, rest, bs), size, shards)
-        else:
-            chunks += _group(_runs(sorted(rest, key=ids.__getitem__), bs), size, None)
+        has = pc.is_valid(faces.column("hair_rgb"))
+        parts = [(by_id(pc.indices_nonzero(has)), None)]
+        rest = pc.indices_nonzero(pc.invert(has))
+        parts.append(planned(rest) if cfg.color.measure else (by_id(rest), None))
     else:
-        chunks = _group(_planned(faces, list(range(faces.num_rows)), bs), size, shards)
-    return [faces.take(pa.array(c, pa.int64())) for c in chunks]
+        parts = [planned(pc.indices_nonzero(pc.is_valid(faces.column("face_id"))))]
+    return [faces.take(rows.slice(lo, hi - lo)) for rows, first in parts for lo, hi in _chunks(len(rows), bs, size, first)]
 
 
 def worker_params(cfg: TagConfig) -> dict:

@@ -70,6 +70,7 @@ class Plan:
     shard: pa.Array
     face_id: pa.Array
     batch_size: int
+    rows: pa.Array  # each face's row in the table it was planned from (the Dask runner's chunks take them)
 
     def __len__(self) -> int:
         return -(-len(self.face_id) // self.batch_size)
@@ -82,14 +83,20 @@ class Plan:
     def __iter__(self) -> Iterator[Batch]:
         return (self.batch(k) for k in range(len(self)))
 
+    def first_shards(self) -> list[str]:
+        """The shard of each batch's first face."""
+        return self.shard.take(pa.array(range(0, len(self.face_id), self.batch_size), pa.int64())).cast(pa.string()).to_pylist()
+
 
 def plan_batches(faces: pa.Table, batch_size: int) -> Plan:
     """The faces with a stored crop in (shard, face_id) order, in batches of `batch_size`; faces
     without a stored crop (a null or empty shard) are left out."""
-    t = faces.select(["shard", "face_id"])
-    t = t.filter(pc.fill_null(pc.not_equal(t.column("shard"), ""), False))
-    t = t.take(pc.sort_indices(t, sort_keys=[("shard", "ascending"), ("face_id", "ascending")]))
-    return Plan(pc.dictionary_encode(t.column("shard").combine_chunks()), t.column("face_id").combine_chunks(), batch_size)
+    at = pc.indices_nonzero(pc.fill_null(pc.not_equal(faces.column("shard"), ""), False))
+    t = faces.select(["shard", "face_id"]).take(at)
+    order = pc.sort_indices(t, sort_keys=[("shard", "ascending"), ("face_id", "ascending")])
+    t = t.take(order)
+    return Plan(pc.dictionary_encode(t.column("shard").combine_chunks()), t.column("face_id").combine_chunks(),
+                batch_size, at.take(order))
 
 
 def work_units(plan: Plan, unit_faces: int = UNIT_FACES) -> list[range]:
