@@ -289,7 +289,8 @@ def memory_lines(base: dict, more: list[dict]) -> list[str]:
         return []
     top = max(more, key=lambda r: r["n"])
     lines = [f"peak RSS (largest process) {label(base['n'])} -> {label(top['n'])}: growth per more image, "
-             f"and the straight line to 64k and 1M (goal: <= {MEMORY_GOAL_GB:g} GB at 64k, flat)"]
+             f"and the straight line to 64k and 1M (goal: <= {MEMORY_GOAL_GB:g} GB at 64k, flat; a line from small N "
+             "overstates where a bounded buffer is still filling: detect's open crop shard, train's crop cache)"]
     for stage in base["stages"]:
         a, b = base["stages"][stage]["max_rss_mb"], top["stages"][stage]["max_rss_mb"]
         per = (b - a) * 1e6 / (top["n"] - base["n"])  # bytes per more image
