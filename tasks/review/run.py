@@ -78,7 +78,6 @@ def run_review(cfg: ReviewConfig, inputs: ReviewInputs) -> ReviewStats:
         atomic_write_json(cfg.out.stats, stats.as_dict())
         atomic_write_json(cfg.out.metrics, stats.metrics())
     if stats.queued:
-        log.info("review: %d faces wait in %s and %s; to save over the CSV from a spreadsheet after `dvc repro` or "
-                 "`dvc pull`, run `python -m tasks.review edit` first (DVC links it read-only into its cache)",
-                 stats.queued, cfg.out.queue, cfg.out.html)
+        log.info("review: to save over %s from a spreadsheet after `dvc repro` or `dvc pull`, run "
+                 "`python -m tasks.review edit` first (DVC links it read-only into its cache)", cfg.out.queue)
     return stats
