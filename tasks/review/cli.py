@@ -58,11 +58,9 @@ def edit_main(argv: list[str], prog: str = PROG) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     queue = load_section("review", ReviewConfig, args.params).out.queue
-    was_linked = make_editable(queue)
-    print(f"{queue}: " + ("a writable copy now, unlinked from DVC's cache: edit it, then "
-                          "`python -m tasks.review merge`" if was_linked else
-                          "already a file of its own (not linked into DVC's cache): edit it, then "
-                          "`python -m tasks.review merge`"))
+    state = ("a writable copy now, unlinked from DVC's cache" if make_editable(queue)
+             else "already a file of its own, not linked into DVC's cache")
+    print(f"{queue}: {state}: edit it, then `{prog} merge`")
     return 0
 
 

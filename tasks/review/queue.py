@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,17 +136,18 @@ class _Thumbs:
 def _thumbnails(rows: pa.Table, crops_dir: str | os.PathLike, size: int, into: _Thumbs) -> None:
     """Each row's JPEG thumbnail into `into` (by row number), in shard order: each crops shard read once,
     through a reader of that shard's rows only (what it holds is bounded by a shard, not the queue)."""
-    order = pc.sort_indices(pa.table({"shard": pc.fill_null(rows["shard"], ""), "face_id": rows["face_id"]}),
+    shards = pc.fill_null(rows["shard"], "")
+    order = pc.sort_indices(pa.table({"shard": shards, "face_id": rows["face_id"]}),
                             [("shard", "ascending"), ("face_id", "ascending")])
     ids = rows.select(["face_id", "shard"])
     missing, start = 0, 0
-    for count in pc.value_counts(pc.fill_null(rows["shard"], "").take(order)).field("counts").to_pylist():
+    for count in pc.value_counts(shards.take(order)).field("counts").to_pylist():
         at = order.slice(start, count)  # the rows of one shard (or of none), by face_id
         start += count
         shard = ids.take(at)
         reader = CropReader(shard, crops_dir, cache_groups=1)
-        for i, fid, name in ((i, f, s) for b in range(0, count, BATCH) for i, f, s in zip(
-                at.slice(b, BATCH).to_pylist(), *(shard[c].slice(b, BATCH).to_pylist() for c in ("face_id", "shard")))):
+        name = shard["shard"][0].as_py()
+        for i, fid in zip(chain.from_iterable(_batches(at)), chain.from_iterable(_batches(shard["face_id"]))):
             png = None
             if fid in reader:
                 try:
@@ -217,7 +219,7 @@ def _write_version(root: Path, rows: pa.Table, thumbs: _Thumbs, cfg: ReviewConfi
         for k, start in enumerate(range(0, len(starts), per_file), start=1):
             write_part_js(tmp / f"{PART_STEM.format(k)}.js", part=k, first=start + 1, version=version, columns=cols,
                           pages=sprites(start, min(start + per_file, len(starts))))
-        write_index_js(tmp / "index.js", version, _column_batches(rows, "face_id"))
+        write_index_js(tmp / "index.js", version, _batches(rows["face_id"]))
         final = root / version
         if final.is_dir():  # this very queue is there already (same name, same content)
             shutil.rmtree(tmp)
@@ -229,10 +231,10 @@ def _write_version(root: Path, rows: pa.Table, thumbs: _Thumbs, cfg: ReviewConfi
     return version, len(starts)
 
 
-def _column_batches(rows: pa.Table, column: str):
-    """A column's values, BATCH at a time, as Python lists."""
-    for start in range(0, rows.num_rows, BATCH):
-        yield rows[column].slice(start, BATCH).to_pylist()
+def _batches(values: pa.Array | pa.ChunkedArray):
+    """An Arrow column's values, BATCH at a time, as Python lists."""
+    for start in range(0, len(values), BATCH):
+        yield values.slice(start, BATCH).to_pylist()
 
 
 def _write_csv(path: Path, rows: pa.Table, sheet: str, version: str, per: int) -> None:

@@ -11,7 +11,7 @@ import os
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.artifacts.decisions import Decision, applied_decisions
+from tasks.artifacts.decisions import Decision
 from tasks.artifacts.faces import FACES_TABLE, FACES_VERSION
 from tasks.artifacts.reviewed import FINE, UNREVIEWED
 from tasks.errors import DataError
@@ -30,13 +30,6 @@ def reviewed_mask(faces: pa.Table, applied: dict[str, Decision], unreviewed: str
         mask = mask.combine_chunks()
     verdicts = pc.if_else(pc.filter(fine, mask), pa.scalar(FINE), pa.scalar(UNREVIEWED))
     return mask, verdicts.combine_chunks() if isinstance(verdicts, pa.ChunkedArray) else verdicts
-
-
-def select_reviewed(faces: pa.Table, decisions: dict[str, Decision], unreviewed: str) -> tuple[pa.Table, pa.Array]:
-    """(the kept faces without a false-positive verdict on their group, each one's verdict: fine or
-    unreviewed); with unreviewed=drop, only faces whose group was checked fine."""
-    mask, verdicts = reviewed_mask(faces, applied_decisions(faces, decisions), unreviewed)
-    return faces.filter(mask), verdicts
 
 
 def read_selected(path: str | os.PathLike, mask: pa.Array) -> pa.Table:

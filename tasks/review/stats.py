@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.artifacts.decisions import Decision, applied_decisions
+from tasks.artifacts.decisions import Decision
 
 
 @dataclass
@@ -99,12 +99,11 @@ class ReviewStats:
 
 
 def compute_stats(faces: pa.Table, decisions: dict[str, Decision], unreviewed: str,
-                  applied: dict[str, Decision] | None = None) -> ReviewStats:
-    """Counts over kept faces, each with the decision that applies to it (its duplicate group's;
-    `applied`: applied_decisions', computed when not given). Columnar: Python objects for the
-    decided faces and the detectors only, none per face."""
+                  applied: dict[str, Decision]) -> ReviewStats:
+    """Counts over kept faces, each with the decision that applies to it (its duplicate group's:
+    `applied`, applied_decisions'). Columnar: Python objects for the decided faces and the
+    detectors only, none per face."""
     stats = ReviewStats(unreviewed=unreviewed)
-    applied = applied_decisions(faces, decisions) if applied is None else applied
     kept = pc.is_null(faces["drop_reason"])
     detectors = faces["detector"].filter(kept)
     for count in pc.value_counts(detectors).to_pylist():  # in the order detectors first appear

@@ -97,7 +97,7 @@ def plan_chunks(faces: pa.Table, backend: str, cfg: TagConfig, size: int) -> lis
         rest = pc.indices_nonzero(pc.invert(has))
         parts.append(planned(rest) if cfg.color.measure else (by_id(rest), None))
     else:
-        parts = [planned(pc.indices_nonzero(pc.is_valid(faces.column("face_id"))))]
+        parts = [planned(pa.array(range(faces.num_rows), pa.int64()))]
     return [faces.take(rows.slice(lo, hi - lo)) for rows, first in parts for lo, hi in _chunks(len(rows), bs, size, first)]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,8 @@ def test_the_review_queue_is_made_a_file_of_its_own_before_anyone_edits_it(tmp_p
     queue = p / "review" / "queue.csv"
     assert linked(queue, p) and dvc_linked(queue)
     assert os.geteuid() == 0 or not os.access(queue, os.W_OK)  # read-only (root may write all the same)
-    assert make_editable("review/queue.csv", p) is True
+    edit = run([sys.executable, "-m", "tasks.review", "edit", "--params", str(ROOT / "params.yaml")], p)  # as make demo
+    assert "review/queue.csv: a writable copy now" in edit.stdout, edit.stdout
     assert not dvc_linked(queue) and not linked(queue, p) and queue.stat().st_mode & 0o200
     assert queue.read_text() == "face_id,false_positive\nabc,\n"
     assert "up to date" in run(["dvc", "status"], p).stdout

@@ -11,9 +11,10 @@ import hashlib
 import tracemalloc
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.artifacts.decisions import Decision, applied_decisions
-from tasks.review.selection import select_reviewed
+from tasks.review.selection import reviewed_mask
 from tasks.review.stats import compute_stats
 
 SMALL, LARGE = 5_000, 20_000
@@ -47,12 +48,12 @@ def _peak(faces: pa.Table, decisions: dict[str, Decision]) -> tuple[int, dict]:
     try:
         base = tracemalloc.get_traced_memory()[0]
         applied = applied_decisions(faces, decisions)
-        reviewed, verdicts = select_reviewed(faces, decisions, "keep")
-        stats = compute_stats(faces, decisions, "keep")
+        mask, verdicts = reviewed_mask(faces, applied, "keep")
+        stats = compute_stats(faces, decisions, "keep", applied)
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    return peak, {"applied": len(applied), "reviewed": reviewed.num_rows, "verdicts": len(verdicts),
+    return peak, {"applied": len(applied), "reviewed": pc.sum(mask).as_py(), "verdicts": len(verdicts),
                   "stats": stats.as_dict()}
 
 

@@ -12,18 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts.decisions import load_decisions
+from tasks.artifacts.decisions import applied_decisions, load_decisions
 from tasks.artifacts.faces import ShardWriter, face_id, read_faces, write_faces
 from tasks.artifacts.images import MANIFEST_SCHEMA
 from tasks.errors import ReviewError
 from tasks.fileio import write_parquet
 from tasks.params.review import ReviewConfig, ReviewOut
 from tasks.review.run import ReviewInputs
-from tasks.review.selection import select_reviewed
+from tasks.review.selection import reviewed_mask
 from tests.conftest import ROOT
 
 DETECTORS = ("lbpcascade", "animeface")
 
+
+
+def select_reviewed(faces, decisions, unreviewed: str):
+    """(the faces that pass review, each one's verdict): what the review stage writes, from a whole
+    faces table (the stage itself reads the passing rows' columns at the end: read_selected)."""
+    mask, verdicts = reviewed_mask(faces, applied_decisions(faces, decisions), unreviewed)
+    return faces.filter(mask), verdicts
 
 def png_bytes(path: Path) -> bytes:
     from PIL import Image

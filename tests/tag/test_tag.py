@@ -26,12 +26,12 @@ from tasks.artifacts.tags import HAIR_COLORS, MGM_TAGS, TAGS_TABLE, TAGS_VERSION
 from tasks.errors import ConfigError, DataError
 from tasks.params import read_yaml
 from tasks.params.tag import TagConfig
-from tasks.review.selection import select_reviewed
 from tasks.tag.run import run_tag, tag_faces
 from tasks.taggers.colors import ColorNamer, ciede2000, srgb_to_lab
 from tasks.tools.convert import convert
 from tasks.typed import build, to_dict
 from tests.conftest import ROOT, deep_update
+from tests.support.review import select_reviewed
 from tests.support.tag import CANONICAL_HAIR, labelled_faces, png_bytes, synthetic_net, write_faces_dataset
 
 torch.set_num_threads(1)
