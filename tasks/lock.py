@@ -3,8 +3,10 @@
 `exclusive(path, what, refuse)` holds an advisory `flock` on `path` for as long as the block runs.
 The kernel releases it when the process ends, however it ends (kill -9 included), so a killed
 holder never leaves a stale lock (a worker it forked drops its copy of the lock at once). A second
-process does not wait: it gets the exception `refuse(holder)` makes, where `holder` is what the
-first one wrote into the file: `<what> (pid N, since <UTC time>)`. The file stays (empty when idle).
+process does not wait for it to finish: it gets the exception `refuse(holder)` makes, where `holder`
+is what the first one wrote into the file: `<what> (pid N, since <UTC time>)`. The file stays (empty
+when idle); met in the instant between a holder's lock and its name, the second one waits for the
+name (or the lock).
 
 Two users:
 - every stage entry point (`tasks.stage.main`) holds the workspace's stage lock, `STAGE_LOCK`
@@ -19,6 +21,7 @@ import contextlib
 import datetime
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -48,6 +51,25 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
+NAMING_S = 2.0  # how long a refused process waits for a holder that has the lock but no name in it yet
+
+
+def _take(fd: int, refuse: Callable[[str], Exception]) -> None:
+    """Take the lock, or raise `refuse(holder)`. A holder names itself just after it takes the lock
+    and empties the file just before it lets go: a lock held over an empty file is one of those two
+    moments, so this polls (up to NAMING_S) until the holder is named or gone, never names nobody."""
+    deadline = time.monotonic() + NAMING_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip()
+            if holder or time.monotonic() >= deadline:
+                raise refuse(holder or "another process") from None
+            time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def exclusive(path: str | os.PathLike, what: str, refuse: Callable[[str], Exception]) -> Iterator[None]:
     """Hold the lock at `path` while `what` (e.g. "detect") runs, or raise `refuse(holder)`."""
@@ -55,14 +77,12 @@ def exclusive(path: str | os.PathLike, what: str, refuse: Callable[[str], Except
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise refuse(os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "another process") from None
+        _take(fd, refuse)
         _held.add(fd)
         since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{what} (pid {os.getpid()}, since {since})\n".encode(), 0)
+        name = f"{what} (pid {os.getpid()}, since {since})\n".encode()
+        os.pwrite(fd, name, 0)  # then cut what a killed holder left: the file is never empty while held
+        os.ftruncate(fd, len(name))
         try:
             yield
         finally:

@@ -5,6 +5,7 @@ The lock is the kernel's (flock): a holder killed with SIGKILL leaves none behin
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -135,3 +136,44 @@ def test_dvc_repro_meets_the_lock_of_a_stage_run_by_hand(tmp_path):
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=60)
+
+
+def _raw_holder(path: Path) -> int:
+    """A holder caught in the instant between taking the lock and writing its name."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def test_a_holder_not_yet_named_is_waited_for_not_reported_as_nobody(tmp_path):
+    """Six merges at once met a holder that had the lock but had not yet written its name, and
+    were refused with 'in use by another process'. The refused one now waits for the name."""
+    csv = tmp_path / "decisions.csv"
+    lock = tmp_path / "decisions.csv.lock"
+    fd = _raw_holder(lock)
+    naming = threading.Timer(0.3, lambda: os.pwrite(fd, b"merge (pid 1, since 2026-01-01T00:00:00+00:00)\n", 0))
+    naming.start()
+    try:
+        with pytest.raises(ReviewError, match=r"is in use by merge \(pid 1, since 2026"):
+            with decisions_lock(csv, "merge"):
+                pass
+    finally:
+        naming.join()
+        os.close(fd)
+    fd = _raw_holder(lock)  # a holder that empties the file and lets go: the second one gets the lock
+    os.ftruncate(fd, 0)
+    letting_go = threading.Timer(0.3, os.close, (fd,))
+    letting_go.start()
+    try:
+        with decisions_lock(csv, "merge"):
+            assert lock.read_text().startswith(f"merge (pid {os.getpid()}, since ")
+    finally:
+        letting_go.join()
+    fd = _raw_holder(lock)  # one that never names itself is reported as such, after the wait
+    os.ftruncate(fd, 0)
+    try:
+        with pytest.raises(ReviewError, match=r"is in use by another process"):
+            with decisions_lock(csv, "merge"):
+                pass
+    finally:
+        os.close(fd)
