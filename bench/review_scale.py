@@ -99,8 +99,11 @@ def params_for(root: Path) -> Path:
 def browse(html: Path, logs: Path, e: dict) -> dict:
     """Page 1, the last page (through the page box), its sprite decoded, one face marked, reload."""
     cells = "document.querySelectorAll('#grid .cell').length"
-    stored = ("(JSON.parse(localStorage.getItem(KEY) || '{}').fp || {})"
-              "[document.querySelector('#grid .cell').dataset.fid] === 1")
+    stored = ("new Promise((ok, no) => { const r = indexedDB.open('moeflow-review'); r.onerror = () => no(r.error); "
+              "r.onsuccess = () => { const g = r.result.transaction('marks').objectStore('marks').get(KEY); "
+              "g.onerror = () => no(g.error); g.onsuccess = () => "
+              "ok(((g.result || {}).fp || {})[document.querySelector('#grid .cell').dataset.fid] === 1); }; })")
+    saved_step = {"wait": "document.body.dataset.saved === 'saved'"}  # what the header tells the reviewer
     steps = [
         {"goto": html.as_uri()},
         {"wait": "document.body.dataset.page === '1'"},
@@ -114,7 +117,8 @@ def browse(html: Path, logs: Path, e: dict) -> dict:
                  "ms: performance.now()}; })()"},
         {"click": "#grid .cell .thumb"},
         {"eval": "document.querySelector('#grid .cell').classList.contains('fp')"},
-        {"eval": stored},  # the mark in localStorage before the reload: a lost mark then tells unsaved from unread
+        saved_step,  # then reload at once
+        {"eval": stored},  # the mark in IndexedDB before the reload: a lost mark then tells unsaved from unread
         {"reload": True},
         {"wait": "document.body.dataset.page === String(META.pages)"},
         {"eval": "document.querySelector('#grid .cell').classList.contains('fp')"},

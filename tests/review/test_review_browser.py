@@ -37,6 +37,12 @@ def chromium():
         pytest.skip(str(e))
 
 
+SAVED = {"wait": "document.body.dataset.saved === 'saved'"}  # the header says "saved": the reviewer may leave
+STORED = ("new Promise((ok, no) => { const r = indexedDB.open('moeflow-review'); r.onerror = () => no(r.error); "
+          "r.onsuccess = () => { const g = r.result.transaction('marks').objectStore('marks').get("
+          "'moeflow-review:' + META.store); g.onsuccess = () => ok(g.result || null); g.onerror = () => no(g.error); }; })")
+
+
 def first_id_is(fid: str) -> dict:
     return {"wait": f"(document.querySelector('#grid .cell .id') || {{}}).textContent === '{fid}'"}
 
@@ -73,7 +79,7 @@ def test_marks_survive_a_regenerated_queue_and_never_mark_unseen_faces(chromium,
         {"check": "#done"},  # page 1 checked: q0..q3 are fine
         {"click": "#next"}, first_id_is(q[4]),
         {"click": "#grid .cell:nth-child(1) .thumb"},  # q4 is a false positive
-        {"eval": CELLS},
+        {"eval": CELLS}, SAVED,
         # a colleague merges q0 and q1 as fine, and the queue is regenerated: pages shift by two
         {"exec": [sys.executable, str(REGENERATE), str(tmp_path), q[0], q[1]]},
         {"goto": "about:blank"}, {"goto": url}, first_id_is(q[2]),  # the reviewer reopens the sheet
@@ -83,7 +89,7 @@ def test_marks_survive_a_regenerated_queue_and_never_mark_unseen_faces(chromium,
         {"download": "#notice-save"},
         {"check": "#done"},  # now the reviewer checks the new page 1, with q5 on it
         {"download": "#save"},
-        {"click": "#notice-close"}, {"reload": True}, first_id_is(q[2]),
+        {"click": "#notice-close"}, SAVED, {"reload": True}, first_id_is(q[2]),
         {"eval": "document.getElementById('notice').hidden"},
     ])
     before, after, checked, notice, saved, stale, saved_checked, closed = r["results"]
@@ -127,7 +133,7 @@ def test_a_queue_csv_link_opens_its_page_and_outlines_its_face(chromium, tmp_pat
         {"eval": TARGET}, {"eval": SPRITE}, {"eval": "(" + NOTICE + ") + '|' + (" + LINK + ")"},
         {"click": "#grid .cell:nth-child(1) .thumb"},  # q8 marked a false positive
         {"click": "#prev"}, first_id_is(q[4]),  # back into part 1
-        {"eval": TARGET}, {"eval": SPRITE},
+        {"eval": TARGET}, {"eval": SPRITE}, SAVED,
         # a colleague decides q8: the reviewer's mark on it no longer applies (set aside)
         {"exec": [sys.executable, str(REGENERATE), str(tmp_path), q[8]]},
         {"goto": "about:blank"}, {"goto": link}, first_id_is(q[9]),  # the old link, the new queue's page 3
@@ -140,3 +146,45 @@ def test_a_queue_csv_link_opens_its_page_and_outlines_its_face(chromium, tmp_pat
     assert target_p2 == []
     assert target_stale == [] and f"from queue version {version}" in link_stale, link_stale
     assert "1 mark no longer applies" in notice_stale and save_hidden is False, notice_stale
+
+
+def test_a_mark_is_saved_before_the_sheet_says_so_and_an_older_sheets_marks_move(chromium, tmp_path, shared):
+    """The marks live in IndexedDB, one transaction a change: the header says "saving…" until it
+    completes, then "saved", and a reload at once after that keeps the mark (with localStorage,
+    which has no completion signal, a reload a few ms after the click lost it at 64 k faces).
+    Marks an older sheet kept in localStorage are read and moved. Without IndexedDB, the sheet
+    says the marks are not saved instead of pretending."""
+    files = sorted((shared / "data/faces").glob("dlgan_*.jpg"))[:8]
+    build_faces(tmp_path, [(f.name, png_bytes(f)) for f in files])
+    cfg = review_config(tmp_path, **LAYOUT)
+    run_review(cfg, inputs(tmp_path))
+    q = [row["face_id"] for row in read_queue(Path(cfg.out.queue))]
+    url = Path(cfg.out.html).resolve().as_uri()
+    version = json.loads(Path(cfg.out.stats).read_text())["queue_version"]
+    key = "moeflow-review:" + cfg.decisions
+    older = {"format": 2, "version": version, "fp": {q[1]: 1}, "fine": {}, "stale": {"fp": {}, "fine": {}}}
+    seed = (f"if (!sessionStorage.seeded) {{ localStorage.setItem({json.dumps(key)}, {json.dumps(json.dumps(older))}); "
+            "sessionStorage.seeded = '1'; }")
+    r = drive([
+        {"init": seed}, {"goto": url}, first_id_is(q[0]), SAVED,
+        {"eval": CELLS}, {"eval": f"localStorage.getItem({json.dumps(key)})"},  # moved: gone from localStorage
+        {"click": "#grid .cell:nth-child(3) .thumb"},
+        {"eval": "document.body.dataset.saved"}, SAVED, {"eval": STORED},
+        {"reload": True}, first_id_is(q[0]), SAVED, {"eval": CELLS},
+    ])
+    moved, legacy_left, saving, stored, kept = r["results"]
+    assert [c["fp"] for c in moved] == [False, True, False, False]
+    assert legacy_left is None
+    assert saving in ("saving\u2026", "saved"), saving
+    assert stored["fp"] == {q[1]: 1, q[2]: 1} and stored["version"] == version
+    assert [c["fp"] for c in kept] == [False, True, True, False]
+
+    r = drive([
+        {"init": "delete window.indexedDB;"}, {"goto": url}, first_id_is(q[0]),
+        {"click": "#grid .cell:nth-child(1) .thumb"},
+        {"eval": "[document.body.dataset.saved, document.getElementById('saved').textContent, "
+                 "document.getElementById('notice').hidden, document.getElementById('notice-text').textContent]"},
+    ])
+    [(flag, header, hidden, text)] = r["results"]
+    assert flag == header == "not saved" and hidden is False
+    assert text.startswith("Your marks cannot be saved in this browser (") and "download them" in text, text

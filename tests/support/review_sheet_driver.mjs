@@ -6,6 +6,7 @@
 //   {"wait": "js expression"}          {"eval": "js expression"}   -> its value is appended to results
 //   {"exec": ["cmd", "arg", ...]}      run a command (e.g. regenerate the queue) between steps
 //   {"download": selector}             click, and append the downloaded file's text to results
+//   {"init": "js source"}              run this in every page the session opens, before its scripts
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
@@ -17,7 +18,8 @@ const result = { console: [], errors: [], results: [] };
 await drive({ name: 'review', executablePath, result,
   launch: { acceptDownloads: true, args: [...CHROMIUM_ARGS, '--disable-gpu'] } }, async (page) => {
   for (const step of steps) {
-    if (step.goto) await page.goto(step.goto, { waitUntil: 'load' });
+    if (step.init) await page.addInitScript(step.init);
+    else if (step.goto) await page.goto(step.goto, { waitUntil: 'load' });
     else if (step.reload) await page.reload({ waitUntil: 'load' });
     else if (step.click) await page.click(step.click);
     else if (step.check) await page.check(step.check);

@@ -8,15 +8,23 @@
 // the cell (#v=<version>&p=3&c=17): that cell is outlined, or the sheet says the link is from
 // another version of the queue (whose page 3 shows other faces).
 //
-// Marks live in localStorage under "moeflow-review:" + META.store, keyed by face_id, with the
-// queue version they were made on. "Page checked" is not stored: a page shows as checked when
-// every face on it has a mark. When the queue changes (new images, merged verdicts), marks on
+// Marks live in the browser's IndexedDB (database "moeflow-review", store "marks", key
+// "moeflow-review:" + META.store), keyed by face_id, with the queue version they were made on.
+// Every change is one transaction; the header says "saving…" until it completes, then "saved", and
+// leaving the page while a write is pending (or after one failed) asks first. Marks an older sheet
+// kept in localStorage under the same key are read once and moved. "Page checked" is not stored: a
+// page shows as checked when every face on it has a mark. When the queue changes (new images, merged verdicts), marks on
 // faces still waiting are kept; the others no longer apply and are set aside, visibly, with a
 // button to download them.
 "use strict";
 
 const KEY = "moeflow-review:" + META.store;
 const FORMAT = 2;
+let db = null; // the open IndexedDB database; null when the browser cannot keep the marks
+let pending = 0; // writes begun, not yet complete
+let failed = null; // the error of the last write that failed, until one succeeds
+let legacy = false; // the marks came from an older sheet's localStorage: removed there once saved here
+let stored = null; // the marks as stored when the page opened
 let state = fresh();
 let current = 0;
 let faces = [];
@@ -41,19 +49,75 @@ function notice(text, staleButton) {
   el("notice").hidden = false;
 }
 
-function save() {
-  try {
-    localStorage.setItem(KEY, JSON.stringify(state));
-  } catch (e) {
-    notice("Your marks cannot be saved in this browser (" + e + "): download them before you close the page.", false);
-  }
-  el("marked").textContent = Object.keys(state.fp).length + " marked, " + Object.keys(state.fine).length + " fine";
+function cannotSave(e) {
+  failed = String(e);
+  notice("Your marks cannot be saved in this browser (" + failed + "): download them before you close the page.", false);
 }
 
-function readStored() {
+function showSaved() {
+  const text = failed !== null ? "not saved" : pending > 0 ? "saving\u2026" : "saved";
+  el("saved").textContent = text;
+  document.body.dataset.saved = text;
+}
+
+// One transaction a change, of the whole state; transactions on one store complete in order.
+function save() {
+  el("marked").textContent = Object.keys(state.fp).length + " marked, " + Object.keys(state.fine).length + " fine";
+  if (db === null) return showSaved();
+  pending++;
+  showSaved();
+  let tx;
   try {
-    return JSON.parse(localStorage.getItem(KEY) || "null");
+    tx = db.transaction("marks", "readwrite", { durability: "strict" });
+    tx.objectStore("marks").put(state, KEY); // a structured clone: later changes are the next write's
   } catch (e) {
+    pending--;
+    cannotSave(e);
+    return showSaved();
+  }
+  tx.oncomplete = () => {
+    pending--;
+    failed = null;
+    if (legacy) {
+      localStorage.removeItem(KEY);
+      legacy = false;
+    }
+    showSaved();
+  };
+  tx.onabort = () => {
+    pending--;
+    cannotSave(tx.error || "the write was aborted");
+    showSaved();
+  };
+}
+
+function request(r) {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+
+function openStore() {
+  const r = indexedDB.open("moeflow-review", 1);
+  r.onupgradeneeded = () => r.result.createObjectStore("marks");
+  r.onblocked = () => notice("Another tab holds an older version of this sheet's storage open: close it, then reload.", false);
+  return request(r);
+}
+
+// The marks as stored (IndexedDB, else an older sheet's localStorage), or null.
+async function readStored() {
+  const here = await request(db.transaction("marks", "readonly").objectStore("marks").get(KEY));
+  if (here !== undefined) return here;
+  const old = localStorage.getItem(KEY);
+  if (old === null) return null;
+  legacy = true;
+  try {
+    return JSON.parse(old);
+  } catch (e) {
+    notice("The marks an older version of this sheet kept cannot be read (" + e + "); they are left in localStorage under " +
+      KEY + ".", false);
+    legacy = false;
     return null;
   }
 }
@@ -91,15 +155,14 @@ function showStale() {
 // Marks made on another version of the queue: keep those whose face still waits here.
 window.moeflowIndex = function (data) {
   if (data.version !== META.version) return;
-  const stored = readStored() || {};
   const waiting = new Set(data.ids);
   const next = fresh();
   for (const kind of ["fp", "fine"]) {
-    for (const fid in stored[kind] || {}) {
+    for (const fid in (stored || {})[kind] || {}) {
       if (waiting.has(fid)) next[kind][fid] = 1;
       else next.stale[kind][fid] = 1;
     }
-    for (const fid in (stored.stale || {})[kind] || {}) next.stale[kind][fid] = 1;
+    for (const fid in ((stored || {}).stale || {})[kind] || {}) next.stale[kind][fid] = 1;
   }
   state = next;
   save();
@@ -280,8 +343,17 @@ function begin() {
   }
 }
 
-function start() {
-  const stored = readStored();
+async function start() {
+  try {
+    db = await openStore();
+    stored = await readStored();
+  } catch (e) {
+    db = null;
+    cannotSave(e);
+  }
+  window.addEventListener("beforeunload", (e) => {
+    if (pending > 0 || (failed !== null && count(state) > 0)) e.preventDefault(); // marks not saved yet: ask
+  });
   if (stored && stored.format === FORMAT && stored.version === META.version) {
     state = Object.assign(fresh(), stored);
   } else if (stored && count(stored) > 0) {
