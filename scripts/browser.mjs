@@ -13,6 +13,13 @@ const { chromium } = require('playwright-core');
 export const CHROMIUM_ARGS = ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-sync',
   '--disable-component-update', '--disable-dev-shm-usage', '--headless=new'];
 
+// Collect a page's console errors / warnings and uncaught errors in `result` (a tab a driver opens too).
+export function watch(page, result, timeout = 60000) {
+  page.setDefaultTimeout(timeout);
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') result.console.push(`${m.type()}: ${m.text()}`); });
+  page.on('pageerror', (e) => result.errors.push(String(e)));
+}
+
 // Launch, run `body(page)`, then close and print `result` (with ok, launch_ms, and error on a failure).
 export async function drive({ name, executablePath, timeout = 60000, launch = {}, result }, body) {
   const profile = mkdtempSync(join(tmpdir(), `moeflow-${name}-`));
@@ -22,9 +29,7 @@ export async function drive({ name, executablePath, timeout = 60000, launch = {}
     context = await chromium.launchPersistentContext(profile, { executablePath, headless: true, timeout, ...launch });
     result.launch_ms = Date.now() - t0;
     const page = context.pages()[0] || (await context.newPage());
-    page.setDefaultTimeout(timeout);
-    page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') result.console.push(`${m.type()}: ${m.text()}`); });
-    page.on('pageerror', (e) => result.errors.push(String(e)));
+    watch(page, result, timeout);
     await body(page);
     result.ok = true;
   } catch (e) {

@@ -188,3 +188,35 @@ def test_a_mark_is_saved_before_the_sheet_says_so_and_an_older_sheets_marks_move
     [(flag, header, hidden, text)] = r["results"]
     assert flag == header == "not saved" and hidden is False
     assert text.startswith("Your marks cannot be saved in this browser (") and "download them" in text, text
+
+
+def test_two_tabs_of_the_sheet_never_write_over_each_others_marks(chromium, tmp_path, shared):
+    """A queue.csv link opens the sheet in a second tab. Each tab's change is written into what is
+    stored, not its whole copy over it (before, the first tab's next click erased the second's
+    mark); the other tab shows it, and "Download verdicts" in either holds both tabs' marks."""
+    files = sorted((shared / "data/faces").glob("dlgan_*.jpg"))[:8]
+    build_faces(tmp_path, [(f.name, png_bytes(f)) for f in files])
+    cfg = review_config(tmp_path, **LAYOUT)
+    run_review(cfg, inputs(tmp_path))
+    rows = read_queue(Path(cfg.out.queue))
+    q = [row["face_id"] for row in rows]
+    url = Path(cfg.out.html).resolve().as_uri()
+    link = (Path(cfg.out.queue).parent / thumbnail_link(rows[1]["thumbnail"])[0]).resolve().as_uri() + "#" + \
+        rows[1]["thumbnail"].split("#")[1]
+    fp = "document.querySelector('#grid .cell:nth-child({})').classList.contains('fp')"
+    r = drive([
+        {"goto": url}, first_id_is(q[0]),
+        {"click": "#grid .cell:nth-child(1) .thumb"}, SAVED,  # tab 0: q0
+        {"tab": link}, first_id_is(q[0]), SAVED,
+        {"eval": CELLS},  # tab 1 opens with q0 marked
+        {"click": "#grid .cell:nth-child(2) .thumb"}, SAVED,  # tab 1: q1
+        {"switch": 0}, {"wait": fp.format(2)},  # tab 0 shows q1, told by tab 1
+        {"click": "#grid .cell:nth-child(3) .thumb"}, SAVED,  # tab 0: q2
+        {"download": "#save"},
+        {"switch": 1}, {"wait": fp.format(3)}, {"download": "#save"},
+        {"reload": True}, first_id_is(q[0]), SAVED, {"eval": CELLS},
+    ])
+    opened, first, second, reloaded = r["results"]
+    assert [c["fp"] for c in opened] == [True, False, False, False]
+    assert verdicts(first) == verdicts(second) == {q[0]: "1", q[1]: "1", q[2]: "1"}
+    assert [c["fp"] for c in reloaded] == [True, True, True, False]

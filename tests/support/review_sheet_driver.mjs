@@ -7,18 +7,30 @@
 //   {"exec": ["cmd", "arg", ...]}      run a command (e.g. regenerate the queue) between steps
 //   {"download": selector}             click, and append the downloaded file's text to results
 //   {"init": "js source"}              run this in every page the session opens, before its scripts
+//   {"tab": url}                       open url in a new tab of the same browser; the next steps act there
+//   {"switch": n}                      the next steps act on tab n (0: the first), brought to the front
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
-import { CHROMIUM_ARGS, drive } from '../../scripts/browser.mjs';
+import { CHROMIUM_ARGS, drive, watch } from '../../scripts/browser.mjs';
 
 const steps = JSON.parse(process.argv[2] || '[]');
 const executablePath = process.env.MOEFLOW_CHROMIUM || '/usr/bin/chromium';
 const result = { console: [], errors: [], results: [] };
 await drive({ name: 'review', executablePath, result,
-  launch: { acceptDownloads: true, args: [...CHROMIUM_ARGS, '--disable-gpu'] } }, async (page) => {
+  launch: { acceptDownloads: true, args: [...CHROMIUM_ARGS, '--disable-gpu'] } }, async (first) => {
+  const tabs = [first];
+  let page = first;
   for (const step of steps) {
-    if (step.init) await page.addInitScript(step.init);
+    if (step.tab) {
+      page = await first.context().newPage();
+      watch(page, result);
+      tabs.push(page);
+      await page.goto(step.tab, { waitUntil: 'load' });
+    } else if (step.switch !== undefined) {
+      page = tabs[step.switch];
+      await page.bringToFront();
+    } else if (step.init) await page.addInitScript(step.init);
     else if (step.goto) await page.goto(step.goto, { waitUntil: 'load' });
     else if (step.reload) await page.reload({ waitUntil: 'load' });
     else if (step.click) await page.click(step.click);

@@ -10,8 +10,11 @@
 //
 // Marks live in the browser's IndexedDB (database "moeflow-review", store "marks", key
 // "moeflow-review:" + META.store), keyed by face_id, with the queue version they were made on.
-// Every change is one transaction; the header says "saving…" until it completes, then "saved", and
-// leaving the page while a write is pending (or after one failed) asks first. Marks an older sheet
+// Every change is one transaction that reads the stored marks and writes back only what it
+// changed, so two tabs of the sheet (a queue.csv link opens another) never write over each other;
+// a tab that saved tells the others (BroadcastChannel), and a tab shown again rereads. The header
+// says "saving…" until the transaction completes, then "saved", and leaving the page while a write
+// is pending (or after one failed) asks first. Marks an older sheet
 // kept in localStorage under the same key are read once and moved. "Page checked" is not stored: a
 // page shows as checked when every face on it has a mark. When the queue changes (new images, merged verdicts), marks on
 // faces still waiting are kept; the others no longer apply and are set aside, visibly, with a
@@ -60,16 +63,30 @@ function showSaved() {
   document.body.dataset.saved = text;
 }
 
-// One transaction a change, of the whole state; transactions on one store complete in order.
-function save() {
+function showCount() {
   el("marked").textContent = Object.keys(state.fp).length + " marked, " + Object.keys(state.fine).length + " fine";
+}
+
+// Apply `change` (it sets marks, never flips them: it runs twice) to the marks here and, in one
+// transaction, to the stored marks, which another tab of this sheet may have changed since this
+// one read them: a tab writes what it changed, never its whole copy over another's.
+function commit(change) {
+  change(state);
+  showCount();
   if (db === null) return showSaved();
   pending++;
   showSaved();
   let tx;
+  let written = null;
   try {
     tx = db.transaction("marks", "readwrite", { durability: "strict" });
-    tx.objectStore("marks").put(state, KEY); // a structured clone: later changes are the next write's
+    const marks = tx.objectStore("marks");
+    const get = marks.get(KEY);
+    get.onsuccess = () => {
+      written = get.result && get.result.format === FORMAT ? get.result : structuredClone(state);
+      change(written);
+      marks.put(written, KEY);
+    };
   } catch (e) {
     pending--;
     cannotSave(e);
@@ -82,6 +99,8 @@ function save() {
       localStorage.removeItem(KEY);
       legacy = false;
     }
+    if (channel !== null) channel.postMessage("saved");
+    if (pending === 0) adopt(written); // what is stored now: this tab's changes and any other's
     showSaved();
   };
   tx.onabort = () => {
@@ -90,6 +109,52 @@ function save() {
     showSaved();
   };
 }
+
+// Replace the stored marks with `next` (marks checked against a changed queue, or moved from localStorage).
+function replace(next) {
+  const copy = structuredClone(next);
+  commit((marks) => {
+    for (const k of Object.keys(marks)) delete marks[k];
+    Object.assign(marks, structuredClone(copy));
+  });
+}
+
+function setMark(marks, fid, fp, fine) {
+  if (fp) marks.fp[fid] = 1;
+  else delete marks.fp[fid];
+  if (fine) marks.fine[fid] = 1;
+  else delete marks.fine[fid];
+}
+
+// Show the stored marks when they are this queue version's (another tab may have added some).
+function adopt(marks) {
+  if (!marks || marks.format !== FORMAT || marks.version !== META.version) return;
+  state = Object.assign(fresh(), marks);
+  showCount();
+  if (faces.length) paint();
+}
+
+// Another tab of this sheet saved (or this one is shown again): read the marks it stored.
+let rereading = false;
+async function reread() {
+  if (db === null || rereading) return;
+  rereading = true;
+  try {
+    const marks = await request(db.transaction("marks", "readonly").objectStore("marks").get(KEY));
+    if (pending === 0) adopt(marks); // otherwise this tab's own write, once complete, adopts what is stored
+  } catch (e) {
+    cannotSave(e);
+    showSaved();
+  } finally {
+    rereading = false;
+  }
+}
+
+const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(KEY) : null;
+if (channel !== null) channel.onmessage = reread;
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) reread();
+});
 
 function request(r) {
   return new Promise((resolve, reject) => {
@@ -165,7 +230,7 @@ window.moeflowIndex = function (data) {
     for (const fid in ((stored || {}).stale || {})[kind] || {}) next.stale[kind][fid] = 1;
   }
   state = next;
-  save();
+  replace(state);
   showStale();
   begin();
 };
@@ -215,24 +280,20 @@ function load() {
 }
 
 function setChecked(on) {
-  for (const f of faces) {
-    if (on && !state.fp[f[0]]) state.fine[f[0]] = 1;
-    if (!on) delete state.fine[f[0]];
-  }
-  save();
+  const ids = faces.map((f) => f[0]);
+  commit((marks) => {
+    for (const fid of ids) {
+      if (on && !marks.fp[fid]) marks.fine[fid] = 1;
+      if (!on) delete marks.fine[fid];
+    }
+  });
   paint();
 }
 
 function toggle(fid) {
-  const wasChecked = pageChecked();
-  if (state.fp[fid]) {
-    delete state.fp[fid];
-    if (wasChecked) state.fine[fid] = 1; // on a checked page an unmarked face is fine
-  } else {
-    state.fp[fid] = 1;
-    delete state.fine[fid];
-  }
-  save();
+  const fp = !state.fp[fid];
+  const fine = !fp && pageChecked(); // on a checked page an unmarked face is fine
+  commit((marks) => setMark(marks, fid, fp, fine));
   paint();
 }
 
@@ -329,8 +390,9 @@ function begin() {
   el("save").onclick = () => download("verdicts.csv", csv(state));
   el("notice-save").onclick = () => download("verdicts-no-longer-queued.csv", csv(state.stale));
   el("notice-close").onclick = () => {
-    state.stale = { fp: {}, fine: {} };
-    save();
+    commit((marks) => {
+      marks.stale = { fp: {}, fine: {} };
+    });
     el("notice").hidden = true;
   };
   window.onhashchange = load;
@@ -370,7 +432,9 @@ async function start() {
   } else if (stored && stored.stale) {
     state.stale = stored.stale;
   }
-  save();
+  if (stored !== null && (legacy || stored.format !== FORMAT || stored.version !== META.version)) replace(state);
+  showCount();
+  showSaved();
   showStale();
   begin();
 }
