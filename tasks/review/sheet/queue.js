@@ -134,10 +134,16 @@ function adopt(marks) {
   if (faces.length) paint();
 }
 
-// Another tab of this sheet saved (or this one is shown again): read the marks it stored.
+// Another tab of this sheet saved (or this one is shown again): read the marks it stored. A call
+// made while one reads reads again after it, so the last change told is the one shown.
 let rereading = false;
+let again = false;
 async function reread() {
-  if (db === null || rereading) return;
+  if (db === null) return;
+  if (rereading) {
+    again = true;
+    return;
+  }
   rereading = true;
   try {
     const marks = await request(db.transaction("marks", "readonly").objectStore("marks").get(KEY));
@@ -147,6 +153,10 @@ async function reread() {
     showSaved();
   } finally {
     rereading = false;
+  }
+  if (again) {
+    again = false;
+    reread();
   }
 }
 
