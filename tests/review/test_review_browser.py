@@ -189,6 +189,15 @@ def test_a_mark_is_saved_before_the_sheet_says_so_and_an_older_sheets_marks_move
     assert flag == header == "not saved" and hidden is False
     assert text.startswith("Your marks cannot be saved in this browser (") and "download them" in text, text
 
+    r = drive([  # a storage that never answers: the sheet opens without it after 5 s, and says so
+        {"init": "indexedDB.open = () => ({});"}, {"goto": url}, first_id_is(q[0]),
+        {"eval": "[document.body.dataset.saved, document.getElementById('notice-text').textContent, "
+                 "document.querySelectorAll('#grid .cell').length]"},
+    ])
+    [(flag, text, cells)] = r["results"]
+    assert flag == "not saved" and cells == 4
+    assert "the browser's storage did not answer in 5 s" in text, text
+
 
 def test_two_tabs_of_the_sheet_never_write_over_each_others_marks(chromium, tmp_path, shared):
     """A queue.csv link opens the sheet in a second tab. Each tab's change is written into what is

@@ -415,12 +415,36 @@ function begin() {
   }
 }
 
+const STORE_WAIT_MS = 5000; // a browser whose storage does not answer by then: the sheet opens without it
+
+// The open database and the marks it holds; rejects when the storage fails or does not answer in time
+// (a database opened later is closed unused: nothing is written that the sheet did not read first).
+function openAndRead() {
+  let late = false;
+  const read = (async () => {
+    const opened = await openStore();
+    if (late) {
+      opened.close();
+      throw new Error("too late");
+    }
+    db = opened;
+    return readStored();
+  })();
+  const timeout = new Promise((_, reject) => setTimeout(() => {
+    late = true;
+    reject(new Error("the browser's storage did not answer in " + STORE_WAIT_MS / 1000 + " s"));
+  }, STORE_WAIT_MS));
+  read.catch(() => {}); // a late answer's failure: the race has already said why
+  return Promise.race([read, timeout]);
+}
+
 async function start() {
   try {
-    db = await openStore();
-    stored = await readStored();
+    stored = await openAndRead();
   } catch (e) {
+    if (db !== null) db.close();
     db = null;
+    stored = null;
     cannotSave(e);
   }
   window.addEventListener("beforeunload", (e) => {
