@@ -9,6 +9,7 @@
 //   {"init": "js source"}              run this in every page the session opens, before its scripts
 //   {"tab": url}                       open url in a new tab of the same browser; the next steps act there
 //   {"switch": n}                      the next steps act on tab n (0: the first), brought to the front
+//   {"screenshot": path}               a PNG of the visible part of the page (docs/review-sheet.png)
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
@@ -30,7 +31,8 @@ await drive({ name: 'review', executablePath, result,
     } else if (step.switch !== undefined) {
       page = tabs[step.switch];
       await page.bringToFront();
-    } else if (step.init) await page.addInitScript(step.init);
+    } else if (step.screenshot) await page.screenshot({ path: step.screenshot });
+    else if (step.init) await page.addInitScript(step.init);
     else if (step.goto) await page.goto(step.goto, { waitUntil: 'load' });
     else if (step.reload) await page.reload({ waitUntil: 'load' });
     else if (step.click) await page.click(step.click);
