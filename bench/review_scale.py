@@ -99,10 +99,8 @@ def params_for(root: Path) -> Path:
 def browse(html: Path, logs: Path, e: dict) -> dict:
     """Page 1, the last page (through the page box), its sprite decoded, one face marked, reload."""
     cells = "document.querySelectorAll('#grid .cell').length"
-    stored = ("new Promise((ok, no) => { const r = indexedDB.open('moeflow-review'); r.onerror = () => no(r.error); "
-              "r.onsuccess = () => { const g = r.result.transaction('marks').objectStore('marks').get(KEY); "
-              "g.onerror = () => no(g.error); g.onsuccess = () => "
-              "ok(((g.result || {}).fp || {})[document.querySelector('#grid .cell').dataset.fid] === 1); }; })")
+    stored = ("storedMarks().then((m) => ((m || {}).fp || {})"  # the sheet's own read of its IndexedDB
+              "[document.querySelector('#grid .cell').dataset.fid] === 1)")
     saved_step = {"wait": "document.body.dataset.saved === 'saved'"}  # what the header tells the reviewer
     steps = [
         {"goto": html.as_uri()},

@@ -38,9 +38,7 @@ def chromium():
 
 
 SAVED = {"wait": "document.body.dataset.saved === 'saved'"}  # the header says "saved": the reviewer may leave
-STORED = ("new Promise((ok, no) => { const r = indexedDB.open('moeflow-review'); r.onerror = () => no(r.error); "
-          "r.onsuccess = () => { const g = r.result.transaction('marks').objectStore('marks').get("
-          "'moeflow-review:' + META.store); g.onsuccess = () => ok(g.result || null); g.onerror = () => no(g.error); }; })")
+STORED = "storedMarks()"  # the sheet's own read of what IndexedDB holds
 
 
 def first_id_is(fid: str) -> dict:

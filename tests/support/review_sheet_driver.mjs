@@ -9,7 +9,7 @@
 //   {"init": "js source"}              run this in every page the session opens, before its scripts
 //   {"tab": url}                       open url in a new tab of the same browser; the next steps act there
 //   {"switch": n}                      the next steps act on tab n (0: the first), brought to the front
-//   {"screenshot": path}               a PNG of the visible part of the page (docs/review-sheet.png)
+//   {"screenshot": path}               a PNG of the visible part of the page (docs/review-sheet.jpg came from one)
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 

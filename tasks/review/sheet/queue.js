@@ -146,7 +146,7 @@ async function reread() {
   }
   rereading = true;
   try {
-    const marks = await request(db.transaction("marks", "readonly").objectStore("marks").get(KEY));
+    const marks = await storedMarks();
     if (pending === 0) adopt(marks); // otherwise this tab's own write, once complete, adopts what is stored
   } catch (e) {
     cannotSave(e);
@@ -180,9 +180,14 @@ function openStore() {
   return request(r);
 }
 
+// The marks stored in IndexedDB (undefined: none yet).
+function storedMarks() {
+  return request(db.transaction("marks", "readonly").objectStore("marks").get(KEY));
+}
+
 // The marks as stored (IndexedDB, else an older sheet's localStorage), or null.
 async function readStored() {
-  const here = await request(db.transaction("marks", "readonly").objectStore("marks").get(KEY));
+  const here = await storedMarks();
   if (here !== undefined) return here;
   const old = localStorage.getItem(KEY);
   if (old === null) return null;
